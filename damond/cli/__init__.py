@@ -1,0 +1,46 @@
+"""The `damond` command: one module per subcommand, each with `set_argparser(parser)` and
+`main(args) -> int` (damo's DamoSubCmd pattern). Library code logs; only this package prints.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS = {
+    "mount": ("damond.cli.mount", "mount the emulated sysfs tree at MOUNTPOINT"),
+    "exec": ("damond.cli.exec_", "run a command with damond over /sys/kernel/mm/damon/admin in a private mount namespace"),
+    "demo": ("damond.cli.demo", "mount the default machine, drive it with echo/cat, print DAMON beside ground truth"),
+    "spe-record": ("damond.cli.spe_record", "record emulated ARM SPE samples and print them as `perf script` does"),
+    "spe-hist": ("damond.cli.spe_hist", "build per-THP subpage histograms from `perf script` text"),
+}
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="damond", description="DAMON without the hardware or the patched kernel")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (modname, help_) in COMMANDS.items():
+        sp = sub.add_parser(name, help=help_, description=help_)
+        try:
+            mod = importlib.import_module(modname)
+        except ModuleNotFoundError as e:
+            if e.name != modname:
+                raise
+            sp.set_defaults(_missing=name)
+            continue
+        mod.set_argparser(sp)
+        sp.set_defaults(_main=mod.main)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    if getattr(args, "_missing", None):
+        print(f"damond: command '{args._missing}' is not available in this build", file=sys.stderr)
+        return 2
+    return args._main(args)

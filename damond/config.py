@@ -1,0 +1,100 @@
+"""The daemon's configuration: one TOML file describing the emulated machine, its
+workloads, the SPE tree and the daemon; an embedded default when none is given.
+
+This module only loads the file and locates keys for error messages. Each section is
+validated by its owner (`damond.mm` for [machine], [thp], [khugepaged], [[workload]];
+`damond.spe` for [spe]; `damond.system` for [daemon]), which raises `ConfigError` via
+`Config.error`, so every refusal is one line naming the file, the line and the problem.
+"""
+from __future__ import annotations
+
+import re
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from damond.errors import ConfigError
+
+DEFAULT_NAME = "default.toml"
+SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+class Config:
+    """A parsed config: `data` is the TOML dict, `path` and `text` serve error messages."""
+
+    def __init__(self, data: dict, path: str, text: str):
+        self.data, self.path, self.text = data, path, text
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> "Config":
+        if path is None:
+            text = resources.files("damond").joinpath(DEFAULT_NAME).read_text()
+            name = f"<embedded {DEFAULT_NAME}>"
+        else:
+            name = str(path)
+            try:
+                text = Path(path).read_text()
+            except OSError as e:
+                raise ConfigError(name, f"cannot read: {e.strerror}") from None
+        return cls.from_text(text, name)
+
+    @classmethod
+    def from_text(cls, text: str, name: str = "<config>") -> "Config":
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            m = re.search(r"line (\d+)", str(e))
+            raise ConfigError(name, f"not valid TOML: {str(e).split(' (at')[0]}", int(m.group(1)) if m else None) from None
+        return cls(data, name, text)
+
+    @property
+    def seed(self) -> int:
+        seed = self.data.get("seed", 1)
+        if not isinstance(seed, int) or seed < 0:
+            raise self.error("seed", "seed must be a non-negative integer")
+        return seed
+
+    def section(self, name: str) -> dict[str, Any]:
+        v = self.data.get(name, {})
+        if not isinstance(v, dict):
+            raise self.error(name, f"[{name}] must be a table")
+        return v
+
+    def line_of(self, key: str) -> int | None:
+        """Best-effort line number of a dotted key (`machine.tlb.l2_entries`) or a table name."""
+        parts = key.split(".")
+        lines = self.text.splitlines()
+        # try the last component as `name =` after the table header of the rest
+        table = ".".join(parts[:-1])
+        in_table = table == ""
+        for no, line in enumerate(lines, 1):
+            s = line.strip()
+            if s.startswith("["):
+                hdr = s.strip("[]").strip()
+                in_table = hdr == table or hdr == key
+                if hdr == key:
+                    return no
+                continue
+            if in_table and re.match(rf"{re.escape(parts[-1])}\s*=", s):
+                return no
+        for no, line in enumerate(lines, 1):
+            if re.match(rf"\s*{re.escape(parts[-1])}\s*=", line):
+                return no
+        return None
+
+    def error(self, key: str, problem: str, line: int | None = None) -> ConfigError:
+        return ConfigError(self.path, problem, line if line is not None else self.line_of(key))
+
+
+def parse_size(v: Any, what: str = "size") -> int:
+    """'8G', '512M', '16K', 4096 -> bytes. Raises ValueError with a readable message."""
+    if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
+        return v
+    if isinstance(v, str):
+        m = SIZE_RE.match(v)
+        if m:
+            unit = (m.group(2) or "").upper().rstrip("B").rstrip("I")
+            return int(m.group(1)) * _UNITS[unit]
+    raise ValueError(f"{what} {v!r} is not a size (examples: 4096, '64K', '512M', '8G')")

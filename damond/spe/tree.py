@@ -1,0 +1,362 @@
+"""The per-folio PFN tree of SPE access counts, as `mm/damon/spe.c` keeps it.
+
+One global mapping keyed by THP-aligned PFN (`pfn & ~511`); each entry holds 512
+per-subpage counters, the total, the pid given at insert and the time of the last update
+(from the injected clock). Inserting when full first prunes entries older than the TTL and
+drops the sample if the tree is still full (no eviction of live entries, as the RFC), but
+unlike the RFC every drop is counted. `prune()` is what `kdamond_apply_schemes` calls.
+`stats_text()` is `spe_stats`, byte for byte. Counters live in numpy arrays indexed by a
+slot number; a `SortedDict` maps key -> slot (the rb-tree), so feeds are vectorised.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+from sortedcontainers import SortedDict
+
+from damond.clock import Clock
+from damond.config import Config
+from damond.spe.heatmap import check_orders, chunk_hot
+
+MAX_CHUNKS = 512            # DAMON_SPE_MAX_CHUNKS: 4 KiB subpages per PMD THP
+THP_MASK = ~(MAX_CHUNKS - 1)
+DEFAULT_CAPACITY = 1024     # DAMON_SPE_MAX_ENTRIES
+DEFAULT_TTL_S = 30          # DAMON_SPE_ENTRY_TTL / HZ
+FEED_MODES = ("lines", "rfc")
+
+
+@dataclass
+class Entry:
+    """A snapshot of one tree entry (`struct damon_spe_entry`)."""
+    pfn: int                 # THP-aligned key
+    pid: int                 # set at insert, never updated
+    total: int               # total_accesses
+    last_us: int             # last update, clock microseconds
+    counts: np.ndarray       # uint64[512], a copy
+
+    @property
+    def hot_pages(self) -> int:
+        """Subpages with any access (spe_stats' `hot_pages`, no signal threshold)."""
+        return int(np.count_nonzero(self.counts))
+
+
+@dataclass
+class FeedResult:
+    """What one batch did: samples (lines) and the accesses they carried."""
+    recorded: int = 0
+    dropped: int = 0
+    recorded_accesses: int = 0
+    dropped_accesses: int = 0
+
+
+@dataclass
+class TreeStats:
+    """Lifetime counters of the tree (the RFC has none)."""
+    inserted: int = 0
+    pruned: int = 0
+    recorded: int = 0
+    recorded_accesses: int = 0
+    dropped: int = 0
+    dropped_accesses: int = 0
+
+
+class PfnTree:
+    """The SPE tree. Thread-safe: the FUSE front feeds it while kdamonds read and prune it.
+
+    Args:
+        clock: time source for last-update stamps and the TTL.
+        capacity: maximum number of entries (THPs).
+        ttl_s: an entry not updated for longer than this is stale.
+        feed: "lines" (every line of every write) or "rfc" (one PFN per write), read by spe_feed.
+    """
+
+    def __init__(self, clock: Clock, capacity: int = DEFAULT_CAPACITY, ttl_s: float = DEFAULT_TTL_S,
+                 feed: str = "lines"):
+        if capacity < 1:
+            raise ValueError("capacity must be >= 1")
+        if ttl_s < 0:
+            raise ValueError("ttl_s must be >= 0")
+        if feed not in FEED_MODES:
+            raise ValueError(f"feed must be one of {FEED_MODES}")
+        self.clock, self.capacity, self.feed = clock, int(capacity), feed
+        self.ttl_us = int(round(ttl_s * 1_000_000))
+        self.stats = TreeStats()
+        self._mutex = threading.RLock()
+        self._index: SortedDict = SortedDict()      # key pfn -> slot
+        n = min(self.capacity, 64)
+        self._counts = np.zeros((n, MAX_CHUNKS), dtype=np.uint64)
+        self._total = np.zeros(n, dtype=np.uint64)
+        self._last = np.zeros(n, dtype=np.int64)
+        self._pid = np.zeros(n, dtype=np.int64)
+        self._free: list[int] = list(range(n - 1, -1, -1))
+        self._cache: tuple[np.ndarray, np.ndarray] | None = None   # sorted keys, slots
+
+    @classmethod
+    def from_config(cls, config: Config, clock: Clock) -> "PfnTree":
+        """Build from [spe]; raises ConfigError naming the bad key."""
+        sec = config.section("spe")
+        known = {"capacity", "ttl_s", "feed"}
+        for k in sec:
+            if k not in known:
+                raise config.error(f"spe.{k}", f"unknown key '{k}' in [spe] (known: {', '.join(sorted(known))})")
+        cap = sec.get("capacity", DEFAULT_CAPACITY)
+        if not isinstance(cap, int) or isinstance(cap, bool) or not 1 <= cap <= 1 << 20:
+            raise config.error("spe.capacity", f"capacity {cap!r} must be an integer from 1 to {1 << 20}")
+        ttl = sec.get("ttl_s", DEFAULT_TTL_S)
+        if not isinstance(ttl, (int, float)) or isinstance(ttl, bool) or ttl < 0:
+            raise config.error("spe.ttl_s", f"ttl_s {ttl!r} must be a non-negative number of seconds")
+        feed = sec.get("feed", "lines")
+        if feed not in FEED_MODES:
+            raise config.error("spe.feed", f"feed {feed!r} is not one of {', '.join(FEED_MODES)}")
+        return cls(clock, cap, ttl, feed)
+
+    # ---- storage -------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def _grow(self) -> None:
+        old = len(self._total)
+        new = min(self.capacity, old * 2)
+        self._counts = np.concatenate([self._counts, np.zeros((new - old, MAX_CHUNKS), np.uint64)])
+        self._total = np.concatenate([self._total, np.zeros(new - old, np.uint64)])
+        self._last = np.concatenate([self._last, np.zeros(new - old, np.int64)])
+        self._pid = np.concatenate([self._pid, np.zeros(new - old, np.int64)])
+        self._free.extend(range(new - 1, old - 1, -1))
+
+    def _insert(self, key: int, pid: int, now: int) -> int:
+        """New zeroed entry, or -1 when full after a prune (damon_spe_insert)."""
+        if len(self._index) >= self.capacity:
+            self._prune_locked(now)
+            if len(self._index) >= self.capacity:
+                return -1
+        return self._insert_slot(key, pid, now)
+
+    def _insert_slot(self, key: int, pid: int, now: int) -> int:
+        if not self._free:
+            self._grow()
+        slot = self._free.pop()
+        self._counts[slot] = 0
+        self._total[slot] = 0
+        self._last[slot] = now
+        self._pid[slot] = pid
+        self._index[key] = slot
+        self._cache = None
+        self.stats.inserted += 1
+        return slot
+
+    def _lookup(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._cache is None:
+            keys = np.fromiter(self._index.keys(), dtype=np.uint64, count=len(self._index))
+            slots = np.fromiter(self._index.values(), dtype=np.int64, count=len(self._index))
+            self._cache = (keys, slots)
+        return self._cache
+
+    # ---- feeding -------------------------------------------------------------------------
+    def record(self, pfn: int, count: int = 1, pid: int = 0) -> bool:
+        """Count `count` accesses to subpage `pfn` (damon_spe_record_access).
+
+        Returns False when the sample was dropped because the tree is full.
+        """
+        key, idx = pfn & THP_MASK, pfn & (MAX_CHUNKS - 1)
+        with self._mutex:
+            now = self.clock.now_us()
+            slot = self._index.get(key)
+            if slot is None:
+                slot = self._insert(key, pid, now)
+                if slot < 0:
+                    self.stats.dropped += 1
+                    self.stats.dropped_accesses += count
+                    return False
+            self._counts[slot, idx] += np.uint64(count)
+            self._total[slot] += np.uint64(count)
+            self._last[slot] = now
+            self.stats.recorded += 1
+            self.stats.recorded_accesses += count
+            return True
+
+    def record_many(self, pfns: np.ndarray, counts: np.ndarray | None = None, pid: int = 0) -> FeedResult:
+        """Record a batch with exactly the outcome of passing each (pfn, count) to `record`
+        in order (new THPs are inserted in order of first appearance; when the tree fills
+        up mid-batch, the prune happens where the sequential insert would run it).
+
+        Args:
+            pfns: uint64 subpage PFNs.
+            counts: accesses per PFN (default 1 each).
+            pid: the pid stored in entries this batch inserts.
+        Returns:
+            FeedResult with recorded / dropped samples and accesses.
+        """
+        pfns = np.asarray(pfns, dtype=np.uint64)
+        if len(pfns) == 0:
+            return FeedResult()
+        if counts is not None:
+            counts = np.asarray(counts, dtype=np.uint64)
+        keys = pfns & np.uint64(THP_MASK & ((1 << 64) - 1))
+        idx = (pfns & np.uint64(MAX_CHUNKS - 1)).astype(np.int64)
+        with self._mutex:
+            res = self._record_batch(keys, idx, counts, pid, self.clock.now_us())
+            st = self.stats
+            st.recorded += res.recorded
+            st.recorded_accesses += res.recorded_accesses
+            st.dropped += res.dropped
+            st.dropped_accesses += res.dropped_accesses
+        return res
+
+    def _record_batch(self, keys, idx, counts, pid: int, now: int) -> FeedResult:
+        n = len(keys)
+        skeys, sslots = self._lookup()
+        if len(skeys):
+            pos = np.minimum(np.searchsorted(skeys, keys), len(skeys) - 1)
+            found = skeys[pos] == keys
+            slots = np.where(found, sslots[pos], -1).astype(np.int64)
+        else:
+            found = np.zeros(n, dtype=bool)
+            slots = np.full(n, -1, dtype=np.int64)
+        if not found.all():
+            miss_pos = np.flatnonzero(~found)
+            new_keys, first = np.unique(keys[miss_pos], return_index=True)
+            order = np.argsort(first, kind="stable")
+            new_keys, first_pos = new_keys[order], miss_pos[first[order]]
+            room = self.capacity - len(self._index)
+            if len(new_keys) > room and self._has_stale(now):
+                p = int(first_pos[room])      # this line's insert finds the tree full: prune there
+                c1 = counts[:p] if counts is not None else None
+                c2 = counts[p:] if counts is not None else None
+                r1 = self._record_batch(keys[:p], idx[:p], c1, pid, now)
+                self._prune_locked(now)
+                r2 = self._record_batch(keys[p:], idx[p:], c2, pid, now)
+                return FeedResult(r1.recorded + r2.recorded, r1.dropped + r2.dropped,
+                                  r1.recorded_accesses + r2.recorded_accesses,
+                                  r1.dropped_accesses + r2.dropped_accesses)
+            ins = [self._insert_slot(k, pid, now) for k in new_keys[:room].tolist()]
+            new_slots = np.full(len(new_keys), -1, dtype=np.int64)
+            new_slots[:len(ins)] = ins
+            srt = np.argsort(new_keys)
+            slots[miss_pos] = new_slots[srt][np.searchsorted(new_keys[srt], keys[miss_pos])]
+        ok = slots >= 0
+        nok = int(np.count_nonzero(ok))
+        if nok < n:
+            dropped_acc = int(counts[~ok].sum()) if counts is not None else n - nok
+            slots, idx = slots[ok], idx[ok]
+            counts = counts[ok] if counts is not None else None
+        else:
+            dropped_acc = 0
+        acc = 0
+        if nok:
+            flat = self._counts.reshape(-1)
+            fi = slots * MAX_CHUNKS + idx
+            if counts is None:
+                np.add.at(flat, fi, np.uint64(1))
+                self._total += np.bincount(slots, minlength=len(self._total)).astype(np.uint64)
+                acc = nok
+            else:
+                np.add.at(flat, fi, counts)
+                np.add.at(self._total, slots, counts)
+                acc = int(counts.sum())
+            self._last[slots] = now
+        return FeedResult(nok, n - nok, acc, dropped_acc)
+
+    def _has_stale(self, now: int) -> bool:
+        _, slots = self._lookup()
+        return bool(len(slots)) and bool((self._last[slots] < now - self.ttl_us).any())
+
+    # ---- pruning -------------------------------------------------------------------------
+    def _prune_locked(self, now: int) -> int:
+        if not self._index:
+            return 0
+        keys, slots = self._lookup()
+        stale = self._last[slots] < now - self.ttl_us      # time_before(last, jiffies - TTL)
+        if not stale.any():
+            return 0
+        for k, s in zip(keys[stale].tolist(), slots[stale].tolist()):
+            del self._index[k]
+            self._free.append(s)
+        self._cache = None
+        n = int(np.count_nonzero(stale))
+        self.stats.pruned += n
+        return n
+
+    def prune(self) -> int:
+        """Free every entry not updated for longer than the TTL (spe_prune_stale).
+
+        Returns:
+            the number of entries freed.
+        """
+        with self._mutex:
+            return self._prune_locked(self.clock.now_us())
+
+    def clear(self) -> None:
+        """Drop every entry (not in the RFC; for tests and experiments)."""
+        with self._mutex:
+            self._free.extend(self._index.values())
+            self._index.clear()
+            self._cache = None
+
+    # ---- queries -------------------------------------------------------------------------
+    def _entry(self, key: int, slot: int) -> Entry:
+        return Entry(key, int(self._pid[slot]), int(self._total[slot]), int(self._last[slot]),
+                     self._counts[slot].copy())
+
+    def get(self, pfn: int) -> Entry | None:
+        """The entry whose key is exactly `pfn` (the RFC's lookup by folio_pfn), or None."""
+        with self._mutex:
+            slot = self._index.get(pfn)
+            return None if slot is None else self._entry(pfn, slot)
+
+    def entries_in(self, pfn_lo: int, pfn_hi: int) -> list[Entry]:
+        """Entries whose 512 subpages overlap [pfn_lo, pfn_hi), in ascending PFN order."""
+        with self._mutex:
+            lo = max(0, pfn_lo - MAX_CHUNKS + 1)
+            return [self._entry(k, self._index[k])
+                    for k in self._index.irange(lo, pfn_hi, inclusive=(True, False))
+                    if k + MAX_CHUNKS > pfn_lo]
+
+    def counts_of(self, folio_pfn: int) -> np.ndarray | None:
+        """The 512 counters of the entry keyed exactly `folio_pfn` when it has accesses."""
+        with self._mutex:
+            slot = self._index.get(folio_pfn)
+            if slot is None or self._total[slot] == 0:
+                return None
+            return self._counts[slot].copy()
+
+    def heatmap(self, folio_pfn: int, folio_order: int, target_order: int) -> np.ndarray | None:
+        """SPE path of damon_spe_folio_heatmap, two-pass version: hot bit per chunk.
+
+        Returns:
+            bool[num_chunks], or None when no entry keyed `folio_pfn` with accesses exists
+            (the caller then takes the PTE-walk fallback, see damond.spe.heatmap).
+        Raises:
+            ErrnoError: EINVAL if target_order >= folio_order, ERANGE if > 512 chunks.
+        """
+        num_chunks = check_orders(folio_order, target_order)
+        counts = self.counts_of(folio_pfn)
+        if counts is None:
+            return None
+        return chunk_hot(counts, num_chunks, target_order)
+
+    def hot_fraction(self, folio_pfn: int, folio_order: int, target_order: int) -> int | None:
+        """Integer percent of hot chunks (damon_spe_hot_fraction); None without SPE data."""
+        hm = self.heatmap(folio_pfn, folio_order, target_order)
+        if hm is None:
+            return None
+        return int(np.count_nonzero(hm)) * 100 // len(hm)
+
+    def totals(self) -> tuple[int, int]:
+        """(nr_entries, total_accesses), damon_spe_stats()."""
+        with self._mutex:
+            _, slots = self._lookup()
+            return len(slots), int(self._total[slots].sum()) if len(slots) else 0
+
+    def stats_text(self) -> str:
+        """The spe_stats file: header, then every entry in ascending PFN order."""
+        with self._mutex:
+            keys, slots = self._lookup()
+            total = int(self._total[slots].sum()) if len(slots) else 0
+            hot = np.count_nonzero(self._counts[slots], axis=1) if len(slots) else []
+            lines = [f"nr_entries={len(slots)} total_accesses={total}\n"]
+            for k, s, h in zip(keys.tolist(), slots.tolist(), np.asarray(hot).tolist()):
+                lines.append(f"  pfn={k:#x} pid={int(self._pid[s])} total={int(self._total[s])} "
+                             f"hot_pages={h}/{MAX_CHUNKS}\n")
+            return "".join(lines)

@@ -1,0 +1,108 @@
+"""`damond mount MOUNTPOINT [--config FILE] [--foreground] [--feature-level L]`.
+
+Foreground: build the System from the config, start it, serve the tree until SIGTERM or
+`fusermount -u`, exit 0. Background (default): start the foreground daemon as a
+detached child and return once `MOUNTPOINT/kernel/mm/damon/admin/kdamonds/nr_kdamonds`
+exists. A bad config is one line on stderr and exit 1, before anything is mounted.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from damond.config import Config
+from damond.errors import ConfigError
+
+READY_TIMEOUT_S = 120.0
+
+
+def set_argparser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("mountpoint", metavar="MOUNTPOINT", help="an empty directory (not under /sys)")
+    p.add_argument("--config", metavar="FILE", help="machine config (TOML); default: the embedded one")
+    p.add_argument("--foreground", action="store_true", help="serve in this process until unmounted")
+    p.add_argument("--feature-level", metavar="L", help="kernel feature level (overrides [daemon] feature_level)")
+    p.add_argument("--log-file", metavar="FILE", help="background mode: where the daemon logs (default: discarded)")
+
+
+def _load(args) -> Config:
+    from damond.system import FEATURE_LEVELS, DaemonSettings
+
+    config = Config.load(args.config)
+    if args.feature_level:
+        if args.feature_level not in FEATURE_LEVELS:
+            raise ConfigError("--feature-level", f"{args.feature_level!r} is not one of {', '.join(FEATURE_LEVELS)}")
+        daemon = config.data.setdefault("daemon", {})
+        if not isinstance(daemon, dict):
+            raise config.error("daemon", "[daemon] must be a table")
+        daemon["feature_level"] = args.feature_level
+    DaemonSettings.from_config(config)
+    return config
+
+
+def main(args) -> int:
+    mp = os.path.realpath(args.mountpoint)
+    if mp == "/sys" or mp.startswith("/sys/"):
+        print(f"damond: refusing to mount under /sys ({mp}); mount in a private directory", file=sys.stderr)
+        return 1
+    if not os.path.isdir(mp):
+        print(f"damond: {args.mountpoint}: not a directory", file=sys.stderr)
+        return 1
+    try:
+        config = _load(args)
+    except ConfigError as e:
+        print(f"damond: {e}", file=sys.stderr)
+        return 1
+    if args.foreground:
+        return _foreground(config, mp)
+    return _background(args, mp)
+
+
+def _foreground(config: Config, mp: str) -> int:
+    from damond import log as dlog
+    from damond.fs import mount as fsmount
+    from damond.fs.root import build
+    from damond.system import System
+
+    dlog.configure()
+    try:
+        system = System.from_config(config)
+    except ConfigError as e:
+        print(f"damond: {e}", file=sys.stderr)
+        return 1
+    served = build(system)
+    system.start()
+    try:
+        return fsmount.serve(served, mp)
+    finally:
+        system.stop()
+
+
+def _background(args, mp: str) -> int:
+    cmd = [sys.executable, "-m", "damond", "mount", mp, "--foreground"]
+    if args.config:
+        cmd += ["--config", os.path.abspath(args.config)]
+    if args.feature_level:
+        cmd += ["--feature-level", args.feature_level]
+    log = open(args.log_file, "ab") if args.log_file else tempfile.TemporaryFile()
+    child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+    ready = os.path.join(mp, "kernel/mm/damon/admin/kdamonds/nr_kdamonds")
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            log.seek(0) if not args.log_file else None
+            tail = b"" if args.log_file else log.read()
+            lines = [ln for ln in tail.decode(errors="replace").splitlines() if ln.startswith("damond:")]
+            print(lines[-1] if lines else f"damond: the daemon exited with status {child.returncode}"
+                  + (f" (see {args.log_file})" if args.log_file else ""), file=sys.stderr)
+            return 1
+        if os.path.exists(ready):
+            print(child.pid)
+            return 0
+        time.sleep(0.05)
+    child.terminate()
+    print(f"damond: {mp} not ready after {READY_TIMEOUT_S:.0f} s", file=sys.stderr)
+    return 1

@@ -1,0 +1,168 @@
+"""Thin mfusepy `Operations` over the served tree (ratarmount's FuseMount pattern).
+
+Resolves a path to a node and delegates: getattr (st_size 4096, ns times), readdir, open
+with kernfs' EACCES rules, read from a per-open snapshot taken at offset 0 (seq_file),
+write = one independent store per write() cut to a page, zero-length and truncate no-ops,
+create EACCES, mkdir/rmdir/unlink/rename/chmod/chown EPERM. Turns `ErrnoError` into
+`FuseOSError`, logs each rejected write, and logs anything else loudly as a bug.
+Attribute names never collide with FUSE op names (no `lock`, `read`, ...).
+"""
+from __future__ import annotations
+
+import errno
+import os
+from typing import Any
+
+import mfusepy as fuse
+
+from damond.errors import ErrnoError
+from damond.fs.parse import PAGE_SIZE
+from damond.fs.root import Served
+from damond.fs.tree import DirNode, HandlerNode, Node
+
+_ACC = os.O_ACCMODE
+PREVIEW = 64
+
+
+class _OpenFile:
+    __slots__ = ("node", "st", "snap")
+
+    def __init__(self, node: Node, st: Any):
+        self.node, self.st, self.snap = node, st, b""
+
+
+class DamondOps(fuse.Operations):
+    use_ns = True
+
+    def __init__(self, served: Served, log):
+        self._tree = served.tree
+        self._nodes = served.tree.nodes
+        self._procfs = served.procfs
+        self._log = log
+        self._files: dict[int, _OpenFile] = {}
+        self._next_fh = 1
+
+    def _node(self, path: str) -> Node:
+        node = self._nodes.get(path)
+        if node is None:
+            if self._procfs is not None and path.startswith("/proc/"):
+                node = self._procfs.lookup(path[6:])
+            if node is None:
+                raise fuse.FuseOSError(errno.ENOENT)
+        return node
+
+    @fuse.overrides(fuse.Operations)
+    def init(self, path: str) -> None:
+        self._log.info("mounted")
+
+    @fuse.overrides(fuse.Operations)
+    def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:
+        node = self._nodes.get(path)
+        if node is None:
+            node = self._node(path)
+        return node.st
+
+    @fuse.overrides(fuse.Operations)
+    def readdir(self, path: str, fh: int) -> list[str]:
+        node = self._node(path)
+        if not isinstance(node, DirNode):
+            raise fuse.FuseOSError(errno.ENOTDIR)
+        names = [".", "..", *node.children]
+        if self._procfs is not None and node is self._procfs.dir:
+            names.extend(self._procfs.pids())
+        return names
+
+    @fuse.overrides(fuse.Operations)
+    def open(self, path: str, flags: int) -> int:
+        node = self._node(path)
+        if node.is_dir:
+            raise fuse.FuseOSError(errno.EISDIR)
+        acc = flags & _ACC
+        if (acc != os.O_RDONLY and not node.mode & 0o200) or (acc != os.O_WRONLY and not node.mode & 0o400):
+            raise fuse.FuseOSError(errno.EACCES)
+        st = None
+        if isinstance(node, HandlerNode):
+            st = self._call(node, node.handler.open, flags)
+        fh = self._next_fh
+        self._next_fh += 1
+        self._files[fh] = _OpenFile(node, st)
+        return fh
+
+    @fuse.overrides(fuse.Operations)
+    def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
+        f = self._files[fh]
+        node = f.node
+        if isinstance(node, HandlerNode):
+            return self._call(node, node.handler.read, f.st, size, offset)
+        if offset == 0:
+            f.snap = self._call(node, self._tree.show, node)
+        return f.snap[offset:offset + size]
+
+    @fuse.overrides(fuse.Operations)
+    def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
+        if not data:
+            return 0
+        f = self._files[fh]
+        node = f.node
+        try:
+            if isinstance(node, HandlerNode):
+                return node.handler.write(f.st, data)
+            data = data[:PAGE_SIZE]
+            self._tree.store(node, data)
+            return len(data)
+        except ErrnoError as e:
+            self._log.warning("write_rejected", path=node.path, value=repr(data[:PREVIEW]),
+                              errno=errno.errorcode.get(e.errno, e.errno), reason=e.msg)
+            raise fuse.FuseOSError(e.errno) from None
+        except Exception:
+            self._log.exception("fs_op_failed", op="write", path=node.path, value=repr(data[:PREVIEW]))
+            raise fuse.FuseOSError(errno.EINVAL) from None
+
+    def _call(self, node: Node, fn, *args):
+        try:
+            return fn(*args)
+        except ErrnoError as e:
+            raise fuse.FuseOSError(e.errno) from None
+        except Exception:
+            self._log.exception("fs_op_failed", op=getattr(fn, "__name__", "?"), path=node.path)
+            raise fuse.FuseOSError(errno.EINVAL) from None
+
+    @fuse.overrides(fuse.Operations)
+    def release(self, path: str, fh: int) -> int:
+        f = self._files.pop(fh, None)
+        if f is not None and isinstance(f.node, HandlerNode):
+            self._call(f.node, f.node.handler.release, f.st)
+        return 0
+
+    @fuse.overrides(fuse.Operations)
+    def truncate(self, path: str, length: int, fh: int | None = None) -> int:
+        self._node(path)
+        return 0
+
+    @fuse.overrides(fuse.Operations)
+    def create(self, path: str, mode: int, fi=None) -> int:
+        raise fuse.FuseOSError(errno.EACCES)
+
+    @fuse.overrides(fuse.Operations)
+    def mkdir(self, path: str, mode: int) -> int:
+        raise fuse.FuseOSError(errno.EPERM)
+
+    @fuse.overrides(fuse.Operations)
+    def rmdir(self, path: str) -> int:
+        raise fuse.FuseOSError(errno.EPERM)
+
+    @fuse.overrides(fuse.Operations)
+    def unlink(self, path: str) -> int:
+        raise fuse.FuseOSError(errno.EPERM)
+
+    @fuse.overrides(fuse.Operations)
+    def rename(self, old: str, new: str) -> int:
+        raise fuse.FuseOSError(errno.EPERM)
+
+    @fuse.overrides(fuse.Operations)
+    def chmod(self, path: str, mode: int) -> int:
+        raise fuse.FuseOSError(errno.EPERM)
+
+    @fuse.overrides(fuse.Operations)
+    def chown(self, path: str, uid: int, gid: int) -> int:
+        raise fuse.FuseOSError(errno.EPERM)

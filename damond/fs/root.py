@@ -1,0 +1,62 @@
+"""The mount layout: which trees and files appear under MOUNTPOINT (docs/ARCHITECTURE.md).
+
+`kernel/mm/damon/admin` (fs_layout.admin), `kernel/debug/damon/*` (handlers from
+`damond.fs.spe_files.handlers(system)` when that module exists), `kernel/mm/transparent_hugepage`
+(fs_layout.thp bound to `machine.thp`), `proc/<pid>/*` and `damond/*`. Owns assembly only.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from damond.fs.files import ProcFs, control_files, thp_handler
+from damond.fs.state import StateFiles
+from damond.fs.tree import Tree
+from damond.log import get_logger
+from fs_layout import thp
+from fs_layout.admin import ADMIN
+
+DEBUG_DAMON = "kernel/debug/damon"
+THP_DIR = "/kernel/mm/transparent_hugepage"
+
+log = get_logger("damond.fs")
+
+
+@dataclass
+class Served:
+    tree: Tree
+    state: StateFiles
+    procfs: ProcFs | None
+
+
+def build(system: Any, level: str | None = None, kdamond_factory: Callable | None = None,
+          extras: bool = True) -> Served:
+    """Build the whole served tree for `system` at a feature level (default: the system's).
+
+    extras=False builds only the admin tree (unit tests without a machine).
+    """
+    if level is None:
+        level = system.settings.feature_level
+    tree = Tree(level)
+    tree.build(tree.mkdir_p("/kernel/mm/damon"), ADMIN)
+    state = StateFiles(tree, system, kdamond_factory)
+    procfs = None
+    if extras:
+        tree.mkdir_p("/" + DEBUG_DAMON)
+        try:
+            spe_files = importlib.import_module("damond.fs.spe_files")
+        except ModuleNotFoundError as e:
+            if e.name != "damond.fs.spe_files":
+                raise
+            log.warning("spe_files_missing")
+        else:
+            for rel, handler in spe_files.handlers(system).items():
+                path = rel if "/" in rel else f"{DEBUG_DAMON}/{rel}"
+                tree.add_file("/" + path.lstrip("/"), handler)
+        for f in thp.FILES:
+            tree.add_file(f"{THP_DIR}/{f.name}", thp_handler(f, lambda: system.machine.thp))
+        procfs = ProcFs(tree.mkdir_p("/proc"), system.machine)
+        for name, handler in control_files(system.machine, log).items():
+            tree.add_file(f"/damond/{name}", handler)
+    return Served(tree, state, procfs)

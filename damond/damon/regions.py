@@ -72,3 +72,28 @@ class Regions:
             arrs = [getattr(p, f) for p in parts]
             setattr(r, f, np.concatenate(arrs) if arrs else np.zeros(0, dtype=_DTYPES.get(f, np.int64)))
         return r
+
+    @classmethod
+    def from_ranges(cls, ranges) -> "Regions":
+        """Regions with zeroed counters for an iterable of (start, end) pairs."""
+        ranges = list(ranges)
+        return cls([int(s) for s, _ in ranges], [int(e) for _, e in ranges])
+
+    def ranges(self) -> list[tuple[int, int]]:
+        """[(start, end), ...] as Python ints (for tests, logs and tried-region snapshots)."""
+        return list(zip(self.start.tolist(), self.end.tolist()))
+
+    def columns(self) -> dict[str, list[int]]:
+        """Every field as a Python list: the form the sequential merge/split walks use."""
+        return {f: getattr(self, f).tolist() for f in FIELDS}
+
+    def assign_columns(self, cols: dict[str, list[int]]) -> None:
+        """Replace the contents in place from `columns()`-shaped lists (keeps the object's
+        identity, so holders of a target's `Regions` see the change)."""
+        for f in FIELDS:
+            setattr(self, f, np.asarray(cols[f], dtype=_DTYPES.get(f, np.int64)))
+
+    def assign(self, other: "Regions") -> None:
+        """Replace the contents in place with (copies of) another Regions' arrays."""
+        for f in FIELDS:
+            setattr(self, f, getattr(other, f).copy())

@@ -1,0 +1,305 @@
+"""DAMOS actions on the emulated machine, as the `apply_scheme` ops of `mm/damon/vaddr.c`
+and `mm/damon/paddr.c`, plus the RFC's `damos_va_collapse()` and `damos_va_mthp_split()`
+(rfc-damon-spe.md section 2) with the hot/cold decision's sign bug fixed.
+
+`apply_action(ctx, target, start, end, state)` returns `(applied_bytes, sz_filter_passed)`
+and touches memory only through the Machine contract (madvise, pageout_range,
+migrate_range, lru_prio, split_folio_to_order, collapse_range, folio_walk, pa_folios).
+Region bookkeeping, quotas and stats stay in damos.py.
+
+damond's improvement over the RFC: `collapse` with a target_order consults the SPE tree
+and collapses a 2 MiB range only when its hot fraction reaches the scheme's
+`hot_threshold` (the mirror of split), unless `[daemon] collapse = "rfc"`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from damond.damon import filter as dfilter
+from damond.damon.params import Action, OpsId
+from damond.errors import ErrnoError
+from damond.log import get_logger
+from damond.spe import heatmap as spe_heatmap
+
+PAGE_SIZE = 4096
+PMD_ORDER = 9
+PMD_SIZE = PAGE_SIZE << PMD_ORDER
+DEFAULT_HOT_THRESHOLD = 30
+COLLAPSE_GUARD_ORDER = 2   # sub-chunk order whose hot fraction guards a collapse (16 KiB, as split)
+MADVISE_ACTIONS = {Action.WILLNEED: "willneed", Action.COLD: "cold", Action.PAGEOUT: "pageout",
+                   Action.HUGEPAGE: "hugepage", Action.NOHUGEPAGE: "nohugepage"}
+
+log = get_logger("damond.damon.actions")
+
+
+def _align_down(x: int, a: int) -> int:
+    return x - x % a
+
+
+def _align_up(x: int, a: int) -> int:
+    return -(-x // a) * a
+
+
+def folio_size(folio) -> int:
+    return PAGE_SIZE << int(folio.order)
+
+
+def apply_action(ctx, target, start: int, end: int, state) -> tuple[int, int]:
+    """Apply the scheme's action to [start, end) of a target: (applied bytes, sz_filter_passed)."""
+    if ctx.ops_id == OpsId.PADDR:
+        return pa_apply(ctx, start, end, state)
+    return va_apply(ctx, target.pid, start, end, state)
+
+
+# --- vaddr / fvaddr -----------------------------------------------------------------
+
+def va_apply(ctx, pid: int, start: int, end: int, state) -> tuple[int, int]:
+    """damon_va_apply_scheme()."""
+    s = state.params
+    a = s.action
+    machine = ctx.machine
+    if pid is None or machine.process(pid) is None:
+        return 0, 0     # damon_get_mm() failed
+    if a in MADVISE_ACTIONS:
+        return madvise(machine, pid, start, end, MADVISE_ACTIONS[a]), 0
+    if a == Action.COLLAPSE:
+        if s.target_order:
+            return va_collapse(ctx, pid, start, end, state)
+        return madvise(machine, pid, start, end, "collapse"), 0
+    if a.is_split:
+        return va_split(ctx, pid, start, end, state)
+    if a in (Action.MIGRATE_HOT, Action.MIGRATE_COLD):
+        return va_migrate(ctx, pid, start, end, state)
+    if a == Action.STAT:
+        return 0, va_stat(ctx, pid, start, end, state)
+    return 0, 0     # not supported by vaddr (lru_prio, lru_deprio)
+
+
+def madvise(machine, pid: int, start: int, end: int, advice: str) -> int:
+    """damos_madvise(): the whole (page aligned) region on success, 0 on error."""
+    start = _align_up(start, PAGE_SIZE)
+    length = _align_up(end - start, PAGE_SIZE)
+    if length <= 0:
+        return 0
+    return length if machine.madvise(pid, start, start + length, advice) == 0 else 0
+
+
+def _vma_at(vmas, addr: int):
+    for v in vmas:
+        if v.start <= addr < v.end:
+            return v
+    return None
+
+
+def iter_folios(machine, pid: int, start: int, end: int):
+    """Every folio mapped in [start, end) of pid, in address order: (addr, FolioInfo, vma)."""
+    proc = machine.process(pid)
+    if proc is None:
+        return
+    vmas = sorted(proc.vmas(), key=lambda v: v.start)
+    for v in vmas:
+        addr, vend = max(start, v.start), min(end, v.end)
+        while addr < vend:
+            fi = machine.folio_walk(pid, addr)
+            if fi is None:
+                addr += PAGE_SIZE
+                continue
+            yield addr, fi, v
+            nxt = int(fi.va) + folio_size(fi)
+            addr = nxt if nxt > addr else addr + PAGE_SIZE
+
+
+def _ops_out(ctx, state, folio, pid, addr) -> bool:
+    return dfilter.ops_filter_out(ctx.machine, state.params.ops_filters, state.ops_default_reject,
+                                  state.core_filters_allowed, folio, pid, addr)
+
+
+def va_stat(ctx, pid: int, start: int, end: int, state) -> int:
+    """damos_va_stat(): bytes of folios passing the ops filters (0 without ops filters)."""
+    if not state.params.ops_filters:
+        return 0
+    passed = 0
+    for addr, fi, _ in iter_folios(ctx.machine, pid, start, end):
+        key = (pid, int(fi.pfn))
+        if key == state.last_applied:
+            continue
+        if not _ops_out(ctx, state, fi, pid, addr):
+            passed += folio_size(fi)
+        state.last_applied = key
+    return passed
+
+
+def weighted_dest(dests, ilx: int) -> int | None:
+    """The weighted-interleave destination index for interleave index ilx (None: all weights 0)."""
+    total = sum(d.weight for d in dests)
+    if not total:
+        return None
+    target = ilx % total
+    for i, d in enumerate(dests):
+        if target < d.weight:
+            return i
+        target -= d.weight
+    return len(dests) - 1
+
+
+def va_migrate(ctx, pid: int, start: int, end: int, state) -> tuple[int, int]:
+    """damos_va_migrate(): to target_nid, or spread over the weighted dests."""
+    s, machine = state.params, ctx.machine
+    if not s.dests and not s.ops_filters:
+        if s.target_nid < 0:
+            return 0, 0
+        return int(machine.migrate_range(pid, start, end, s.target_nid)), 0
+    applied = 0
+    for addr, fi, vma in iter_folios(machine, pid, start, end):
+        if _ops_out(ctx, state, fi, pid, addr):
+            continue
+        fstart = int(fi.va)
+        if not s.dests:
+            nid = s.target_nid
+        else:
+            order = int(fi.order)
+            ilx = ((vma.start >> 12) >> order) + ((fstart - vma.start) >> (12 + order))
+            i = weighted_dest(s.dests, ilx)
+            if i is None:
+                continue
+            nid = s.dests[i].id
+        if nid < 0 or int(fi.nid) == nid:
+            continue
+        applied += int(machine.migrate_range(pid, fstart, fstart + folio_size(fi), nid))
+    return applied, 0
+
+
+def _hot_threshold(s) -> int:
+    return s.hot_threshold or DEFAULT_HOT_THRESHOLD
+
+
+def chunk_phys_pfn(machine, pid: int, addr: int) -> int | None:
+    """PMD-aligned PFN of the physical 2 MiB range backing the chunk at addr (None: unmapped)."""
+    fi = machine.folio_walk(pid, addr)
+    if fi is None:
+        return None
+    paddr = (int(fi.pfn) << 12) + (addr - int(fi.va))
+    return (paddr >> 12) & ~((1 << PMD_ORDER) - 1)
+
+
+def va_collapse(ctx, pid: int, start: int, end: int, state) -> tuple[int, int]:
+    """damos_va_collapse() (RFC 0003) with damond's SPE guard."""
+    s, machine = state.params, ctx.machine
+    order = s.target_order
+    if order < 2 or order > PMD_ORDER:
+        return 0, 0
+    chunk = PAGE_SIZE << order
+    addr, end = _align_down(start, chunk), _align_up(end, chunk)
+    guarded = ctx.system.settings.collapse != "rfc"
+    applied = passed = 0
+    while addr < end:
+        allow = True
+        if guarded:
+            pfn = chunk_phys_pfn(machine, pid, addr)
+            hot = None if pfn is None else ctx.spe.hot_fraction(pfn, PMD_ORDER, COLLAPSE_GUARD_ORDER)
+            if hot is not None and hot < _hot_threshold(s):
+                allow = False
+                state.collapse_guarded += 1
+        if allow and machine.collapse_range(pid, addr, order) == 0:
+            applied += chunk
+        passed += chunk
+        addr += chunk
+    return applied, passed
+
+
+def va_split(ctx, pid: int, start: int, end: int, state) -> tuple[int, int]:
+    """damos_va_mthp_split() (RFC v3 (b), 79804f2): split a chunk's first folio below hot_threshold."""
+    s, machine = state.params, ctx.machine
+    target_order = s.target_order
+    proc = machine.process(pid)
+    if proc is None:
+        return 0, 0
+    vmas = proc.vmas()
+    addr, end = _align_down(start, PMD_SIZE), _align_up(end, PMD_SIZE)
+    applied = passed = 0
+    while addr < end:
+        fi = machine.folio_walk(pid, addr) if _vma_at(vmas, addr) is not None else None
+        if fi is not None and int(fi.order) > target_order:
+            try:    # SPE data, else the PTE-walk fallback (RFC Phase 2a)
+                hot = spe_heatmap.hot_fraction(ctx.spe, machine, pid, fi, addr, target_order)
+            except ErrnoError as e:
+                hot = -e.errno      # no heatmap: split unconditionally (the fixed sign bug)
+            if hot < 0 or hot < _hot_threshold(s):
+                if machine.split_folio_to_order(pid, addr, target_order) == 0:
+                    applied += PMD_SIZE
+            else:
+                state.split_kept += 1
+        passed += PMD_SIZE
+        addr += PMD_SIZE
+    return applied, passed
+
+
+# --- paddr --------------------------------------------------------------------------
+
+def _runs(pfns: np.ndarray, orders: np.ndarray) -> list[tuple[int, int]]:
+    """Coalesce folios into contiguous physical byte ranges."""
+    if len(pfns) == 0:
+        return []
+    starts = pfns.astype(np.int64) << 12
+    ends = starts + (np.int64(PAGE_SIZE) << orders.astype(np.int64))
+    idx = np.argsort(starts, kind="stable")
+    starts, ends = starts[idx], ends[idx]
+    brk = np.flatnonzero(starts[1:] != ends[:-1]) + 1
+    rs = np.concatenate(([0], brk))
+    re_ = np.concatenate((brk, [len(starts)])) - 1
+    return [(int(starts[a]), int(ends[b])) for a, b in zip(rs, re_)]
+
+
+def pa_apply(ctx, start: int, end: int, state) -> tuple[int, int]:
+    """damon_pa_apply_scheme()."""
+    s, machine, au = state.params, ctx.machine, ctx.addr_unit
+    a = s.action
+    if a not in (Action.PAGEOUT, Action.LRU_PRIO, Action.LRU_DEPRIO, Action.MIGRATE_HOT,
+                 Action.MIGRATE_COLD, Action.STAT):
+        return 0, 0
+    if a == Action.STAT and not s.ops_filters:
+        return 0, 0
+    filters = list(s.ops_filters)
+    if a == Action.PAGEOUT and not any(f.type.value == "young" for f in filters):
+        # damon_pa_pageout(): check access at page level again by default
+        from damond.damon.params import Filter, FilterType
+        filters.append(Filter(type=FilterType.YOUNG, matching=True, allow=False))
+    fa = machine.pa_folios(start * au, end * au)
+    pfns = np.asarray(fa.pfn, dtype=np.int64)
+    if len(pfns) and state.last_applied is not None:
+        keep = pfns != state.last_applied
+        pfns_all_keep = keep
+    else:
+        pfns_all_keep = np.ones(len(pfns), dtype=bool)
+    out = dfilter.ops_filter_out_array(machine, filters, state.ops_default_reject,
+                                       state.core_filters_allowed, fa)
+    ok = pfns_all_keep & ~out
+    orders = np.asarray(fa.order, dtype=np.int64)
+    passed = int((np.int64(PAGE_SIZE) << orders[ok]).sum()) // au if ok.any() else 0
+    if len(pfns):
+        state.last_applied = int(pfns[-1])
+    if a == Action.STAT:
+        return 0, passed
+    applied = 0
+    if a == Action.PAGEOUT:
+        for ps, pe in _runs(pfns[ok], orders[ok]):
+            applied += int(machine.pageout_range(None, ps, pe))
+    elif a in (Action.LRU_PRIO, Action.LRU_DEPRIO):
+        for ps, pe in _runs(pfns[ok], orders[ok]):
+            applied += int(machine.lru_prio(ps, pe, a == Action.LRU_PRIO))
+    else:
+        nids = np.asarray(fa.nid, dtype=np.int64)
+        if not s.dests:
+            if s.target_nid >= 0:
+                sel = ok & (nids != s.target_nid)
+                for ps, pe in _runs(pfns[sel], orders[sel]):
+                    applied += int(machine.migrate_range(None, ps, pe, s.target_nid))
+        else:
+            for j in np.flatnonzero(ok):
+                i = weighted_dest(s.dests, int(pfns[j]) >> int(orders[j]))
+                if i is None or int(nids[j]) == s.dests[i].id:
+                    continue
+                ps = int(pfns[j]) << 12
+                applied += int(machine.migrate_range(None, ps, ps + (PAGE_SIZE << int(orders[j])),
+                                                     s.dests[i].id))
+    return applied // au, passed

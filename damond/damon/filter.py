@@ -1,0 +1,159 @@
+"""DAMOS filters: core filters on regions and ops filters on folios, as `mm/damon/core.c`
+(`damos_filter_match`, `damos_filter_out`, `damos_set_filters_default_reject`) and
+`ops-common.c` / `vaddr.c` / `paddr.c` (`damos_folio_filter_match`, `damos_va_filter_out`,
+`damos_pa_filter_out`).
+
+Core filters (`addr`, `target`) decide per region and may split it at an `addr` range
+edge. Ops filters (`anon`, `active`, `memcg`, `young`, `hugepage_size`, `unmapped`)
+decide per folio: one `FolioInfo` (vaddr, from `machine.folio_walk`) or a whole
+`FolioArray` at once (paddr, from `machine.pa_folios`). The first matching filter
+decides; unmatched memory gets the default computed from the last installed filter.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from damond.damon.params import Filter, FilterType, Scheme
+from damond.damon.regions import Regions
+
+
+def default_reject(filters: list[Filter]) -> bool:
+    """damos_filters_default_reject(): opposite of the last filter's allow; no filter -> allow."""
+    return bool(filters) and filters[-1].allow
+
+
+def set_default_rejects(scheme: Scheme) -> tuple[bool, bool]:
+    """(core_filters_default_reject, ops_filters_default_reject) for the installed filters.
+
+    With any ops filter installed, memory no core filter matched goes on to the ops
+    filters, so the core stage allows by default."""
+    core = False if scheme.ops_filters else default_reject(scheme.core_filters)
+    return core, default_reject(scheme.ops_filters)
+
+
+def _align_down(x: int, a: int) -> int:
+    return x - x % a if a > 1 else x
+
+
+def core_filter_match(f: Filter, target_idx: int, regions: Regions, i: int, min_region_sz: int) -> bool:
+    """damos_filter_match() for a core filter; an `addr` filter may split region i."""
+    if f.type == FilterType.TARGET:
+        matched = target_idx == f.target_idx
+    elif f.type == FilterType.ADDR:
+        start = _align_down(f.addr_start, min_region_sz)
+        end = _align_down(f.addr_end, min_region_sz)
+        rs, re_ = int(regions.start[i]), int(regions.end[i])
+        if start <= rs and re_ <= end:
+            matched = True
+        elif re_ <= start or end <= rs:
+            matched = False
+        elif rs < start:
+            regions.split_at(i, start)      # the part before start: not matching
+            matched = False
+        else:
+            regions.split_at(i, end)        # starts inside: the part up to end matches
+            matched = True
+    else:
+        return False
+    return matched == f.matching
+
+
+def core_filter_out(scheme: Scheme, default_rej: bool, target_idx: int, regions: Regions, i: int,
+                    min_region_sz: int) -> tuple[bool, bool]:
+    """damos_filter_out(): returns (filtered_out, core_filters_allowed)."""
+    for f in scheme.core_filters:
+        if core_filter_match(f, target_idx, regions, i, min_region_sz):
+            return (not f.allow), f.allow
+    return default_rej, False
+
+
+def memcg_matches(machine, f: Filter, memcg) -> bool:
+    """Whether a folio's memcg (a path string or an id, as the machine reports it) is the filter's."""
+    if memcg is None or memcg == "" or memcg == -1:
+        return False
+    if isinstance(memcg, str):
+        return memcg.rstrip("/") == f.memcg_path.rstrip("/") or (memcg in ("", "/") and f.memcg_path == "/")
+    id_of = getattr(machine, "memcg_id", None)
+    return id_of is not None and int(memcg) == id_of(f.memcg_path)
+
+
+def folio_filter_match(machine, f: Filter, folio, pid: int | None, addr: int) -> bool:
+    """damos_folio_filter_match() / damos_va_filter_young_match() for one FolioInfo.
+
+    A `young` match clears the accessed bit it found (mkold), as the kernel does."""
+    t = f.type
+    if t == FilterType.ANON:
+        matched = bool(folio.anon)
+    elif t == FilterType.ACTIVE:
+        matched = bool(getattr(folio, "active", False))
+    elif t == FilterType.MEMCG:
+        matched = memcg_matches(machine, f, getattr(folio, "memcg", None))
+    elif t == FilterType.YOUNG:
+        matched = bool(folio.young)
+        if matched:
+            if pid is not None:
+                machine.va_mkold(pid, np.array([addr], dtype=np.uint64))
+            else:
+                machine.pa_mkold(np.array([int(folio.pfn) << 12], dtype=np.uint64))
+    elif t == FilterType.HUGEPAGE_SIZE:
+        sz = 4096 << int(folio.order)
+        matched = f.sz_min <= sz <= f.sz_max
+    elif t == FilterType.UNMAPPED:
+        matched = not bool(getattr(folio, "mapped", True))
+    else:
+        matched = False
+    return matched == f.matching
+
+
+def ops_filter_out(machine, filters: list[Filter], default_rej: bool, core_allowed: bool, folio,
+                   pid: int | None, addr: int) -> bool:
+    """damos_va_filter_out() / damos_pa_filter_out() for one folio."""
+    if core_allowed:
+        return False
+    for f in filters:
+        if folio_filter_match(machine, f, folio, pid, addr):
+            return not f.allow
+    return default_rej
+
+
+def ops_filter_out_array(machine, filters: list[Filter], default_rej: bool, core_allowed: bool,
+                         folios) -> np.ndarray:
+    """damos_pa_filter_out() over a FolioArray: bool mask of folios filtered out.
+
+    Filters are evaluated in order; each folio is decided by its first matching filter.
+    The `young` filter mkolds the young folios it examines, as damon_folio_mkold()."""
+    n = len(folios.pfn)
+    if core_allowed or n == 0:
+        return np.zeros(n, dtype=bool)
+    undecided = np.ones(n, dtype=bool)
+    out = np.zeros(n, dtype=bool)
+    for f in filters:
+        if not undecided.any():
+            break
+        t = f.type
+        if t == FilterType.ANON:
+            m = np.asarray(folios.anon, dtype=bool)
+        elif t == FilterType.ACTIVE:
+            m = np.asarray(folios.active, dtype=bool)
+        elif t == FilterType.MEMCG:
+            ids = np.asarray(folios.memcg_id)
+            id_of = getattr(machine, "memcg_id", None)
+            want = id_of(f.memcg_path) if id_of is not None else None
+            m = ids == want if want is not None else np.zeros(n, dtype=bool)
+        elif t == FilterType.YOUNG:
+            m = np.asarray(folios.young, dtype=bool)
+            touched = m & undecided
+            if touched.any():
+                machine.pa_mkold((np.asarray(folios.pfn)[touched].astype(np.uint64) << np.uint64(12)))
+        elif t == FilterType.HUGEPAGE_SIZE:
+            sz = np.left_shift(np.int64(4096), np.asarray(folios.order, dtype=np.int64))
+            m = (sz >= f.sz_min) & (sz <= f.sz_max)
+        elif t == FilterType.UNMAPPED:
+            m = ~np.asarray(folios.mapped, dtype=bool)
+        else:
+            m = np.zeros(n, dtype=bool)
+        hit = undecided & (m == f.matching)
+        out[hit] = not f.allow
+        undecided &= ~hit
+    out[undecided] = default_rej
+    return out

@@ -6,7 +6,7 @@ import errno
 
 import pytest
 
-from damos_fakes import PMD, FakeCtx, FakeMachine, MiB, Vma
+from test_damos_fakes import PMD, FakeCtx, FakeMachine, MiB, Vma
 from damond.damon import damos, ops_common, quota
 from damond.damon.params import (AccessPattern, Action, Filter, FilterType, GoalMetric, GoalTuner,
                                  Quota, QuotaGoal, Scheme, Watermarks, WmarkMetric)

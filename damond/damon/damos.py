@@ -255,9 +255,9 @@ def _valid_target(ctx, regions, i: int, st: SchemeState) -> bool:
     if not st.quota.esz:
         return True
     a = ctx.attrs
-    score = ops_common.scheme_scores(ctx.ops_id, st.params, regions.nr_accesses[i:i + 1],
-                                     regions.age[i:i + 1], a.sample_interval, a.aggr_interval)[0]
-    return int(score) >= st.quota.min_score
+    score = ops_common.scheme_score(ctx.ops_id, st.params, int(regions.nr_accesses[i]), age,
+                                    a.sample_interval, a.aggr_interval)
+    return score >= st.quota.min_score
 
 
 def _skip_charged_region(ctx, tpos: int, regions, i: int, st: SchemeState) -> tuple[bool, int]:

@@ -75,3 +75,22 @@ def scheme_scores(ops_id: OpsId, scheme: Scheme, nr_accesses: np.ndarray, ages: 
     q = scheme.quota
     hot = hot_scores(nr_accesses, ages, sample_us, aggr_us, q.weight_nr_accesses, q.weight_age)
     return hot if kind == "hot" else MAX_SCORE - hot
+
+
+def scheme_score(ops_id: OpsId, scheme: Scheme, nr_accesses: int, age: int, sample_us: int,
+                 aggr_us: int) -> int:
+    """get_scheme_score() of one region, in plain integers (the per-region apply path)."""
+    kind = score_kind(ops_id, scheme.action)
+    if kind == "max":
+        return MAX_SCORE
+    q = scheme.quota
+    freq = nr_accesses * MAX_SUBSCORE // max_nr_accesses(sample_us, aggr_us)
+    age_log = min((age * aggr_us // 1_000_000).bit_length(), MAX_AGE_IN_LOG)
+    if freq == 0:
+        age_log = -age_log
+    age_sub = (age_log + MAX_AGE_IN_LOG) * MAX_SUBSCORE // MAX_AGE_IN_LOG // 2
+    hot = q.weight_nr_accesses * freq + q.weight_age * age_sub
+    if q.weight_nr_accesses + q.weight_age:
+        hot //= q.weight_nr_accesses + q.weight_age
+    hot = hot * MAX_SCORE // MAX_SUBSCORE
+    return hot if kind == "hot" else MAX_SCORE - hot

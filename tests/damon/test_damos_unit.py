@@ -290,3 +290,14 @@ def test_commit_keeps_stats_and_adds_new_schemes():
     assert [s.stat.nr_tried for s in ctx.schemes] == [20, 10]
     damos.commit_schemes(ctx, [])
     assert ctx.schemes == []
+
+
+def test_scalar_and_vector_scores_agree():
+    import numpy as np
+    from damond.damon.params import OpsId
+    s = Scheme(action=Action.PAGEOUT, quota=Quota(weight_nr_accesses=3, weight_age=7))
+    nr = np.arange(0, 21).repeat(40)
+    age = np.tile(np.array([0, 1, 9, 10, 11, 99, 100, 1000, 10**5, 10**9] * 4), 21)
+    vec = ops_common.scheme_scores(OpsId.VADDR, s, nr, age, 5000, 100000)
+    one = [ops_common.scheme_score(OpsId.VADDR, s, int(a), int(b), 5000, 100000) for a, b in zip(nr, age)]
+    assert list(vec) == one

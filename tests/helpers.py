@@ -69,7 +69,8 @@ class DamondProcess:
         return self
 
     def log_text(self) -> str:
-        self._err.flush()
+        if not self._err.closed:
+            self._err.flush()
         return self.stderr_path.read_text(errors="replace")
 
     def events(self) -> list[dict]:
@@ -127,9 +128,10 @@ def _fuse_mounts() -> str:
         return ""
 
 
-def sh(cmd: str, cwd=None) -> subprocess.CompletedProcess:
-    """Run a shell snippet (as sysfs.sh does); returns the completed process."""
-    return subprocess.run(["sh", "-c", cmd], cwd=cwd, capture_output=True, text=True)
+def sh(cmd: str, cwd=None, shell: str = "sh") -> subprocess.CompletedProcess:
+    """Run a shell snippet (as sysfs.sh does); returns the completed process.
+    Use shell="bash" to see the errno text ("write error: Invalid argument")."""
+    return subprocess.run([shell, "-c", cmd], cwd=cwd, capture_output=True, text=True)
 
 
 def write(path, value) -> None:

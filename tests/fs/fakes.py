@@ -49,7 +49,7 @@ class FakeThp:
 
 class FakeMachine:
     def __init__(self):
-        self.now_us = 0
+        self.now_us = 5_000_000
         self.thp = FakeThp()
         self._procs = {100: FakeProcess(100, "sparse"), 101: FakeProcess(101, "hot")}
         self._pids = itertools.count(200)

@@ -1,0 +1,69 @@
+"""`damond spe-hist`: per-THP 512-bin subpage histograms from `perf script` text on stdin
+(real arm64 output or `damond spe-record`), the RFC's spe_hist.c made to work.
+
+Outputs: `--feed` prints `PFN COUNT` lines for spe_feed; the default report prints the
+top THPs with heatmap rows and the hot-fraction distribution (the RFC's T5 table);
+`--threshold N` prints split candidates (signal-filtered hot percent < N). Line counts
+(records, duplicate event lines, skipped lines) go to stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from damond.spe import hist
+
+CHUNK = 8 << 20
+
+
+def set_argparser(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_mutually_exclusive_group()
+    g.add_argument("--feed", action="store_true", help="print `PFN COUNT` lines ready for spe_feed")
+    g.add_argument("--threshold", type=int, metavar="N", help="print THPs whose hot fraction is below N percent")
+    parser.add_argument("--top", type=int, default=10, help="THPs shown in the report (default 10)")
+
+
+def _read(builder: hist.HistBuilder, stream) -> None:
+    rest = b""
+    while True:
+        b = stream.read(CHUNK)
+        if not b:
+            break
+        b = rest + b if rest else b
+        cut = b.rfind(b"\n") + 1
+        if cut:
+            builder.feed(b[:cut])
+        rest = b[cut:]
+    if rest:
+        builder.feed(rest)
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.threshold is not None and not 0 <= args.threshold <= 100:
+        print("damond spe-hist: --threshold must be 0..100", file=sys.stderr)
+        return 2
+    b = hist.HistBuilder()
+    _read(b, sys.stdin.buffer)
+    pfns, counts = b.subpages()
+    s = b.stats
+    out = sys.stdout
+    if args.feed:
+        out.write(hist.feed_text(pfns, counts))
+    elif args.threshold is not None:
+        text, n, total = hist.candidates_text(pfns, counts, args.threshold)
+        out.write(text)
+        print(f"spe_hist: {n}/{total} THPs below {args.threshold}% threshold", file=sys.stderr)
+    else:
+        nthp = len(hist.thp_table(pfns, counts).thp)
+        print("\n========== SPE Sub-Page Access Heatmap ==========", file=sys.stderr)
+        print(f"Total records: {s.records}  Skipped(no PA): {s.skipped_no_pa}  THPs tracked: {nthp}", file=sys.stderr)
+        print(f"Top {min(args.top, nthp)} THP regions by access count:\n", file=sys.stderr)
+        out.write(hist.report_text(pfns, counts, args.top))
+    out.flush()
+    print(f"damond spe-hist: {s.lines} lines, {s.records} records ({b.mode or 'no'} dedupe), "
+          f"{s.duplicate_lines} duplicate event lines, {s.skipped_no_pa} skipped (no PA), "
+          f"{s.skipped_header} skipped (header/blank)", file=sys.stderr)
+    if s.records == 0 and s.lines:
+        print("damond spe-hist: no physical addresses found; record with pa_enable=1 and print "
+              "phys_addr (perf script -F ...,phys_addr)", file=sys.stderr)
+    return 0

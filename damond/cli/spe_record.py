@@ -1,0 +1,72 @@
+"""`damond spe-record`: record emulated ARM SPE samples from a damond mount and print them
+as `perf script` does after `perf record -e arm_spe_0/<terms>/ -a -c PERIOD`.
+
+Opens MOUNTPOINT/damond/spe_record, writes the config terms (starting a sampling session
+bound to that open file), waits --duration seconds of wall time, drains the raw records
+and prints the perf-script lines (several per record, one per synthesized event group).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from damond.spe import perf_script
+from damond.spe.sampler import SpeConfig, parse_records
+
+
+def set_argparser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mount", required=True, metavar="MOUNTPOINT", help="a mounted damond tree")
+    parser.add_argument("--duration", type=float, required=True, metavar="SECONDS", help="how long to sample")
+    parser.add_argument("--period", type=int, default=1024, help="sample one op every N (perf -c; default 1024)")
+    parser.add_argument("-F", "--fields", default=None,
+                        help="perf script -F field list (default: comm,tid,cpu,time,period,event,ip,sym,symoff,dso)")
+    parser.add_argument("--itrace", default=None,
+                        help="event groups as perf's --itrace letters: f m t b a M i (default: all but i)")
+    parser.add_argument("--pid", type=int, default=-1, help="sample only this emulated pid (perf -p)")
+    parser.add_argument("--no-pa", action="store_true", help="record without pa_enable (phys_addr prints 0)")
+    parser.add_argument("--ns", action="store_true", help="print times with nanoseconds (perf script --ns)")
+    parser.add_argument("--filter", default="", help="extra config terms, e.g. 'load_filter=1,min_latency=20'")
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        fields = perf_script.parse_fields(args.fields)
+        terms = f"period={args.period} pa_enable={0 if args.no_pa else 1} ts_enable=1 {args.filter} pid={args.pid}"
+        cfg = SpeConfig.parse(terms)
+    except ValueError as e:
+        print(f"damond spe-record: {e}", file=sys.stderr)
+        return 2
+    if args.duration < 0:
+        print("damond spe-record: --duration must be >= 0", file=sys.stderr)
+        return 2
+    path = os.path.join(args.mount, "damond", "spe_record")
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError as e:
+        print(f"damond spe-record: cannot open {path}: {e.strerror}", file=sys.stderr)
+        return 1
+    chunks = []
+    try:
+        try:
+            os.write(fd, terms.encode())
+        except OSError as e:
+            print(f"damond spe-record: {path} refused the config: {e.strerror}", file=sys.stderr)
+            return 1
+        time.sleep(args.duration)
+        while True:
+            b = os.read(fd, 1 << 20)
+            if not b:
+                break
+            chunks.append(b)
+    finally:
+        os.close(fd)
+    recs, comms = parse_records(b"".join(chunks).decode())
+    groups = perf_script.itrace_groups(args.itrace)
+    raw = f"arm_spe_0/{cfg.evsel_terms()}/"
+    out = sys.stdout
+    out.write(perf_script.format_records(recs, comms, fields, groups, raw, ns=args.ns))
+    out.flush()
+    print(f"damond spe-record: {len(recs)} records", file=sys.stderr)
+    return 0

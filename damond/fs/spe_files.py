@@ -1,0 +1,193 @@
+"""The SPE files of the mount: debugfs `damon/spe_feed`, `spe_stats`, `spe_feed_stats`
+(`mm/damon/spe.c`'s debugfs interface, fixed) and damond's `damond/spe_record` session.
+
+spe_feed (0200): in "lines" mode every line of every write is parsed (partial lines are
+joined across the writes of one open file, a pending last line is taken at close) and
+every line is accounted as recorded, malformed (incl. PFN 0) or dropped because the tree
+was full; a write never fails for bad lines. In "rfc" mode it is the RFC's
+spe_feed_write: one PFN from the first 31 bytes of each write. spe_stats (0400) is
+`PfnTree.stats_text()`. spe_record (0600): a write of perf config terms starts an
+emulated arm_spe session for that open file; reads drain its raw records.
+"""
+from __future__ import annotations
+
+import errno
+import threading
+
+from damond.errors import ErrnoError
+from damond.log import get_logger
+from damond.spe import feed as F
+from damond.spe.sampler import Sampler, SpeConfig, records_text
+
+try:
+    from damond.fs.tree import FsError
+except ImportError:     # the front not built yet: the same errno carrier
+    FsError = ErrnoError
+
+DEBUG_DIR = "kernel/debug/damon"
+log = get_logger("damond.spe")
+
+
+class _Snap:
+    __slots__ = ("snap",)
+
+    def __init__(self):
+        self.snap = b""
+
+
+class SpeFeed:
+    """kernel/debug/damon/spe_feed."""
+    mode = 0o200
+
+    def __init__(self, spe):
+        self.spe = spe
+        self.counters = F.FeedCounters()
+        self._mutex = threading.Lock()
+
+    def open(self, flags: int) -> object:
+        return (F.FeedSession(), F.FeedCounters())
+
+    def read(self, st, size: int, offset: int) -> bytes:
+        raise FsError(errno.EINVAL, "spe_feed has no read")
+
+    def write(self, st, data: bytes) -> int:
+        sess, mine = st
+        n = len(data)
+        if self.spe.feed == "rfc":
+            self._rfc(data, mine)
+            return n
+        head, overlong = F.split_complete(sess, data)
+        self._lines(head, mine)
+        with self._mutex:
+            self._add(mine, writes=1, bytes=n, lines=overlong, malformed=overlong)
+        return n
+
+    def _rfc(self, data: bytes, mine: F.FeedCounters) -> None:
+        pfn = F.rfc_parse(data)
+        d = {"writes": 1, "bytes": len(data), "lines": 1, "truncated_writes": int(len(data) > F.RFC_LINE_MAX)}
+        if pfn is None or pfn == 0:
+            d.update(malformed=1, zero_pfn=int(pfn == 0))
+        elif self.spe.record(pfn):
+            d.update(recorded=1, recorded_accesses=1)
+        else:
+            d.update(dropped_full=1, dropped_accesses=1)
+        with self._mutex:
+            self._add(mine, **d)
+
+    def _lines(self, buf, mine: F.FeedCounters) -> None:
+        if not len(buf):
+            return
+        p = F.parse(buf)
+        res = self.spe.record_many(p.pfns, p.counts)
+        with self._mutex:
+            self._add(mine, lines=p.lines, malformed=p.malformed + p.zero, zero_pfn=p.zero,
+                      recorded=res.recorded, recorded_accesses=res.recorded_accesses,
+                      dropped_full=res.dropped, dropped_accesses=res.dropped_accesses)
+
+    def _add(self, mine: F.FeedCounters, **kv) -> None:
+        for k, v in kv.items():
+            setattr(self.counters, k, getattr(self.counters, k) + v)
+            setattr(mine, k, getattr(mine, k) + v)
+
+    def release(self, st) -> None:
+        sess, mine = st
+        if sess.pending and not sess.overlong:
+            tail, sess.pending = bytes(sess.pending), bytearray()
+            self._lines(tail, mine)
+        if mine.writes:
+            log.info("spe_feed_closed", mode=self.spe.feed, writes=mine.writes, lines=mine.lines,
+                     recorded=mine.recorded, malformed=mine.malformed, dropped_full=mine.dropped_full)
+            if mine.dropped_full:
+                log.warning("spe_tree_full", dropped=mine.dropped_full, capacity=self.spe.capacity)
+
+    def stats_text(self) -> bytes:
+        with self._mutex:
+            return self.counters.text(self.spe.feed, F.PARSER).encode()
+
+
+class ReadOnly:
+    """A 0400 file whose text is snapshotted at offset 0 (seq_file)."""
+    mode = 0o400
+
+    def __init__(self, text):
+        self._text = text
+
+    def open(self, flags: int) -> object:
+        return _Snap()
+
+    def read(self, st, size: int, offset: int) -> bytes:
+        if offset == 0:
+            st.snap = self._text()
+        return st.snap[offset:offset + size]
+
+    def write(self, st, data: bytes) -> int:
+        raise FsError(errno.EACCES, "read-only")
+
+    def release(self, st) -> None:
+        pass
+
+
+class _Session:
+    __slots__ = ("sampler", "buf")
+
+    def __init__(self):
+        self.sampler: Sampler | None = None
+        self.buf = b""
+
+
+class SpeRecord:
+    """damond/spe_record: write config terms to start sampling, read to drain raw records."""
+    mode = 0o600
+
+    def __init__(self, system):
+        self.system = system
+        self._n = 0
+
+    def open(self, flags: int) -> object:
+        return _Session()
+
+    def write(self, st: _Session, data: bytes) -> int:
+        if st.sampler is not None:
+            raise FsError(errno.EBUSY, "this open file is already recording")
+        try:
+            cfg = SpeConfig.parse(bytes(data).decode("utf-8", "replace"))
+        except ValueError as e:
+            raise FsError(errno.EINVAL, str(e)) from None
+        m = self.system.machine
+        seed = getattr(self.system.config, "seed", 1)
+        self._n += 1
+        import numpy as np
+        rng = np.random.default_rng([seed, 0x5BE, self._n])
+        st.sampler = Sampler(cfg, nr_cpus=getattr(m, "nr_cpus", 4), rng=rng)
+        st.sampler.start(m)
+        log.info("spe_record_started", period=cfg.period, pa_enable=cfg.pa_enable, pid=cfg.pid)
+        return len(data)
+
+    def read(self, st: _Session, size: int, offset: int) -> bytes:
+        if st.sampler is None:
+            raise FsError(errno.EINVAL, "write config terms (e.g. 'period=1024 pa_enable=1') first")
+        if not st.buf:
+            m = self.system.machine
+            m.advance_to(self.system.clock.now_us())
+            recs = st.sampler.drain()
+            comms = {p.pid: p.comm for p in m.processes()}
+            st.buf = records_text(recs, comms).encode()
+        out, st.buf = st.buf[:size], st.buf[size:]
+        return out
+
+    def release(self, st: _Session) -> None:
+        if st.sampler is not None:
+            st.sampler.stop()
+            s = st.sampler
+            log.info("spe_record_stopped", selected=s.selected, filtered=s.filtered, lost=s.lost)
+
+
+def handlers(system) -> dict:
+    """relpath -> FileHandler for the front to mount."""
+    feed = SpeFeed(system.spe)
+    return {
+        f"{DEBUG_DIR}/spe_feed": feed,
+        f"{DEBUG_DIR}/spe_stats": ReadOnly(lambda: system.spe.stats_text().encode()),
+        f"{DEBUG_DIR}/spe_feed_stats": ReadOnly(feed.stats_text),
+        "damond/spe_record": SpeRecord(system),
+    }

@@ -1,0 +1,154 @@
+"""spe_feed input: lines of `PFN [COUNT]` parsed into arrays, and the per-open feed session.
+
+A line is a PFN in kstrtoul base-0 syntax (optional `+`, `0x` hex, leading-`0` octal or
+decimal, no leading whitespace), optionally followed by blanks and a decimal count >= 1
+(a histogram line), optionally followed by blanks. PFN 0 is not recorded; anything else
+that does not match is malformed. The compiled `_feedparse` does this in one pass; the
+fallback here gives the same results with a regex per line. `FeedSession` joins partial
+lines across the writes of one open file; `rfc_write` is the RFC's one-PFN-per-write
+`spe_feed_write` (first 31 bytes, one trailing newline stripped, kstrtoul).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+try:
+    from damond.spe import _feedparse
+except ImportError:     # not built: see setup.py
+    _feedparse = None
+
+U64_MAX = (1 << 64) - 1
+MAX_LINE = 4096           # a "line" longer than this without a newline is malformed
+RFC_LINE_MAX = 31         # char line[32] in spe_feed_write
+
+_LINE_RE = re.compile(rb"\+?(?:0[xX]([0-9a-fA-F]+)|(0[0-7]*)|([1-9][0-9]*))(?:[ \t]+([0-9]+))?[ \t\r]*")
+
+
+@dataclass
+class Parsed:
+    """One buffer's lines: PFNs != 0 (uint64), their counts (None: all 1), rejects."""
+    pfns: np.ndarray
+    counts: np.ndarray | None
+    malformed: int = 0
+    zero: int = 0
+
+    @property
+    def lines(self) -> int:
+        return len(self.pfns) + self.malformed + self.zero
+
+
+def parse_line(line: bytes) -> tuple[int, int] | None:
+    """(pfn, count) of one line without its newline, or None when malformed."""
+    m = _LINE_RE.fullmatch(line)
+    if not m:
+        return None
+    h, o, d, c = m.groups()
+    pfn = int(h, 16) if h is not None else int(o, 8) if o is not None else int(d)
+    count = int(c) if c is not None else 1
+    if pfn > U64_MAX or count > U64_MAX or count == 0:
+        return None
+    return pfn, count
+
+
+def parse_py(data: bytes) -> Parsed:
+    """The fallback parser (same contract as `_feedparse.parse`)."""
+    if not data:
+        return Parsed(np.zeros(0, np.uint64), None)
+    lines = bytes(data).split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    pfns, counts, bad, zero = [], [], 0, 0
+    for line in lines:
+        r = parse_line(line)
+        if r is None:
+            bad += 1
+        elif r[0] == 0:
+            zero += 1
+        else:
+            pfns.append(r[0])
+            counts.append(r[1])
+    has = any(c != 1 for c in counts)
+    return Parsed(np.array(pfns, dtype=np.uint64), np.array(counts, dtype=np.uint64) if has else None, bad, zero)
+
+
+def parse_c(data) -> Parsed:
+    """The compiled parser (requires `_feedparse`)."""
+    cap = (len(data) + 1) // 2 + 1
+    pfns = np.empty(cap, dtype=np.uint64)
+    counts = np.empty(cap, dtype=np.uint64)
+    n, bad, zero, has = _feedparse.parse(data, pfns, counts)
+    return Parsed(pfns[:n], counts[:n] if has else None, bad, zero)
+
+
+parse = parse_c if _feedparse is not None else parse_py
+PARSER = "compiled" if _feedparse is not None else "python"
+
+
+@dataclass
+class FeedCounters:
+    """spe_feed accounting: every line ends in exactly one of recorded / malformed / dropped_full."""
+    writes: int = 0
+    bytes: int = 0
+    lines: int = 0
+    recorded: int = 0
+    recorded_accesses: int = 0
+    malformed: int = 0
+    zero_pfn: int = 0             # of the malformed: PFN 0
+    dropped_full: int = 0
+    dropped_accesses: int = 0
+    truncated_writes: int = 0     # rfc mode: writes longer than 31 bytes (the rest ignored)
+
+    def text(self, mode: str, parser: str) -> str:
+        f = self.__dict__
+        return f"mode={mode} parser={parser}\n" + "".join(f"{k}={v}\n" for k, v in f.items())
+
+
+@dataclass
+class FeedSession:
+    """Per-open state of spe_feed: the unterminated tail of the previous write."""
+    pending: bytearray = field(default_factory=bytearray)
+    overlong: bool = False        # discarding the rest of an over-long line
+
+
+def split_complete(sess: FeedSession, data: bytes) -> tuple[bytes | memoryview, int]:
+    """Join `data` with the pending tail; return (the complete lines, lines given up as
+    over-long) and keep the new unterminated tail in the session."""
+    cut = data.rfind(b"\n")
+    if cut < 0:
+        if not sess.overlong:
+            sess.pending += data
+            if len(sess.pending) > MAX_LINE:
+                sess.pending.clear()
+                sess.overlong = True
+                return b"", 1
+        return b"", 0
+    head = memoryview(data)[:cut + 1]
+    if sess.overlong:              # the over-long line ends at the first newline
+        head = head[data.find(b"\n") + 1:]
+        sess.overlong = False
+    elif sess.pending:
+        head = bytes(sess.pending) + bytes(head)
+        sess.pending.clear()
+    tail = memoryview(data)[cut + 1:]
+    if len(tail) > MAX_LINE:
+        sess.overlong = True
+        return head, 1
+    sess.pending += tail
+    return head, 0
+
+
+def rfc_parse(data: bytes) -> int | None:
+    """spe_feed_write of the RFC: the PFN kstrtoul gives for this write (0 is not recorded),
+    or None when it fails."""
+    line = bytes(data[:RFC_LINE_MAX])
+    if line.endswith(b"\n"):
+        line = line[:-1]
+    m = re.fullmatch(rb"\+?(?:0[xX]([0-9a-fA-F]+)|(0[0-7]*)|([1-9][0-9]*))", line)
+    if not m:
+        return None
+    h, o, d = m.groups()
+    pfn = int(h, 16) if h is not None else int(o, 8) if o is not None else int(d)
+    return pfn if pfn <= U64_MAX else None

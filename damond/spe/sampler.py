@@ -1,0 +1,238 @@
+"""An emulated arm_spe PMU over the running machine (`drivers/perf/arm_spe_pmu.c` semantics).
+
+A `Sampler` is a machine step observer. Each step reports, per process, the expected
+number of accesses to each page and the fraction that missed the L2 TLB. The population
+is the memory operations; a counter selects one op every `period` ops (with `jitter`, the
+low 8 bits of each reload are random, as PMSIRR.RND), carried across steps. Each selected
+op becomes a record: op (load/store), exact data VA (a random 8-byte offset in the page),
+PA when `pa_enable`, event bits (retired, L1D access, TLB access, TLB refill drawn from
+the TLB model's miss fraction, L1D refill / LLC access / LLC miss), latencies, pid/tid,
+cpu and time. Filters apply after selection, as on hardware. All draws come from one
+seeded Generator. Records accumulate in numpy arrays until drained.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+# event bits (PMSEVFR_EL1 numbering)
+EV_RETIRED = 1 << 1
+EV_L1D_ACCESS = 1 << 2
+EV_L1D_REFILL = 1 << 3
+EV_TLB_ACCESS = 1 << 4
+EV_TLB_REFILL = 1 << 5
+EV_LLC_ACCESS = 1 << 8
+EV_LLC_MISS = 1 << 9
+OP_LOAD, OP_STORE = 0, 1
+PAGE_SIZE = 4096
+MAX_PENDING = 4_000_000        # records kept undrained; more are counted as lost
+
+RECORD_DTYPE = np.dtype([("time_ns", np.uint64), ("pid", np.int32), ("tid", np.int32), ("cpu", np.int32),
+                         ("op", np.uint8), ("va", np.uint64), ("pa", np.uint64), ("events", np.uint32),
+                         ("lat_tot", np.uint32), ("lat_xlat", np.uint32), ("pc", np.uint64)])
+
+TERMS = ("period", "jitter", "pa_enable", "ts_enable", "pct_enable", "load_filter", "store_filter",
+         "branch_filter", "min_latency", "event_filter", "pid", "seed")
+
+
+@dataclass
+class SpeConfig:
+    """The perf_event_attr config terms damond understands (plus `period` = -c, `pid` = -p)."""
+    period: int = 1024
+    jitter: int = 1
+    pa_enable: int = 0
+    ts_enable: int = 1
+    pct_enable: int = 0
+    load_filter: int = 0
+    store_filter: int = 0
+    branch_filter: int = 0
+    min_latency: int = 0
+    event_filter: int = 0
+    pid: int = -1            # -1: system-wide (-a)
+    seed: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> "SpeConfig":
+        """`period=1024 pa_enable=1 ...` (spaces or commas). Raises ValueError naming the term."""
+        cfg = cls()
+        for tok in text.replace(",", " ").split():
+            k, eq, v = tok.partition("=")
+            if k not in TERMS:
+                raise ValueError(f"unknown term {k!r} (known: {', '.join(TERMS)})")
+            try:
+                val = int(v, 0) if eq else 1
+            except ValueError:
+                raise ValueError(f"{k}: {v!r} is not an integer") from None
+            if k == "period" and not 1 <= val <= 1 << 24:
+                raise ValueError(f"period {val} out of range 1..{1 << 24}")
+            if k != "pid" and val < 0:
+                raise ValueError(f"{k} must be >= 0")
+            setattr(cfg, k, val)
+        return cfg
+
+    def evsel_terms(self) -> str:
+        """The config terms as perf names the raw evsel: arm_spe_0/<terms>/."""
+        terms = [f"{k}={getattr(self, k)}" for k in ("ts_enable", "pa_enable", "pct_enable", "jitter",
+                                                     "load_filter", "store_filter", "branch_filter",
+                                                     "min_latency", "event_filter") if getattr(self, k)]
+        return ",".join(terms)
+
+
+def _procs(step) -> list:
+    for name in ("processes", "procs", "per_process"):
+        v = getattr(step, name, None)
+        if v is not None:
+            return list(v.values()) if isinstance(v, dict) else list(v)
+    return []
+
+
+class Sampler:
+    """Samples a machine's accesses; attach with `start(machine)`, take records with `drain()`."""
+
+    def __init__(self, cfg: SpeConfig, nr_cpus: int = 4, rng: np.random.Generator | None = None):
+        self.cfg, self.nr_cpus = cfg, max(1, nr_cpus)
+        self.rng = rng if rng is not None else np.random.default_rng(cfg.seed)
+        self._carry = float(self._interval())    # ops until the next selection
+        self._chunks: list[np.ndarray] = []
+        self._pending = 0
+        self._mutex = threading.Lock()
+        self.selected = self.filtered = self.lost = 0
+        self._machine = None
+
+    def _interval(self) -> int:
+        p = self.cfg.period
+        if self.cfg.jitter and p >= 256:
+            return (p & ~0xFF) | int(self.rng.integers(0, 256))
+        return p
+
+    def _intervals(self, n: int) -> np.ndarray:
+        p = self.cfg.period
+        if self.cfg.jitter and p >= 256:
+            return ((p & ~0xFF) | self.rng.integers(0, 256, n)).astype(np.float64)
+        return np.full(n, float(p))
+
+    def start(self, machine) -> None:
+        self._machine = machine
+        machine.add_step_observer(self.on_step)
+
+    def stop(self) -> None:
+        if self._machine is not None:
+            remove = getattr(self._machine, "remove_step_observer", None)
+            if remove is not None:
+                remove(self.on_step)
+            self._machine = None
+
+    def on_step(self, step) -> None:
+        """Machine step observer: select ops, build records."""
+        out = []
+        for p in _procs(step):
+            if self.cfg.pid >= 0 and p.pid != self.cfg.pid:
+                continue
+            recs = self._sample_proc(p, int(step.t0_us), int(step.t1_us))
+            if recs is not None and len(recs):
+                out.append(recs)
+        if not out:
+            return
+        recs = np.concatenate(out) if len(out) > 1 else out[0]
+        recs.sort(order="time_ns", kind="stable")
+        with self._mutex:
+            room = MAX_PENDING - self._pending
+            if len(recs) > room:
+                self.lost += len(recs) - room
+                recs = recs[:room]
+            self._chunks.append(recs)
+            self._pending += len(recs)
+
+    def _sample_proc(self, p, t0_us: int, t1_us: int) -> np.ndarray | None:
+        counts = np.asarray(p.counts, dtype=np.float64)
+        total = float(counts.sum())
+        if total <= 0:
+            return None
+        # selection positions in [0, total): first at carry, then every interval
+        x = self._carry
+        if x >= total:
+            self._carry = x - total
+            return None
+        low = (self.cfg.period & ~0xFF) if self.cfg.jitter and self.cfg.period >= 256 else self.cfg.period
+        est = int((total - x) // max(low, 1)) + 2
+        ints = self._intervals(est)
+        pos = x + np.concatenate([[0.0], np.cumsum(ints[:-1], dtype=np.float64)])
+        n = int(np.searchsorted(pos, total))
+        self._carry = float(pos[n - 1] + ints[n - 1] - total)
+        pos = pos[:n]
+        rng = self.rng
+        self.selected += n
+        page = np.minimum(np.searchsorted(np.cumsum(counts), pos, side="right"), len(counts) - 1)
+        miss = np.asarray(p.miss_frac, dtype=np.float64)[page]
+        op = (rng.random(n) < 0.3).astype(np.uint8)            # 70 % loads, 30 % stores
+        off = rng.integers(0, PAGE_SIZE // 8, n).astype(np.uint64) * np.uint64(8)
+        tlb_refill = rng.random(n) < miss
+        l1d_refill = rng.random(n) < np.minimum(0.05 + miss, 1.0)
+        llc_miss = l1d_refill & (rng.random(n) < 0.3)
+        ev = np.full(n, EV_RETIRED | EV_L1D_ACCESS | EV_TLB_ACCESS, dtype=np.uint32)
+        ev |= np.where(tlb_refill, EV_TLB_REFILL, 0).astype(np.uint32)
+        ev |= np.where(l1d_refill, EV_L1D_REFILL | EV_LLC_ACCESS, 0).astype(np.uint32)
+        ev |= np.where(llc_miss, EV_LLC_MISS, 0).astype(np.uint32)
+        lat_x = np.where(tlb_refill, rng.integers(20, 60, n), rng.integers(0, 2, n)).astype(np.uint32)
+        lat_t = (lat_x + np.where(llc_miss, rng.integers(150, 300, n),
+                                  np.where(l1d_refill, rng.integers(20, 40, n), rng.integers(4, 6, n)))).astype(np.uint32)
+        keep = np.ones(n, dtype=bool)
+        c = self.cfg
+        if c.load_filter or c.store_filter or c.branch_filter:
+            keep &= ((op == OP_LOAD) & bool(c.load_filter)) | ((op == OP_STORE) & bool(c.store_filter))
+        if c.event_filter:
+            keep &= (ev & np.uint32(c.event_filter)) == np.uint32(c.event_filter)
+        if c.min_latency:
+            keep &= lat_t >= c.min_latency
+        self.filtered += int(n - np.count_nonzero(keep))
+        if not keep.any():
+            return None
+        r = np.zeros(int(np.count_nonzero(keep)), dtype=RECORD_DTYPE)
+        span = max(t1_us - t0_us, 1) * 1000
+        r["time_ns"] = np.uint64(t0_us * 1000) + np.sort(rng.integers(0, span, len(r))).astype(np.uint64)
+        r["pid"] = r["tid"] = p.pid
+        r["cpu"] = p.pid % self.nr_cpus
+        r["op"] = op[keep]
+        vaddrs = np.asarray(p.vaddrs, dtype=np.uint64)[page[keep]]
+        r["va"] = vaddrs + off[keep]
+        if c.pa_enable:
+            r["pa"] = np.asarray(p.paddrs, dtype=np.uint64)[page[keep]] + off[keep]
+        r["events"] = ev[keep]
+        r["lat_tot"], r["lat_xlat"] = lat_t[keep], lat_x[keep]
+        r["pc"] = np.uint64(0xaaaad4c01000) + np.uint64(p.pid % 4096 * 0x100) + (op[keep].astype(np.uint64) * np.uint64(8))
+        return r
+
+    def drain(self) -> np.ndarray:
+        """Every record not yet drained, oldest first."""
+        with self._mutex:
+            chunks, self._chunks, self._pending = self._chunks, [], 0
+        if not chunks:
+            return np.zeros(0, dtype=RECORD_DTYPE)
+        return np.concatenate(chunks)
+
+
+def records_text(recs: np.ndarray, comms: dict[int, str]) -> str:
+    """The spe_record file's raw format: one record per line,
+    `time_ns pid tid cpu op va pa events lat_tot lat_xlat pc comm` (hex: va pa events pc;
+    op L or S; comm last, it may contain spaces)."""
+    ops = "LS"
+    return "".join(
+        f"{t} {pid} {tid} {cpu} {ops[op]} {va:x} {pa:x} {ev:x} {lt} {lx} {pc:x} {comms.get(pid, '-')}\n"
+        for t, pid, tid, cpu, op, va, pa, ev, lt, lx, pc in recs.tolist())
+
+
+def parse_records(text: str) -> tuple[np.ndarray, dict[int, str]]:
+    """Inverse of `records_text`; malformed lines raise ValueError."""
+    rows, comms = [], {}
+    for line in text.splitlines():
+        if not line:
+            continue
+        f = line.split(" ", 11)
+        if len(f) < 12:
+            raise ValueError(f"bad record line: {line[:80]!r}")
+        rows.append((int(f[0]), int(f[1]), int(f[2]), int(f[3]), 0 if f[4] == "L" else 1, int(f[5], 16),
+                     int(f[6], 16), int(f[7], 16), int(f[8]), int(f[9]), int(f[10], 16)))
+        comms[int(f[1])] = f[11]
+    return np.array(rows, dtype=RECORD_DTYPE), comms

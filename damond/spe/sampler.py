@@ -94,7 +94,7 @@ class Sampler:
     def __init__(self, cfg: SpeConfig, nr_cpus: int = 4, rng: np.random.Generator | None = None):
         self.cfg, self.nr_cpus = cfg, max(1, nr_cpus)
         self.rng = rng if rng is not None else np.random.default_rng(cfg.seed)
-        self._carry = float(self._interval())    # ops until the next selection
+        self._carry = float(self._interval() - 1)    # op index of the next selection
         self._chunks: list[np.ndarray] = []
         self._pending = 0
         self._mutex = threading.Lock()

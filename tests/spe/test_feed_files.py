@@ -1,0 +1,109 @@
+"""spe_feed / spe_stats / spe_feed_stats handlers called directly (the mount test is in
+test_pipeline.py): line parsing both parsers, partial lines, accounting, rfc mode."""
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from damond.clock import VirtualClock
+from damond.fs.spe_files import handlers
+from damond.spe import feed as F
+from damond.spe.tree import PfnTree
+
+PARSERS = [F.parse_py] + ([F.parse_c] if F._feedparse is not None else [])
+
+
+def files(capacity=1024, feed="lines"):
+    system = SimpleNamespace(spe=PfnTree(VirtualClock(), capacity=capacity, feed=feed))
+    return system, handlers(system)
+
+
+def write_all(h, chunks):
+    st = h.open(0o1)
+    for c in chunks:
+        assert h.write(st, c) == len(c)
+    h.release(st)
+
+
+def read(h):
+    st = h.open(0)
+    return h.read(st, 1 << 20, 0).decode()
+
+
+def counters(hs):
+    return dict(line.split("=", 1) for line in read(hs["kernel/debug/damon/spe_feed_stats"]).splitlines()[1:])
+
+
+@pytest.mark.parametrize("parse", PARSERS)
+def test_parser_shapes(parse):
+    data = (b"0x820db801\n2179348481\n0100\n+0x10 7\n0x20\t3 \r\n0\n0x0\n\n  0x123\n820db8123\n"
+            b"0x1000\\n\n08\n0x\n0x10000000000000000\n0x10 0\n0x10 -1\n0xffffffffffffffff 18446744073709551615\n42")
+    p = parse(data)
+    counts = p.counts if p.counts is not None else np.ones(len(p.pfns), np.uint64)
+    assert list(zip(p.pfns.tolist(), counts.tolist())) == [
+        (0x820db801, 1), (2179348481, 1), (0o100, 1), (0x10, 7), (0x20, 3),
+        ((1 << 64) - 1, (1 << 64) - 1), (42, 1)]
+    assert (p.zero, p.malformed) == (2, 9)
+
+
+@pytest.mark.skipif(F._feedparse is None, reason="compiled parser not built")
+def test_compiled_equals_fallback_on_random_lines():
+    rng = np.random.default_rng(3)
+    alphabet = np.frombuffer(b"0123456789abcdefxX+ \t\n\r-g", np.uint8)
+    for _ in range(50):
+        data = alphabet[rng.integers(0, len(alphabet), 400)].tobytes()
+        a, b = F.parse_c(data), F.parse_py(data)
+        ca = a.counts if a.counts is not None else np.ones(len(a.pfns), np.uint64)
+        cb = b.counts if b.counts is not None else np.ones(len(b.pfns), np.uint64)
+        assert (a.pfns.tolist(), ca.tolist(), a.malformed, a.zero) == (b.pfns.tolist(), cb.tolist(), b.malformed, b.zero)
+
+
+def test_methodology_feed_in_one_cat_write():
+    system, hs = files()
+    text = "".join(f"{0x100000 + i:#x}\n" for i in range(128)) + "".join(f"{0x200000 + i:#x}\n" for i in range(256))
+    write_all(hs["kernel/debug/damon/spe_feed"], [text.encode()])
+    assert read(hs["kernel/debug/damon/spe_stats"]) == (
+        "nr_entries=2 total_accesses=384\n"
+        "  pfn=0x100000 pid=0 total=128 hot_pages=128/512\n"
+        "  pfn=0x200000 pid=0 total=256 hot_pages=256/512\n")
+    c = counters(hs)
+    assert (c["lines"], c["recorded"], c["malformed"], c["dropped_full"]) == ("384", "384", "0", "0")
+
+
+def test_lines_split_across_writes_and_last_line_at_close():
+    system, hs = files()
+    write_all(hs["kernel/debug/damon/spe_feed"], [b"0x10", b"00 5\n0x2", b"000", b"\n0x3000 2"])
+    assert read(hs["kernel/debug/damon/spe_stats"]) == (
+        "nr_entries=3 total_accesses=8\n"
+        "  pfn=0x1000 pid=0 total=5 hot_pages=1/512\n"
+        "  pfn=0x2000 pid=0 total=1 hot_pages=1/512\n"
+        "  pfn=0x3000 pid=0 total=2 hot_pages=1/512\n")
+    assert counters(hs)["writes"] == "4"
+
+
+def test_malformed_and_dropped_are_counted_and_write_never_fails():
+    system, hs = files(capacity=1)
+    write_all(hs["kernel/debug/damon/spe_feed"], [b"0x1000\nbogus\n0\n0x2000 4\n0x1001\n", b"x" * 5000, b"\n0x1002\n"])
+    c = counters(hs)
+    assert {k: c[k] for k in ("lines", "recorded", "recorded_accesses", "malformed", "zero_pfn",
+                              "dropped_full", "dropped_accesses")} == {
+        "lines": "7", "recorded": "3", "recorded_accesses": "3", "malformed": "3", "zero_pfn": "1",
+        "dropped_full": "1", "dropped_accesses": "4"}
+    assert system.spe.stats_text() == "nr_entries=1 total_accesses=3\n  pfn=0x1000 pid=0 total=3 hot_pages=3/512\n"
+
+
+def test_rfc_mode_one_pfn_per_write():
+    system, hs = files(feed="rfc")
+    h = hs["kernel/debug/damon/spe_feed"]
+    write_all(h, [b"0x1000\n", b"0x1001", b"0x2000\n0x2001\n", b"0\n", b"  0x123\n"])
+    write_all(h, [("".join(f"{0x3000 + i:#x}\n" for i in range(100))).encode()])   # a bulk cat: nothing
+    assert system.spe.stats_text() == "nr_entries=1 total_accesses=2\n  pfn=0x1000 pid=0 total=2 hot_pages=2/512\n"
+    c = counters(hs)
+    assert (c["writes"], c["recorded"], c["malformed"], c["zero_pfn"], c["truncated_writes"]) == ("6", "2", "4", "1", "1")
+    assert read(hs["kernel/debug/damon/spe_feed_stats"]).startswith("mode=rfc ")
+
+
+def test_modes():
+    _, hs = files()
+    assert [hs[k].mode for k in ("kernel/debug/damon/spe_feed", "kernel/debug/damon/spe_stats",
+                                 "kernel/debug/damon/spe_feed_stats", "damond/spe_record")] == [0o200, 0o400, 0o400, 0o600]

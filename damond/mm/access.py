@@ -1,0 +1,221 @@
+"""The access path: run every workload's streams over one time step through the TLB model.
+
+Owns "which pages were touched in [t0, t1)" (sweep cursors for cyclic streams, Poisson
+sampling for random ones), fault-in of untouched pages, and the walk decision: a walk
+sets the leaf's AF and refills the TLB (clears COLD); a TLB hit sets nothing. Fast model:
+Che's characteristic time per CPU over the active streams' leaf counts and rates
+(tlb.characteristic_time); exact model: the per-CPU ExactTlb fed with the step's access
+trace (cyclic streams: the last min(touches, 2 sweeps) in order). Builds StepAccesses
+for observers (the SPE sampler) only when one is registered. Ground truth
+(`truth_accessed`) is derived from the same stream arithmetic.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from damond.mm import phys as P
+from damond.mm.phys import BLOCK_PAGES, PAGE_SHIFT
+from damond.mm.tlb import characteristic_time, miss_probability
+from damond.mm.workload import Stream
+
+LEAF_COUNT_BATCH = 1 << 22
+
+
+@dataclass
+class ProcessAccesses:
+    pid: int
+    comm: str
+    vaddrs: np.ndarray
+    paddrs: np.ndarray
+    counts: np.ndarray
+    miss_frac: np.ndarray
+
+
+@dataclass
+class StepAccesses:
+    """Everything the workloads touched in [t0_us, t1_us), per process."""
+    t0_us: int
+    t1_us: int
+    processes: list[ProcessAccesses] = field(default_factory=list)
+
+
+def touched_indices(s: Stream, phase_start: int, a: int, b: int, rng: np.random.Generator | None,
+                    exact_trace: bool = False) -> tuple[np.ndarray, float]:
+    """Stream indices touched in [a, b) and the touches per touched page. Cyclic streams are
+    deterministic; random streams draw from `rng` (None: expected set not needed)."""
+    k = s.rate * (b - a) / 1e6
+    if k <= 0 or s.n <= 0:
+        return np.zeros(0, np.int64), 0.0
+    if s.cyclic:
+        c0 = s.rate * (a - phase_start) / 1e6
+        c1 = c0 + k
+        i0, i1 = math.ceil(c0), math.ceil(c1)
+        if s.once:
+            i0, i1 = min(i0, s.n), min(i1, s.n)
+            idx = np.arange(i0, i1, dtype=np.int64)
+            return idx, 1.0
+        if exact_trace:
+            length = min(i1 - i0, 2 * s.n)
+            idx = np.arange(i1 - length, i1, dtype=np.int64) % s.n
+            return idx, max(k / max(len(idx), 1), 1.0)
+        if i1 - i0 >= s.n:
+            return np.arange(s.n, dtype=np.int64), k / s.n
+        return np.arange(i0, i1, dtype=np.int64) % s.n, 1.0
+    if exact_trace:
+        m = int(min(k, 4 * s.n))
+        return rng.integers(0, s.n, max(m, 0)), max(k / max(m, 1), 1.0)
+    if k >= 8 * s.n:
+        return np.arange(s.n, dtype=np.int64), k / s.n
+    if k > s.n / 4:
+        idx = np.flatnonzero(rng.random(s.n) < -math.expm1(-k / s.n))
+    else:
+        idx = np.unique(rng.integers(0, s.n, rng.poisson(k)))
+    return idx.astype(np.int64), (k / len(idx) if len(idx) else 0.0)
+
+
+class Stepper:
+    """Advances the workloads of a Machine; holds no state of its own besides scratch."""
+
+    def __init__(self, machine):
+        self.m = machine
+
+    # --- leaf structure (fast model input) -------------------------------------------------
+    def nr_leaves(self, proc, s: Stream) -> int:
+        key = (proc.gen, self.m.map_epoch)
+        if s.cache_gen == key:
+            return s.nr_leaves
+        pt = self.m.pt
+        total = 0
+        for lo in range(0, s.n, LEAF_COUNT_BATCH):
+            idx = np.arange(lo, min(lo + LEAF_COUNT_BATCH, s.n), dtype=np.int64)
+            va = (s.vpns(idx) << PAGE_SHIFT).astype(np.uint64)
+            ok, _, pidx = proc.translate(va)
+            pres = np.zeros(len(va), bool)
+            pres[ok] = (pt.phys.flags[pidx[ok]] & P.PRESENT) != 0
+            total += int((~pres).sum()) + len(np.unique(pt.tlb_loc(pidx[pres])))
+        s.cache_gen, s.nr_leaves = key, max(total, 1)
+        return s.nr_leaves
+
+    # --- one step ----------------------------------------------------------------------------
+    def step(self, a: int, b: int, active: list) -> StepAccesses | None:
+        """Run [a, b). `active`: (proc, phase_start_us, streams) for every running process."""
+        m = self.m
+        obs = StepAccesses(a, b) if m.observers else None
+        exact = m.pt.exact is not None
+        t_char: dict[int, float] = {}
+        if not exact:
+            by_cpu: dict[int, list] = {}
+            for proc, _, streams in active:
+                for s in streams:
+                    if s.once:
+                        continue
+                    nl = self.nr_leaves(proc, s)
+                    by_cpu.setdefault(proc.cpu, []).append((nl, s.rate / nl, s.cyclic))
+            t_char = {cpu: characteristic_time(g, m.tlb_cfg.l2_entries) for cpu, g in by_cpu.items()}
+        for proc, phase_start, streams in active:
+            parts = []
+            for s in streams:
+                res = self._stream(proc, s, phase_start, a, b, t_char.get(proc.cpu, math.inf), exact, obs is not None)
+                if res is not None:
+                    parts.append(res)
+            if obs is not None and parts:
+                va = np.concatenate([p[0] for p in parts])
+                obs.processes.append(ProcessAccesses(
+                    proc.pid, proc.comm, va, np.concatenate([p[1] for p in parts]),
+                    np.concatenate([p[2] for p in parts]), np.concatenate([p[3] for p in parts])))
+        return obs
+
+    def _stream(self, proc, s: Stream, phase_start: int, a: int, b: int, t_char: float, exact: bool, want: bool):
+        m, pt = self.m, self.m.pt
+        fl = pt.phys.flags
+        idx, per_page = touched_indices(s, phase_start, a, b, m.rng, exact_trace=exact)
+        if not len(idx):
+            return None
+        va = (s.vpns(idx) << PAGE_SHIFT).astype(np.uint64)
+        ok, _, pidx = proc.translate(va)
+        present = np.zeros(len(va), bool)
+        present[ok] = (fl[pidx[ok]] & P.PRESENT) != 0
+        faulted = np.zeros(len(va), bool)
+        if not present.all():
+            vma = m.pt.vma_by_uid.get(s.vma_uid, (None, None))[1]
+            if vma is None:
+                return None
+            miss = va[~present]
+            pt.fault(proc, vma, miss)
+            m.map_epoch += 0 if s.once else 1
+            ok, _, pidx = proc.translate(va)
+            faulted = ~present
+            present = ok.copy()
+            present[ok] = (fl[pidx[ok]] & P.PRESENT) != 0
+        va, pidx, faulted = va[present], pidx[present], faulted[present]
+        if exact:
+            walked = self._exact_walks(proc, va, pidx, faulted)
+        else:
+            nl = self.nr_leaves(proc, s) if not s.once else len(idx)
+            pm = 1.0 if s.once else miss_probability(s.rate / nl, t_char, s.cyclic)
+            if pm >= 1.0:
+                walked = np.ones(len(pidx), bool)
+            else:
+                walked = (fl[pt.tlb_loc(pidx)] & P.COLD) != 0
+                if pm > 0.0:
+                    acc = per_page * len(idx) / max(nl, 1) if s.cyclic else per_page
+                    walked |= m.rng.random(len(pidx)) < -math.expm1(-acc * pm)
+        if walked.any():
+            w = pidx[walked]
+            fl[pt.af_loc(w)] |= P.AF
+            fl[pt.tlb_loc(w)] &= ~np.uint8(P.COLD)
+        if not want:
+            return None
+        uniq, first = np.unique(va, return_index=True)
+        cnt = np.full(len(uniq), per_page, np.float64)
+        mf = np.zeros(len(uniq), np.float64)
+        if len(va):
+            wsum = np.bincount(np.searchsorted(uniq, va), weights=walked.astype(np.float64), minlength=len(uniq))
+            hits = np.bincount(np.searchsorted(uniq, va), minlength=len(uniq)).astype(np.float64)
+            cnt = hits * per_page
+            mf = np.minimum(wsum / np.maximum(cnt, 1e-12), 1.0)
+        pa = ((pidx[first] + pt.phys.base_pfn) << PAGE_SHIFT).astype(np.uint64)
+        return uniq, pa, cnt, mf
+
+    def _exact_walks(self, proc, va: np.ndarray, pidx: np.ndarray, faulted: np.ndarray) -> np.ndarray:
+        pt = self.m.pt
+        tlb = pt.exact[proc.cpu % len(pt.exact)]
+        shift = pt.tlb_shift(pidx)
+        base = (va.astype(np.int64) >> shift) << shift
+        out = np.zeros(len(va), bool)
+        acc = tlb.access
+        pid = proc.pid
+        for i, (bb, sh, f) in enumerate(zip(base.tolist(), shift.tolist(), faulted.tolist())):
+            w = acc(pid, bb, sh)
+            out[i] = w or f
+        return out
+
+    # --- ground truth ----------------------------------------------------------------------------
+    def truth_pages(self, s: Stream, phase_start: int, a: int, b: int, lo_vpn: int, hi_vpn: int) -> float:
+        """Pages of the stream inside [lo_vpn, hi_vpn) touched in [a, b) (expected, for random)."""
+        if b <= a:
+            return 0.0
+        k = s.rate * (b - a) / 1e6
+        if s.n_in == 0 or s.n_in >= s.n:
+            st = max(s.s_in, 1)
+            i_lo = max(0, -(-(lo_vpn - s.start) // st))
+            i_hi = min(s.n, max(0, -(-(hi_vpn - s.start) // st)))
+            inside = max(0, i_hi - i_lo)
+            if not inside:
+                return 0.0
+            if not s.cyclic:
+                return inside * -math.expm1(-k / s.n)
+            idx, _ = touched_indices(s, phase_start, a, b, None)
+            if len(idx) >= s.n:
+                return float(inside)
+            return float(((idx >= i_lo) & (idx < i_hi)).sum())
+        if s.cyclic:
+            idx, _ = touched_indices(s, phase_start, a, b, None)
+        else:
+            idx = np.arange(s.n, dtype=np.int64)
+        v = s.vpns(idx)
+        inside = float(((v >= lo_vpn) & (v < hi_vpn)).sum())
+        return inside if s.cyclic else inside * -math.expm1(-k / s.n)

@@ -1,0 +1,534 @@
+"""The emulated ARM64 machine: the one object the DAMON engine, the SPE sampler and the front use.
+
+Owns time ("emulated up to" now_us), processes and their workloads, the access checks
+DAMON's vaddr/paddr operations call (damon_va_mkold/young, damon_pa_mkold/young), folio
+queries, DAMOS actions, memory metrics, ground truth and the procfs texts, all behind one
+internal mutex (calls come from the kdamond, ticker and FUSE threads). Contract:
+docs/ARCHITECTURE.md "damond/mm: the Machine". State lives in `pagetable.PageTables`;
+stepping in `access.Stepper`; folio actions in `folio_ops`.
+"""
+from __future__ import annotations
+
+import errno
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from damond.config import Config
+from damond.errors import ConfigError
+from damond.log import get_logger
+from damond.mm import folio_ops, mconfig, procfs
+from damond.mm import phys as P
+from damond.mm.access import Stepper, StepAccesses
+from damond.mm.pagetable import PageTables
+from damond.mm.phys import BLOCK_PAGES, BLOCK_SHIFT, PAGE_SHIFT, PAGE_SIZE, PhysMem
+from damond.mm.process import HEAP_SIZE, STACK_SIZE, STACK_TOP, TEXT_BASE, Process, Vma
+from damond.mm.thp import ThpSettings
+from damond.mm.workload import Builder, SpecError, check_spec
+
+__all__ = ["Machine", "FolioInfo", "FolioArray", "StepAccesses", "Vma", "Process", "PAGE_SIZE"]
+MAX_STEP_US = 1_000_000
+COMMS = {"sparse-hotspot": "sparse_8g", "uniform": "uniform", "thp-hot": "hot_workload",
+         "access_memory": "access_memory", "access_memory_even": "access_memory_even", "masim": "masim"}
+log = get_logger("damond.mm")
+
+
+@dataclass
+class FolioInfo:
+    pfn: int
+    order: int
+    level: str          # "pmd" | "pte"
+    young: bool
+    anon: bool
+    shmem: bool
+    nid: int
+    va: int
+    pid: int
+    active: bool
+    memcg: str
+
+
+@dataclass
+class FolioArray:
+    pfn: np.ndarray
+    order: np.ndarray
+    mapped: np.ndarray
+    anon: np.ndarray
+    young: np.ndarray
+    active: np.ndarray
+    nid: np.ndarray
+    memcg_id: np.ndarray
+
+
+class Machine:
+    """See the module docstring and ARCHITECTURE.md. Build with `Machine.from_config`."""
+
+    def __init__(self, spec: mconfig.MachineSpec, thp: ThpSettings, seed: int, clock=None):
+        self.spec, self.thp, self.clock = spec, thp, clock
+        self.rng = np.random.default_rng(seed)
+        self.tlb_cfg = spec.tlb
+        self.phys = PhysMem(spec.memory, spec.numa_nodes)
+        self.pt = PageTables(self.phys, thp, spec.tlb, spec.nr_cpus)
+        self.stepper = Stepper(self)
+        self.now_us = 0
+        self.map_epoch = 0
+        self.observers: list = []
+        self.memcgs = list(spec.memcgs)
+        self._mutex = threading.RLock()
+        self._next_pid = 1000
+        self._dead: set[int] = set()
+        self._phase_seen: dict[int, tuple] = {}
+        self._next_khugepaged_us = thp.khugepaged.scan_sleep_millisecs * 1000
+        log.info("machine_built", preset=spec.preset, memory=spec.memory, cpus=spec.nr_cpus,
+                 nodes=spec.numa_nodes, tlb_model=spec.tlb.model, seed=seed)
+
+    @classmethod
+    def from_config(cls, config: Config, clock=None) -> "Machine":
+        spec = mconfig.parse(config)
+        thp = ThpSettings()
+        mconfig.configure_thp(config, thp)
+        m = cls(spec, thp, config.seed, clock)
+        for i, w in enumerate(spec.workloads):
+            try:
+                m.spawn(w)
+            except ConfigError:
+                raise
+            except (SpecError, ValueError, P.OutOfMemory) as e:
+                key = getattr(e, "key", None)
+                problem = getattr(e, "problem", None) or str(e) or "not enough emulated memory"
+                raise ConfigError(config.path, problem, mconfig.workload_line(config, i, key)) from None
+        return m
+
+    # --- time ----------------------------------------------------------------------------------
+    def advance_to(self, t_us: int) -> None:
+        with self._mutex:
+            while self.now_us < t_us:
+                b = min(int(t_us), self.now_us + MAX_STEP_US, self._next_khugepaged_us)
+                active = []
+                for proc in list(self.pt.procs.values()):
+                    w = proc.workload
+                    if w is None or not proc.alive:
+                        continue
+                    i, ps, pe = w.phase_at(self.now_us)
+                    if pe is not None:
+                        b = min(b, pe)
+                    if i < 0:
+                        continue
+                    if i >= len(w.phases):
+                        if w.exit_at_end:
+                            self._exit(proc)
+                        continue
+                    key = (ps, i)
+                    if self._phase_seen.get(proc.pid) != key:
+                        self._phase_seen[proc.pid] = key
+                        self._enter_phase(proc, w.phases[i])
+                    active.append((proc, ps, w.phases[i].streams))
+                b = max(b, self.now_us + 1)
+                obs = self.stepper.step(self.now_us, b, active)
+                self.now_us = b
+                if obs is not None and obs.processes:
+                    for fn in list(self.observers):
+                        fn(obs)
+                if self.now_us >= self._next_khugepaged_us:
+                    folio_ops.khugepaged_scan(self.pt, [p for p in self.pt.procs.values() if p.alive])
+                    self.map_epoch += 1
+                    self._next_khugepaged_us = self.now_us + max(self.thp.khugepaged.scan_sleep_millisecs, 1) * 1000
+
+    def _enter_phase(self, proc: Process, phase) -> None:
+        for act in phase.actions:
+            if act[0] == "clear_refs":
+                blocks = proc.chunk_tbl[proc.chunk_tbl >= 0]
+                rows = self.phys.flags.reshape(-1, BLOCK_PAGES)
+                rows[blocks] &= ~np.uint8(P.AF)
+            elif act[0] == "madvise":
+                self._madvise(proc, act[1], act[2], act[3])
+
+    # --- processes -----------------------------------------------------------------------------
+    def processes(self) -> list[Process]:
+        with self._mutex:
+            return [p for p in self.pt.procs.values() if p.alive]
+
+    def process(self, pid: int) -> Process | None:
+        with self._mutex:
+            p = self.pt.procs.get(pid)
+            return p if p is not None and p.alive else None
+
+    def new_kthread_pid(self) -> int:
+        with self._mutex:
+            self._next_pid += 1
+            return self._next_pid
+
+    def spawn(self, spec: dict) -> int:
+        """Start a workload process from a [[workload]] table; raises SpecError (a ValueError)."""
+        with self._mutex:
+            kind = check_spec(spec)
+            self._next_pid += 1
+            pid = self._next_pid
+            cpu = spec.get("cpu", (pid - 1001) % self.spec.nr_cpus)
+            node = spec.get("node", 0)
+            if not isinstance(cpu, int) or not 0 <= cpu < self.spec.nr_cpus:
+                raise SpecError("cpu", f"cpu must be in [0, {self.spec.nr_cpus - 1}]")
+            if not isinstance(node, int) or not 0 <= node < self.spec.numa_nodes:
+                raise SpecError("node", f"node must be in [0, {self.spec.numa_nodes - 1}]")
+            memcg = spec.get("memcg", "/")
+            if memcg not in self.memcgs:
+                self.memcgs.append(memcg)
+            comm = spec.get("comm", COMMS[kind])
+            proc = Process(pid, comm[:15], cpu, node, memcg)
+            self.pt.procs[pid] = proc
+            try:
+                self._layout(proc)
+                heap = [v for v in proc.vmas() if v.name == "[heap]"][0]
+
+                def mapper(length, name, anon, shmem, hint, huge, where):
+                    length = (length + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+                    if where == "heap":
+                        start = heap.end
+                        return self.pt.new_vma(proc, start, length, name="", hint=hint)
+                    return self.pt.new_vma(proc, proc.mmap_area(length), length, anon=anon, shmem=shmem,
+                                           name=name, hint=hint, perms="rw-s" if shmem else "rw-p", huge=huge)
+                w = Builder(spec, mapper, self.spec.access_rate, self.spec.mem_bandwidth, self.spec.base_dir).build()
+            except BaseException:
+                self._exit(proc)
+                del self.pt.procs[pid]
+                raise
+            w.t0_us = self.now_us + int(float(spec.get("start_s", 0)) * 1e6)
+            proc.workload = w
+            log.info("process_spawned", pid=pid, comm=proc.comm, kind=kind)
+            return pid
+
+    def _layout(self, proc: Process) -> None:
+        jit = int(self.rng.integers(0, 1 << 12)) << 16
+        text = TEXT_BASE + jit
+        self.pt.new_vma(proc, text, 64 << 10, anon=False, name=f"/usr/bin/{proc.comm}", perms="r-xp")
+        self.pt.new_vma(proc, text + (2 << 20), HEAP_SIZE, name="[heap]")
+        proc.mmap_next -= int(self.rng.integers(0, 1 << 12)) << 21
+        libc = proc.mmap_area(1 << 20, PAGE_SIZE)
+        self.pt.new_vma(proc, libc, 1 << 20, anon=False, name="/usr/lib/aarch64-linux-gnu/libc.so.6", perms="r-xp")
+        stack_top = STACK_TOP - (int(self.rng.integers(0, 1 << 10)) << 16)
+        self.pt.new_vma(proc, stack_top - STACK_SIZE, STACK_SIZE, name="[stack]")
+
+    def kill(self, pid: int) -> None:
+        with self._mutex:
+            p = self.pt.procs.get(pid)
+            if p is not None and p.alive:
+                self._exit(p)
+
+    def _exit(self, proc: Process) -> None:
+        for v in proc.vmas():
+            self.pt.unmap_vma(proc, v)
+        proc.alive = False
+        self.map_epoch += 1
+        log.info("process_exited", pid=proc.pid, comm=proc.comm)
+
+    # --- vaddr access checks ---------------------------------------------------------------------
+    def _present(self, pid: int, addrs: np.ndarray):
+        a = np.asarray(addrs, np.uint64)
+        proc = self.process(pid)
+        if proc is None:
+            return a, np.zeros(len(a), bool), np.zeros(len(a), np.int64)
+        ok, _, pidx = proc.translate(a)
+        ok[ok] = (self.phys.flags[pidx[ok]] & P.PRESENT) != 0
+        return a, ok, pidx
+
+    def va_mkold(self, pid: int, addrs: np.ndarray) -> None:
+        with self._mutex:
+            _, ok, pidx = self._present(pid, addrs)
+            self.pt.mkold(pidx[ok], np.full(int(ok.sum()), pid))
+
+    def va_young(self, pid: int, addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with self._mutex:
+            a, ok, pidx = self._present(pid, addrs)
+            young = np.zeros(len(a), bool)
+            sz = np.full(len(a), PAGE_SIZE, np.uint64)
+            if ok.any():
+                young[ok], sz[ok] = self.pt.young(pidx[ok])
+            return young, sz
+
+    # --- paddr access checks -----------------------------------------------------------------------
+    def ram_ranges(self) -> list[tuple[int, int]]:
+        return self.phys.ram_ranges()
+
+    def _pa_present(self, paddrs):
+        ok, pidx = self.phys.pidx_of_paddr(paddrs)
+        ok &= (self.phys.flags[pidx] & P.PRESENT) != 0
+        return ok, pidx
+
+    def _folio_pages(self, heads: np.ndarray):
+        """(rows of page indexes, owner row) for each folio head, grouped per order."""
+        od = self.phys.order[heads].astype(np.int64)
+        for o in np.unique(od).tolist():
+            sel = np.flatnonzero(od == o)
+            yield sel, heads[sel][:, None] + np.arange(1 << o)
+
+    def pa_mkold(self, paddrs: np.ndarray) -> None:
+        with self._mutex:
+            ok, pidx = self._pa_present(paddrs)
+            heads = np.unique(self.pt.folio_heads(pidx[ok]))
+            fl = self.phys.flags
+            for _, rows in self._folio_pages(heads):
+                young = (fl[rows] & P.AF).any(axis=1)
+                fl[rows[young, 0]] |= P.YOUNG
+                fl[rows] &= ~np.uint8(P.AF)
+            fl[heads] |= P.IDLE
+            if self.tlb_cfg.flush_on_mkold and len(heads):
+                fl[self.pt.tlb_loc(heads)] |= P.COLD
+
+    def pa_young(self, paddrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with self._mutex:
+            ok, pidx = self._pa_present(paddrs)
+            young = np.zeros(len(pidx), bool)
+            sz = np.full(len(pidx), PAGE_SIZE, np.uint64)
+            if ok.any():
+                heads = self.pt.folio_heads(pidx[ok])
+                y = np.zeros(len(heads), bool)
+                fl = self.phys.flags
+                for sel, rows in self._folio_pages(heads):
+                    y[sel] = (fl[rows] & P.AF).any(axis=1)
+                y |= (fl[heads] & P.IDLE) == 0
+                young[ok] = y
+                sz[ok] = (np.uint64(PAGE_SIZE) << self.phys.order[heads].astype(np.uint64))
+            return young, sz
+
+    # --- folios -------------------------------------------------------------------------------------
+    def folio_walk(self, pid: int, addr: int) -> FolioInfo | None:
+        with self._mutex:
+            a, ok, pidx = self._present(pid, np.array([addr], np.uint64))
+            if not ok[0]:
+                return None
+            p = int(pidx[0])
+            proc = self.pt.procs[pid]
+            vma = proc.find_vma(addr)
+            head = int(self.pt.folio_heads(np.array([p]))[0])
+            f = int(self.phys.flags[p])
+            return FolioInfo(pfn=self.phys.base_pfn + head, order=int(self.phys.order[p]),
+                             level="pmd" if f & P.PMD else "pte",
+                             young=bool(self.pt.leaf_young(np.array([p]))[0]), anon=vma.anon, shmem=vma.shmem,
+                             nid=int(self.phys.blk_node[p // BLOCK_PAGES]),
+                             va=int(self.pt.vaddr_of(np.array([head]))[0]), pid=pid,
+                             active=bool(self.phys.flags[head] & P.ACTIVE), memcg=proc.memcg)
+
+    def pa_folios(self, start: int, end: int) -> FolioArray:
+        with self._mutex:
+            base = self.phys.base_pfn
+            s = max((start >> PAGE_SHIFT) - base, 0)
+            e = min(((end + PAGE_SIZE - 1) >> PAGE_SHIFT) - base, self.phys.nr_pages)
+            idx = np.arange(s, max(e, s), dtype=np.int64)
+            fl = self.phys.flags
+            pres = idx[(fl[idx] & P.PRESENT) != 0]
+            heads = np.unique(self.pt.folio_heads(pres))
+            owners = self.pt.owner_of(heads)
+            anon = np.array([self.pt.vma_by_uid[o][1].anon if o in self.pt.vma_by_uid else False
+                             for o in owners.tolist()], bool)
+            memcg = np.array([self.memcgs.index(self.pt.vma_by_uid[o][0].memcg) + 1 if o in self.pt.vma_by_uid else 0
+                              for o in owners.tolist()], np.int64)
+            young = np.zeros(len(heads), bool)
+            for sel, rows in self._folio_pages(heads):
+                young[sel] = (fl[rows] & P.AF).any(axis=1)
+            return FolioArray(pfn=heads + base, order=self.phys.order[heads].astype(np.int64),
+                              mapped=np.ones(len(heads), bool), anon=anon, young=young,
+                              active=(fl[heads] & P.ACTIVE) != 0,
+                              nid=self.phys.blk_node[heads // BLOCK_PAGES].astype(np.int64), memcg_id=memcg)
+
+    # --- actions ------------------------------------------------------------------------------------
+    def _proc_or_none(self, pid):
+        p = self.pt.procs.get(pid)
+        return p if p is not None and p.alive else None
+
+    def split_folio_to_order(self, pid: int, addr: int, new_order: int) -> int:
+        with self._mutex:
+            proc = self._proc_or_none(pid)
+            if proc is None:
+                return -errno.ESRCH
+            r = folio_ops.split_folio(self.pt, proc, int(addr), int(new_order))
+            if r == 0:
+                self.map_epoch += 1
+            elif r != -errno.ENOENT:
+                o = self.folio_walk(pid, addr)
+                if o is not None:
+                    self.thp.count(o.order, "split_failed")
+            return r
+
+    def collapse_range(self, pid: int, addr: int, order: int = 9) -> int:
+        with self._mutex:
+            proc = self._proc_or_none(pid)
+            if proc is None:
+                return -errno.ESRCH
+            r = folio_ops.collapse(self.pt, proc, int(addr), int(order))
+            if r == 0:
+                self.map_epoch += 1
+            return r
+
+    def madvise(self, pid: int, start: int, end: int, advice: str) -> int:
+        with self._mutex:
+            proc = self._proc_or_none(pid)
+            if proc is None:
+                return -errno.ESRCH
+            return self._madvise(proc, int(start), int(end), advice)
+
+    def _madvise(self, proc: Process, start: int, end: int, advice: str) -> int:
+        if start % PAGE_SIZE or end < start:
+            return -errno.EINVAL
+        if advice not in ("willneed", "cold", "pageout", "hugepage", "nohugepage", "collapse"):
+            return -errno.EINVAL
+        end = (end + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+        vmas = [v for v in proc.vmas() if v.start < end and start < v.end]
+        covered = sum(min(v.end, end) - max(v.start, start) for v in vmas)
+        ret = 0 if covered == end - start else -errno.ENOMEM
+        self.map_epoch += 1
+        for v in vmas:
+            s, e = max(v.start, start), min(v.end, end)
+            if advice in ("hugepage", "nohugepage"):
+                v.hugepage_hint = advice
+            elif advice == "pageout":
+                folio_ops.pageout_pages(self.pt, proc, v, s, e)
+            elif advice == "cold":
+                for a, b in self.pt._block_slices(proc, s, e):
+                    self.phys.flags[a:b] &= ~np.uint8(P.ACTIVE)
+                _, ok, pidx = self._present(proc.pid, np.arange(s, e, PAGE_SIZE, dtype=np.uint64))
+                self.pt.mkold(pidx[ok])
+                self.pt.invalidate(proc, s, e)
+            elif advice == "willneed":
+                swapped = np.arange(s, e, PAGE_SIZE, dtype=np.uint64)
+                ok, _, pidx = proc.translate(swapped)
+                back = swapped[ok][(self.phys.flags[pidx[ok]] & P.SWAP) != 0]
+                if len(back):
+                    self.pt.fault(proc, v, back)
+            elif advice == "collapse":
+                if not v.anon:
+                    ret = -errno.EINVAL
+                    continue
+                a = (s + (2 << 20) - 1) & ~((2 << 20) - 1)
+                while a + (2 << 20) <= e:
+                    r = folio_ops.collapse(self.pt, proc, a)
+                    blk = proc.chunk_tbl[v.tbl_off + (a >> BLOCK_SHIFT) - v.chunk0]
+                    already = blk >= 0 and self.phys.flags[blk * BLOCK_PAGES] & P.PMD
+                    if r and not already:
+                        ret = r if r != -errno.EINVAL or ret == 0 else ret
+                    a += 2 << 20
+        return ret
+
+    def pageout_range(self, pid: int | None, start: int, end: int) -> int:
+        with self._mutex:
+            self.map_epoch += 1
+            if pid is None:
+                return folio_ops.pageout_phys(self.pt, int(start), int(end))
+            proc = self._proc_or_none(pid)
+            if proc is None:
+                return 0
+            return sum(folio_ops.pageout_pages(self.pt, proc, v, max(v.start, start), min(v.end, end))
+                       for v in proc.vmas() if v.start < end and start < v.end)
+
+    def migrate_range(self, pid: int | None, start: int, end: int, nid: int) -> int:
+        with self._mutex:
+            if not 0 <= nid < self.spec.numa_nodes:
+                return 0
+            self.map_epoch += 1
+            moved = 0
+            if pid is None:
+                ok, lo = self.phys.pidx_of_paddr(np.array([max(start, P.RAM_BASE)], np.uint64))
+                b0 = int(lo[0]) // BLOCK_PAGES if ok[0] else self.phys.nr_blocks
+                b1 = min(((end - 1 - P.RAM_BASE) >> BLOCK_SHIFT) + 1, self.phys.nr_blocks) if end > P.RAM_BASE else 0
+                for b in range(b0, b1):
+                    owner = int(self.phys.blk_owner[b])
+                    if owner in self.pt.vma_by_uid:
+                        proc, v = self.pt.vma_by_uid[owner]
+                        ci = v.tbl_off + int(self.phys.blk_vchunk[b]) - v.chunk0
+                        moved += folio_ops.migrate_blocks(self.pt, proc, [(ci, b)], nid)
+                return moved
+            proc = self._proc_or_none(pid)
+            if proc is None:
+                return 0
+            for v in proc.vmas():
+                if v.start < end and start < v.end:
+                    c0 = (max(v.start, start) >> BLOCK_SHIFT) - v.chunk0
+                    c1 = ((min(v.end, end) - 1) >> BLOCK_SHIFT) - v.chunk0 + 1
+                    pairs = [(v.tbl_off + c, int(proc.chunk_tbl[v.tbl_off + c])) for c in range(c0, c1)]
+                    moved += folio_ops.migrate_blocks(self.pt, proc, [p for p in pairs if p[1] >= 0], nid)
+            return moved
+
+    def lru_prio(self, pstart: int, pend: int, prio: bool) -> int:
+        with self._mutex:
+            base = self.phys.base_pfn
+            s = max((pstart >> PAGE_SHIFT) - base, 0)
+            e = min((pend >> PAGE_SHIFT) - base, self.phys.nr_pages)
+            if e <= s:
+                return 0
+            fl = self.phys.flags[s:e]
+            pres = (fl & P.PRESENT) != 0
+            if prio:
+                fl[pres] |= P.ACTIVE
+            else:
+                fl[pres] &= ~np.uint8(P.ACTIVE)
+            return int(pres.sum()) * PAGE_SIZE
+
+    # --- metrics -------------------------------------------------------------------------------------
+    def free_mem_rate(self) -> int:
+        with self._mutex:
+            return (self.phys.nr_pages - self.phys.present_pages()) * 1000 // self.phys.nr_pages
+
+    def node_mem_bp(self, nid: int, used: bool) -> int:
+        with self._mutex:
+            if not 0 <= nid < self.spec.numa_nodes:
+                return 0
+            total = int(self.phys.node_blocks[nid]) * BLOCK_PAGES
+            u = int(self.phys.node_present[nid])
+            return (u if used else total - u) * 10000 // max(total, 1)
+
+    def active_mem_bp(self, active: bool) -> int:
+        with self._mutex:
+            pres = self.phys.present_pages()
+            if not pres:
+                return 0
+            act = int(np.count_nonzero((self.phys.flags & (P.PRESENT | P.ACTIVE)) == (P.PRESENT | P.ACTIVE)))
+            return (act if active else pres - act) * 10000 // pres
+
+    def memcg_exists(self, path: str) -> bool:
+        return (path.rstrip("/") or "/") in self.memcgs
+
+    # --- ground truth -----------------------------------------------------------------------------------
+    def truth_accessed(self, pid: int, start: int, end: int, t0_us: int, t1_us: int) -> int:
+        with self._mutex:
+            proc = self.pt.procs.get(pid)
+            if proc is None or proc.workload is None or t1_us <= t0_us:
+                return 0
+            w = proc.workload
+            lo, hi = start >> PAGE_SHIFT, (end + PAGE_SIZE - 1) >> PAGE_SHIFT
+            total, t = 0.0, t0_us
+            while t < t1_us:
+                i, ps, pe = w.phase_at(t)
+                b = t1_us if pe is None else min(pe, t1_us)
+                if 0 <= i < len(w.phases):
+                    per = sum(self.stepper.truth_pages(s, ps, t, b, lo, hi) for s in w.phases[i].streams)
+                    total = max(total, 0) + per
+                if b <= t:
+                    break
+                t = b
+            return int(min(total, hi - lo)) * PAGE_SIZE
+
+    # --- procfs -----------------------------------------------------------------------------------------
+    def proc_maps(self, pid: int) -> str:
+        with self._mutex:
+            p = self.process(pid)
+            return procfs.maps(self, p) if p else ""
+
+    def proc_smaps(self, pid: int) -> str:
+        with self._mutex:
+            p = self.process(pid)
+            return procfs.smaps(self, p) if p else ""
+
+    def proc_smaps_rollup(self, pid: int) -> str:
+        with self._mutex:
+            p = self.process(pid)
+            return procfs.smaps_rollup(self, p) if p else ""
+
+    # --- observers --------------------------------------------------------------------------------------
+    def add_step_observer(self, fn) -> None:
+        with self._mutex:
+            self.observers.append(fn)
+
+    def remove_step_observer(self, fn) -> None:
+        with self._mutex:
+            if fn in self.observers:
+                self.observers.remove(fn)

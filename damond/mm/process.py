@@ -1,0 +1,121 @@
+"""Emulated processes: pids, VMAs and the per-process chunk table that maps VA -> physical block.
+
+Owns `Vma` and `Process` (the contract's `.pid`, `.comm`, `.alive`, `.vmas()`), the
+address-space layout of a typical arm64 PIE process (text, heap, a top-down mmap area,
+libc, stack, so DAMON's three-regions heuristic sees the two big gaps), and vectorised
+VA translation: VMA lookup by searchsorted, then one int64 per virtual 2 MB chunk naming
+the backing physical block (-1: nothing there yet). Page state itself lives in
+`phys.PhysMem`. Mirrors the parts of mm/mmap.c / mm/vma.c damond needs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from damond.mm.phys import BLOCK_PAGES, BLOCK_SHIFT, PAGE_SHIFT, PAGE_SIZE
+
+TEXT_BASE = 0xAAAAC0000000
+MMAP_TOP = 0xFFFF80000000
+STACK_TOP = 0xFFFFFFFFF000
+STACK_SIZE = 132 << 10
+HEAP_SIZE = 132 << 10
+
+
+@dataclass
+class Vma:
+    """One mapping. `anon` and `shmem` are exclusive; file text VMAs have both False."""
+    start: int
+    end: int
+    anon: bool
+    shmem: bool
+    name: str
+    hugepage_hint: str | None = None        # "hugepage" | "nohugepage" | None
+    perms: str = "rw-p"
+    uid: int = 0
+    huge: str | None = None                 # tmpfs huge= mount option for shmem VMAs
+    tbl_off: int = field(default=0, repr=False)
+
+    @property
+    def chunk0(self) -> int:
+        return self.start >> BLOCK_SHIFT
+
+    @property
+    def nr_chunks(self) -> int:
+        return ((self.end - 1) >> BLOCK_SHIFT) - self.chunk0 + 1
+
+
+class Process:
+    """An emulated process; memory state lives in the Machine's PhysMem."""
+
+    def __init__(self, pid: int, comm: str, cpu: int, nid: int, memcg: str):
+        self.pid, self.comm, self.cpu, self.nid, self.memcg = pid, comm, cpu, nid, memcg
+        self.alive = True
+        self._vmas: list[Vma] = []
+        self.chunk_tbl = np.zeros(0, np.int64)
+        self._starts = np.zeros(0, np.uint64)
+        self._ends = np.zeros(0, np.uint64)
+        self._offs = np.zeros(0, np.int64)
+        self._chunk0 = np.zeros(0, np.int64)
+        self.gen = 0                        # bumped on every mapping change (stream caches key on it)
+        self.workload = None
+        self.mmap_next = MMAP_TOP
+
+    def vmas(self) -> list[Vma]:
+        return list(self._vmas)
+
+    def add_vma(self, vma: Vma) -> Vma:
+        """Insert a VMA (must not overlap) and extend the chunk table."""
+        for v in self._vmas:
+            if v.start < vma.end and vma.start < v.end:
+                raise ValueError(f"VMA {vma.start:#x}-{vma.end:#x} overlaps {v.start:#x}-{v.end:#x}")
+        vma.tbl_off = len(self.chunk_tbl)
+        self.chunk_tbl = np.concatenate([self.chunk_tbl, np.full(vma.nr_chunks, -1, np.int64)])
+        self._vmas.append(vma)
+        self._vmas.sort(key=lambda v: v.start)
+        self._reindex()
+        return vma
+
+    def remove_vma(self, vma: Vma) -> None:
+        self._vmas.remove(vma)
+        self._reindex()
+
+    def _reindex(self) -> None:
+        self._starts = np.array([v.start for v in self._vmas], np.uint64)
+        self._ends = np.array([v.end for v in self._vmas], np.uint64)
+        self._offs = np.array([v.tbl_off for v in self._vmas], np.int64)
+        self._chunk0 = np.array([v.chunk0 for v in self._vmas], np.int64)
+        self.gen += 1
+
+    def mmap_area(self, length: int, align: int = 2 << 20) -> int:
+        """Pick the next top-down mmap address for `length` bytes (THP-aligned, like
+        thp_get_unmapped_area for large anonymous mappings), leaving a one-page gap."""
+        start = (self.mmap_next - length) & ~(align - 1)
+        self.mmap_next = start - PAGE_SIZE
+        return start
+
+    def find_vma(self, addr: int) -> Vma | None:
+        i = int(np.searchsorted(self._starts, np.uint64(addr), "right")) - 1
+        if i >= 0 and addr < self._vmas[i].end:
+            return self._vmas[i]
+        return None
+
+    def translate(self, addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Vectorised VA -> (ok, vma index, pidx). ok is False outside VMAs or where no
+        physical block backs the chunk; pidx is then 0."""
+        a = np.asarray(addrs, np.uint64)
+        if not len(self._vmas):
+            z = np.zeros(len(a), np.int64)
+            return np.zeros(len(a), bool), z, z
+        vi = np.searchsorted(self._starts, a, "right").astype(np.int64) - 1
+        vic = np.maximum(vi, 0)
+        ok = (vi >= 0) & (a < self._ends[vic])
+        ci = (a >> np.uint64(BLOCK_SHIFT)).astype(np.int64) - self._chunk0[vic] + self._offs[vic]
+        ci = np.where(ok, ci, 0)
+        blk = self.chunk_tbl[ci] if len(self.chunk_tbl) else np.full(len(a), -1, np.int64)
+        ok &= blk >= 0
+        pidx = np.where(ok, blk * BLOCK_PAGES + ((a >> np.uint64(PAGE_SHIFT)).astype(np.int64) & (BLOCK_PAGES - 1)), 0)
+        return ok, vi, pidx
+
+    def vma_blocks(self, vma: Vma) -> np.ndarray:
+        return self.chunk_tbl[vma.tbl_off:vma.tbl_off + vma.nr_chunks]

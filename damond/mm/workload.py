@@ -1,0 +1,299 @@
+"""Workloads: [[workload]] tables -> emulated processes with VMAs and a timeline of access phases.
+
+Owns the kinds (sparse-hotspot, uniform, thp-hot, access_memory, access_memory_even,
+masim), their validation, and the access-rate model: a phase holds streams, each a set of
+pages `start + (i // n_in) * s_out + (i % n_in) * s_in` (vpn units, i < n) touched at
+`rate` page touches per second, either cyclically (a sweep cursor, deterministic) or at
+random (independent reference model). Streams are what the TLB model and the SPE
+sampler consume and what ground truth is derived from; no per-page timestamps exist.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from damond.config import parse_size
+from damond.mm import masim
+from damond.mm.phys import PAGE_SHIFT, PAGE_SIZE
+
+KINDS = ("sparse-hotspot", "uniform", "thp-hot", "access_memory", "access_memory_even", "masim")
+COMMON = {"kind", "comm", "rate", "cpu", "node", "memcg", "start_s", "shmem", "huge", "hint"}
+KIND_KEYS = {
+    "sparse-hotspot": {"size", "stride", "wait_s"},
+    "uniform": {"size", "hot_size", "pattern", "populate"},
+    "thp-hot": {"nr_thps", "hot_pct", "duration_s"},
+    "access_memory": {"nr_regions", "sz_region", "access_time_ms", "repeat"},
+    "access_memory_even": {"nr_regions", "sz_region"},
+    "masim": {"file", "repeat"},
+}
+MMAP_THRESHOLD = 128 << 10
+
+
+class SpecError(ValueError):
+    """A bad workload table: `key` names the offending key."""
+
+    def __init__(self, key: str, problem: str, path: str | None = None, line: int | None = None):
+        super().__init__(problem)
+        self.key, self.problem, self.path, self.line = key, problem, path, line
+
+
+@dataclass
+class Stream:
+    """Pages touched by one access pattern during a phase."""
+    vma_uid: int
+    start: int          # first vpn
+    n: int              # pages in the stream
+    s_in: int = 1
+    n_in: int = 0       # 0: one level (n_in = n)
+    s_out: int = 0
+    rate: float = 0.0   # page touches per second
+    cyclic: bool = True
+    once: bool = False  # one pass only (populate)
+    # cache of the leaf structure, keyed by the process mapping generation
+    cache_gen: int = field(default=-1, repr=False)
+    nr_leaves: int = field(default=0, repr=False)
+
+    def vpns(self, idx: np.ndarray) -> np.ndarray:
+        n_in = self.n_in or self.n
+        return self.start + (idx // n_in) * self.s_out + (idx % n_in) * self.s_in
+
+    def span(self) -> tuple[int, int]:
+        """[lowest vpn, highest vpn] touched."""
+        n_in = self.n_in or self.n
+        last = self.vpns(np.array([self.n - 1]))[0]
+        hi = self.start + (min(n_in, self.n) - 1) * self.s_in + ((self.n - 1) // n_in) * self.s_out
+        return self.start, int(max(last, hi))
+
+
+@dataclass
+class Phase:
+    name: str
+    duration_us: int | None            # None: forever
+    streams: list[Stream]
+    actions: list[tuple] = field(default_factory=list)   # run at phase start: ("clear_refs",), ("madvise", s, e, adv)
+
+
+@dataclass
+class Workload:
+    """A process's access timeline. Phase k runs [starts[k], starts[k] + duration)."""
+    kind: str
+    phases: list[Phase]
+    repeat: bool = False
+    exit_at_end: bool = False
+    t0_us: int = 0
+
+    def period_us(self) -> int | None:
+        if any(p.duration_us is None for p in self.phases):
+            return None
+        return sum(p.duration_us for p in self.phases)
+
+    def phase_at(self, t_us: int) -> tuple[int, int, int | None]:
+        """(phase index, phase start time, phase end time) at t; index -1 before start or after the end."""
+        if t_us < self.t0_us:
+            return -1, 0, self.t0_us
+        rel = t_us - self.t0_us
+        period = self.period_us()
+        base = 0
+        if period is not None and self.repeat and period > 0:
+            base = (rel // period) * period
+            rel -= base
+        acc = 0
+        for i, p in enumerate(self.phases):
+            if p.duration_us is None or rel < acc + p.duration_us:
+                s = self.t0_us + base + acc
+                return i, s, None if p.duration_us is None else s + p.duration_us
+            acc += p.duration_us
+        return len(self.phases), self.t0_us + base + acc, None
+
+
+# --- spec validation ----------------------------------------------------------------------------
+def _size(spec: dict, key: str, default=None) -> int:
+    v = spec.get(key, default)
+    if v is None:
+        raise SpecError(key, f"'{key}' is required for kind {spec.get('kind')!r}")
+    try:
+        s = parse_size(v, key)
+    except ValueError as e:
+        raise SpecError(key, str(e)) from None
+    if s <= 0:
+        raise SpecError(key, f"{key} must be positive")
+    return s
+
+
+def _num(spec: dict, key: str, default, lo: float = 0, hi: float = float("inf"), integer: bool = False):
+    v = spec.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not isinstance(v, int)):
+        raise SpecError(key, f"{key} must be {'an integer' if integer else 'a number'}")
+    if not lo <= v <= hi:
+        raise SpecError(key, f"{key} {v} is out of range [{lo}, {hi}]")
+    return v
+
+
+def check_spec(spec: dict) -> str:
+    """Validate keys and types of a [[workload]] table; return its kind."""
+    if not isinstance(spec, dict):
+        raise SpecError("kind", "a workload must be a table")
+    kind = spec.get("kind")
+    if kind not in KINDS:
+        raise SpecError("kind", f"kind {kind!r} is not one of {', '.join(KINDS)}")
+    for k in spec:
+        if k not in COMMON and k not in KIND_KEYS[kind]:
+            raise SpecError(k, f"unknown key '{k}' for workload kind {kind!r} "
+                               f"(known: {', '.join(sorted(COMMON | KIND_KEYS[kind]))})")
+    if "hint" in spec and spec["hint"] not in ("hugepage", "nohugepage", "none"):
+        raise SpecError("hint", "hint must be 'hugepage', 'nohugepage' or 'none'")
+    if "huge" in spec and spec["huge"] not in ("always", "never", "within_size", "advise"):
+        raise SpecError("huge", "huge must be always, never, within_size or advise")
+    for b in ("shmem", "repeat", "populate"):
+        if b in spec and not isinstance(spec[b], bool):
+            raise SpecError(b, f"{b} must be true or false")
+    if "comm" in spec and (not isinstance(spec["comm"], str) or not spec["comm"]):
+        raise SpecError("comm", "comm must be a non-empty string")
+    if "memcg" in spec and (not isinstance(spec["memcg"], str) or not spec["memcg"].startswith("/")):
+        raise SpecError("memcg", "memcg must be a path starting with '/'")
+    if "rate" in spec:
+        _num(spec, "rate", 1, 1, 1e12)
+    if "start_s" in spec:
+        _num(spec, "start_s", 0, 0)
+    if kind == "uniform" and spec.get("pattern", "seq") not in ("seq", "random"):
+        raise SpecError("pattern", "pattern must be 'seq' or 'random'")
+    return kind
+
+
+# --- builders ---------------------------------------------------------------------------------------
+class Builder:
+    """Creates the VMAs of one process through `mapper` and returns its Workload.
+
+    `mapper(length, name, anon, shmem, hint, huge, where)` maps a VMA and returns it;
+    where is "mmap" or "heap".
+    """
+
+    def __init__(self, spec: dict, mapper, access_rate: float, bandwidth: float, base_dir: Path | None):
+        self.spec, self.map, self.base_dir = spec, mapper, base_dir
+        self.rate = float(spec.get("rate", access_rate))
+        self.memset_rate = min(self.rate, bandwidth / PAGE_SIZE)
+        self.shmem = bool(spec.get("shmem", False))
+        hint = spec.get("hint")
+        self.hint = None if hint in (None, "none") else hint
+        self.huge = spec.get("huge")
+
+    def area(self, length: int, name: str = "") -> tuple:
+        if self.shmem and not name:
+            name = "/dev/shm/damond-area"
+        v = self.map(length, name, not self.shmem, self.shmem, self.hint, self.huge, "mmap")
+        return v, v.start >> PAGE_SHIFT
+
+    def build(self) -> Workload:
+        return getattr(self, "_" + self.spec["kind"].replace("-", "_"))()
+
+    def _populate(self, v, vpn: int, n: int) -> Phase:
+        return Phase("populate", int(n / self.rate * 1e6) + 1, [Stream(v.uid, vpn, n, rate=self.rate, once=True)])
+
+    def _sparse_hotspot(self) -> Workload:
+        size = _size(self.spec, "size", "8G")
+        stride = _size(self.spec, "stride", "2M")
+        if stride % PAGE_SIZE or stride > size:
+            raise SpecError("stride", "stride must be a multiple of 4096 and not larger than size")
+        wait = _num(self.spec, "wait_s", 0, 0)
+        v, vpn = self.area(size)
+        n = size // PAGE_SIZE
+        phases = [self._populate(v, vpn, n)]
+        if wait:
+            phases.append(Phase("wait", int(wait * 1e6), []))
+        phases.append(Phase("sparse", None, [Stream(v.uid, vpn, size // stride, s_in=stride // PAGE_SIZE,
+                                                    rate=self.rate)], actions=[("clear_refs",)]))
+        return Workload("sparse-hotspot", phases)
+
+    def _uniform(self) -> Workload:
+        size = _size(self.spec, "size")
+        hot = _size(self.spec, "hot_size", size)
+        if hot > size:
+            raise SpecError("hot_size", "hot_size must not exceed size")
+        v, vpn = self.area(size)
+        cyclic = self.spec.get("pattern", "seq") == "seq"
+        phases = []
+        if self.spec.get("populate", True):
+            phases.append(self._populate(v, vpn, size // PAGE_SIZE))
+        phases.append(Phase("run", None, [Stream(v.uid, vpn, hot // PAGE_SIZE, rate=self.rate, cyclic=cyclic)]))
+        return Workload("uniform", phases)
+
+    def _thp_hot(self) -> Workload:
+        k = _num(self.spec, "nr_thps", 16, 1, 1 << 20, integer=True)
+        pct = _num(self.spec, "hot_pct", 25, 0, 100, integer=True)
+        if not 1 <= pct <= 100:
+            pct = 25                         # hot_workload.c resets a bad pct to 25
+        dur = _num(self.spec, "duration_s", 120, 0)
+        total = k << 21
+        v, vpn = self.area(total + (2 << 20))
+        base = ((v.start + (2 << 20) - 1) & ~((2 << 20) - 1))
+        bvpn = base >> PAGE_SHIFT
+        hot = max(512 * pct // 100, 1)
+        step = 512 // hot
+        phases = [self._populate(v, bvpn, k * 512)]
+        loop = Stream(v.uid, bvpn, hot * k, s_in=512, n_in=k, s_out=step, rate=self.rate)
+        phases.append(Phase("hot", int(dur * 1e6) if dur else None, [loop],
+                            actions=[("madvise", base, base + total, "hugepage")]))
+        return Workload("thp-hot", phases, exit_at_end=bool(dur))
+
+    def _regions(self, nr: int, sz: int) -> list[tuple[int, int]]:
+        """malloc(sz) nr times: mmap chunks (>= 128 KB) in one merged VMA, else the heap."""
+        per = (sz + 16 + PAGE_SIZE - 1) // PAGE_SIZE
+        where = "mmap" if sz >= MMAP_THRESHOLD else "heap"
+        v = self.map(per * nr * PAGE_SIZE, "", True, False, self.hint, None, where)
+        vpn = v.start >> PAGE_SHIFT
+        return [(v.uid, vpn + i * per) for i in range(nr)], per
+
+    def _access_memory(self) -> Workload:
+        nr = _num(self.spec, "nr_regions", None if "nr_regions" not in self.spec else 1, 1, 1 << 16, integer=True)
+        sz = _size(self.spec, "sz_region")
+        ms = _num(self.spec, "access_time_ms", None if "access_time_ms" not in self.spec else 1, 1, integer=True)
+        regs, per = self._regions(nr, sz)
+        npg = (sz + PAGE_SIZE - 1) // PAGE_SIZE
+        phases = [Phase(f"region{i}", ms * 1000, [Stream(uid, vpn, npg, rate=self.memset_rate)])
+                  for i, (uid, vpn) in enumerate(regs)]
+        rep = bool(self.spec.get("repeat", False))
+        return Workload("access_memory", phases, repeat=rep, exit_at_end=not rep)
+
+    def _access_memory_even(self) -> Workload:
+        nr = _num(self.spec, "nr_regions", None if "nr_regions" not in self.spec else 1, 1, 1 << 16, integer=True)
+        sz = _size(self.spec, "sz_region")
+        regs, per = self._regions(nr, sz)
+        npg = (sz + PAGE_SIZE - 1) // PAGE_SIZE
+        uid, vpn = regs[0]
+        even = (nr + 1) // 2
+        s = Stream(uid, vpn, npg * even, s_in=1, n_in=npg, s_out=2 * per, rate=self.memset_rate)
+        return Workload("access_memory_even", [Phase("even", None, [s])])
+
+    def _masim(self) -> Workload:
+        f = self.spec.get("file")
+        if not isinstance(f, str):
+            raise SpecError("file", "masim workload needs file = \"path\"")
+        cfg = masim.load(f, self.base_dir)
+        total = sum((r.size + PAGE_SIZE - 1) // PAGE_SIZE for r in cfg.regions) * PAGE_SIZE
+        v, vpn = self.area(total)
+        where, off = {}, vpn
+        for r in cfg.regions:
+            npg = (r.size + PAGE_SIZE - 1) // PAGE_SIZE
+            where[r.name] = (off, npg)
+            off += npg
+        phases = []
+        for ph in cfg.phases:
+            tot = sum(p.weight for p in ph.patterns)
+            streams = []
+            for p in ph.patterns:
+                if not p.weight:
+                    continue
+                start, npg = where[p.region]
+                touches = self.rate * p.weight / tot
+                if p.random:
+                    streams.append(Stream(v.uid, start, npg, rate=touches / max(1, PAGE_SIZE // p.stride),
+                                          cyclic=False))
+                else:
+                    sp = max(1, p.stride // PAGE_SIZE)
+                    streams.append(Stream(v.uid, start, (npg + sp - 1) // sp, s_in=sp,
+                                          rate=touches / max(1, PAGE_SIZE // p.stride)))
+            phases.append(Phase(ph.name, ph.time_ms * 1000, streams))
+        rep = bool(self.spec.get("repeat", False))
+        return Workload("masim", phases, repeat=rep, exit_at_end=not rep)

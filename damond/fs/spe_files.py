@@ -25,6 +25,7 @@ except ImportError:     # the front not built yet: the same errno carrier
     FsError = ErrnoError
 
 DEBUG_DIR = "kernel/debug/damon"
+DRAIN_BATCH = 20_000         # records formatted per read (keeps each FUSE read short)
 log = get_logger("damond.spe")
 
 
@@ -128,11 +129,12 @@ class ReadOnly:
 
 
 class _Session:
-    __slots__ = ("sampler", "buf")
+    __slots__ = ("sampler", "buf", "synced")
 
     def __init__(self):
         self.sampler: Sampler | None = None
         self.buf = b""
+        self.synced = False
 
 
 class SpeRecord:
@@ -168,8 +170,10 @@ class SpeRecord:
             raise FsError(errno.EINVAL, "write config terms (e.g. 'period=1024 pa_enable=1') first")
         if not st.buf:
             m = self.system.machine
-            m.advance_to(self.system.clock.now_us())
-            recs = st.sampler.drain()
+            if not st.synced:        # bring the machine up to now so the recording window is complete
+                m.advance_to(self.system.clock.now_us())
+                st.synced = True
+            recs = st.sampler.drain(DRAIN_BATCH)
             comms = {p.pid: p.comm for p in m.processes()}
             st.buf = records_text(recs, comms).encode()
         out, st.buf = st.buf[:size], st.buf[size:]

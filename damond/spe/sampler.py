@@ -27,7 +27,7 @@ EV_LLC_ACCESS = 1 << 8
 EV_LLC_MISS = 1 << 9
 OP_LOAD, OP_STORE = 0, 1
 PAGE_SIZE = 4096
-MAX_PENDING = 4_000_000        # records kept undrained; more are counted as lost
+MAX_PENDING = 1_000_000        # records kept undrained; more are counted as lost
 
 RECORD_DTYPE = np.dtype([("time_ns", np.uint64), ("pid", np.int32), ("tid", np.int32), ("cpu", np.int32),
                          ("op", np.uint8), ("va", np.uint64), ("pa", np.uint64), ("events", np.uint32),
@@ -204,13 +204,17 @@ class Sampler:
         r["pc"] = np.uint64(0xaaaad4c01000) + np.uint64(p.pid % 4096 * 0x100) + (op[keep].astype(np.uint64) * np.uint64(8))
         return r
 
-    def drain(self) -> np.ndarray:
-        """Every record not yet drained, oldest first."""
+    def drain(self, max_n: int | None = None) -> np.ndarray:
+        """Up to `max_n` (default all) records not yet drained, oldest first."""
         with self._mutex:
             chunks, self._chunks, self._pending = self._chunks, [], 0
-        if not chunks:
-            return np.zeros(0, dtype=RECORD_DTYPE)
-        return np.concatenate(chunks)
+            if not chunks:
+                return np.zeros(0, dtype=RECORD_DTYPE)
+            recs = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+            if max_n is not None and len(recs) > max_n:
+                self._chunks, self._pending = [recs[max_n:]], len(recs) - max_n
+                recs = recs[:max_n]
+        return recs
 
 
 def records_text(recs: np.ndarray, comms: dict[int, str]) -> str:

@@ -95,7 +95,8 @@ def _background(args, mp: str) -> int:
         if child.poll() is not None:
             log.seek(0) if not args.log_file else None
             tail = b"" if args.log_file else log.read()
-            lines = [ln for ln in tail.decode(errors="replace").splitlines() if ln.startswith("damond:")]
+            text = [ln for ln in tail.decode(errors="replace").splitlines() if ln.strip()]
+            lines = [ln for ln in text if ln.startswith("damond:")] or [f"damond: {ln}" for ln in text[-1:]]
             print(lines[-1] if lines else f"damond: the daemon exited with status {child.returncode}"
                   + (f" (see {args.log_file})" if args.log_file else ""), file=sys.stderr)
             return 1

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from damond.mm import phys as P
-from damond.mm.phys import BLOCK_PAGES, PAGE_SHIFT
+from damond.mm.phys import uniq, BLOCK_PAGES, PAGE_SHIFT
 from damond.mm.tlb import characteristic_time, miss_probability
 from damond.mm.workload import Stream
 
@@ -72,7 +72,7 @@ def touched_indices(s: Stream, phase_start: int, a: int, b: int, rng: np.random.
     if k > s.n / 4:
         idx = np.flatnonzero(rng.random(s.n) < -math.expm1(-k / s.n))
     else:
-        idx = np.unique(rng.integers(0, s.n, rng.poisson(k)))
+        idx = uniq(rng.integers(0, s.n, rng.poisson(k)))
     return idx.astype(np.int64), (k / len(idx) if len(idx) else 0.0)
 
 
@@ -95,7 +95,7 @@ class Stepper:
             ok, _, pidx = proc.translate(va)
             pres = np.zeros(len(va), bool)
             pres[ok] = (pt.phys.flags[pidx[ok]] & P.PRESENT) != 0
-            total += int((~pres).sum()) + len(np.unique(pt.tlb_loc(pidx[pres])))
+            total += int((~pres).sum()) + len(uniq(pt.tlb_loc(pidx[pres])))
         s.cache_gen, s.nr_leaves = key, max(total, 1)
         return s.nr_leaves
 
@@ -160,37 +160,41 @@ class Stepper:
                 walked = np.ones(len(pidx), bool)
             else:
                 walked = (fl[pt.tlb_loc(pidx)] & P.COLD) != 0
-                if pm > 0.0:
-                    acc = per_page * len(idx) / max(nl, 1) if s.cyclic else per_page
-                    walked |= m.rng.random(len(pidx)) < -math.expm1(-acc * pm)
+                if pm > 0.0:           # random stream: each touch misses with probability pm
+                    walked |= m.rng.random(len(pidx)) < -math.expm1(max(per_page, 1.0) * math.log1p(-min(pm, 1 - 1e-12)))
         if walked.any():
             w = pidx[walked]
             fl[pt.af_loc(w)] |= P.AF
             fl[pt.tlb_loc(w)] &= ~np.uint8(P.COLD)
         if not want:
             return None
-        uniq, first = np.unique(va, return_index=True)
-        cnt = np.full(len(uniq), per_page, np.float64)
-        mf = np.zeros(len(uniq), np.float64)
-        if len(va):
-            wsum = np.bincount(np.searchsorted(uniq, va), weights=walked.astype(np.float64), minlength=len(uniq))
-            hits = np.bincount(np.searchsorted(uniq, va), minlength=len(uniq)).astype(np.float64)
-            cnt = hits * per_page
-            mf = np.minimum(wsum / np.maximum(cnt, 1e-12), 1.0)
-        pa = ((pidx[first] + pt.phys.base_pfn) << PAGE_SHIFT).astype(np.uint64)
-        return uniq, pa, cnt, mf
+        order = np.argsort(va, kind="stable")
+        vs = va[order]
+        first_mask = np.concatenate(([True], vs[1:] != vs[:-1])) if len(vs) else np.zeros(0, bool)
+        u = vs[first_mask]
+        slot = np.cumsum(first_mask) - 1
+        hits = np.bincount(slot, minlength=len(u)).astype(np.float64)
+        wsum = np.bincount(slot, weights=walked[order].astype(np.float64), minlength=len(u))
+        cnt = hits * per_page
+        mf = np.minimum(wsum / np.maximum(hits, 1e-12), 1.0)
+        pa = ((pidx[order][first_mask] + pt.phys.base_pfn) << PAGE_SHIFT).astype(np.uint64)
+        return u, pa, cnt, mf
 
     def _exact_walks(self, proc, va: np.ndarray, pidx: np.ndarray, faulted: np.ndarray) -> np.ndarray:
         pt = self.m.pt
         tlb = pt.exact[proc.cpu % len(pt.exact)]
         shift = pt.tlb_shift(pidx)
         base = (va.astype(np.int64) >> shift) << shift
-        out = np.zeros(len(va), bool)
+        out = faulted.copy()
+        # consecutive accesses to the same leaf after the first are L1 hits: skip them
+        keep = np.ones(len(va), bool)
+        keep[1:] = (base[1:] != base[:-1]) | (shift[1:] != shift[:-1])
+        sel = np.flatnonzero(keep)
         acc = tlb.access
         pid = proc.pid
-        for i, (bb, sh, f) in enumerate(zip(base.tolist(), shift.tolist(), faulted.tolist())):
-            w = acc(pid, bb, sh)
-            out[i] = w or f
+        for i, bb, sh in zip(sel.tolist(), base[sel].tolist(), shift[sel].tolist()):
+            if acc(pid, bb, sh):
+                out[i] = True
         return out
 
     # --- ground truth ----------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import errno
 import numpy as np
 
 from damond.mm import phys as P
-from damond.mm.phys import BLOCK_PAGES, BLOCK_SHIFT, PAGE_SHIFT, PAGE_SIZE
+from damond.mm.phys import uniq, BLOCK_PAGES, BLOCK_SHIFT, PAGE_SHIFT, PAGE_SIZE
 from damond.mm.thp import PMD_ORDER
 
 PMD_SIZE = 2 << 20
@@ -86,7 +86,7 @@ def collapse(pt, proc, addr: int, order: int = PMD_ORDER, khugepaged: bool = Fal
     idx = np.arange(BLOCK_PAGES)
     pres = (f & P.PRESENT) != 0
     heads = pres & ((idx & ((1 << orders.astype(np.int64)) - 1)) == 0) & (orders >= 2)
-    for o in np.unique(orders[heads]).tolist():
+    for o in uniq(orders[heads]).tolist():
         pt.thp.count(o, "nr_anon", -int((orders[heads] == o).sum()))
     present_before = int(pres.sum())
     n = new * BLOCK_PAGES
@@ -168,7 +168,7 @@ def pageout_pages(pt, proc, vma, start: int, end: int) -> int:
         pres = idx[(fl[idx] & P.PRESENT) != 0]
         if not len(pres):
             continue
-        heads = np.unique(pt.folio_heads(pres))
+        heads = uniq(pt.folio_heads(pres))
         for h in heads.tolist():
             o = int(pt.phys.order[h])
             if o and (h < s or h + (1 << o) > e):
@@ -188,7 +188,7 @@ def pageout_phys(pt, start: int, end: int) -> int:
         return 0
     idx = np.arange(s, e, dtype=np.int64)
     pres = idx[(fl[idx] & P.PRESENT) != 0]
-    heads = np.unique(pt.folio_heads(pres))
+    heads = uniq(pt.folio_heads(pres))
     heads = heads[(heads >= s)]
     total = 0
     for h in heads.tolist():

@@ -22,14 +22,14 @@ from damond.mm import folio_ops, mconfig, procfs
 from damond.mm import phys as P
 from damond.mm.access import Stepper, StepAccesses
 from damond.mm.pagetable import PageTables
-from damond.mm.phys import BLOCK_PAGES, BLOCK_SHIFT, PAGE_SHIFT, PAGE_SIZE, PhysMem
+from damond.mm.phys import uniq, BLOCK_PAGES, BLOCK_SHIFT, PAGE_SHIFT, PAGE_SIZE, PhysMem
 from damond.mm.process import HEAP_SIZE, STACK_SIZE, STACK_TOP, TEXT_BASE, Process, Vma
 from damond.mm.thp import ThpSettings
 from damond.mm.workload import Builder, SpecError, check_spec
 
 __all__ = ["Machine", "FolioInfo", "FolioArray", "StepAccesses", "Vma", "Process", "PAGE_SIZE"]
 MAX_STEP_US = 1_000_000
-COMMS = {"sparse-hotspot": "sparse_8g", "uniform": "uniform", "thp-hot": "hot_workload",
+COMMS = {"mmap": "mmap_idle", "sparse-hotspot": "sparse_8g", "uniform": "uniform", "thp-hot": "hot_workload",
          "access_memory": "access_memory", "access_memory_even": "access_memory_even", "masim": "masim"}
 log = get_logger("damond.mm")
 
@@ -222,6 +222,43 @@ class Machine:
         self.map_epoch += 1
         log.info("process_exited", pid=proc.pid, comm=proc.comm)
 
+    def access(self, pid: int, vaddrs: np.ndarray) -> np.ndarray:
+        """An explicit access trace of `pid` (in order) through the TLB: faults missing pages,
+        sets the AF of every leaf that walks. Returns per access whether it walked. With the
+        exact model this is the reference LRU; with the fast model a present leaf counts as
+        TLB-resident unless it was invalidated (COLD)."""
+        with self._mutex:
+            proc = self._proc_or_none(pid)
+            a = np.asarray(vaddrs, np.uint64) & ~np.uint64(PAGE_SIZE - 1)
+            walked = np.zeros(len(a), bool)
+            if proc is None or not len(a):
+                return walked
+            ok, vi, pidx = proc.translate(a)
+            fl = self.phys.flags
+            present = ok.copy()
+            present[ok] = (fl[pidx[ok]] & P.PRESENT) != 0
+            vmas = proc.vmas()
+            inside = np.zeros(len(a), bool)
+            for i in uniq(vi[vi >= 0]).tolist():
+                v = vmas[i]
+                sel = (vi == i) & ~present & (a >= np.uint64(v.start)) & (a < np.uint64(v.end))
+                inside |= sel
+                if sel.any():
+                    self.pt.fault(proc, v, a[sel])
+            ok, _, pidx = proc.translate(a)
+            ok[ok] = (fl[pidx[ok]] & P.PRESENT) != 0
+            faulted = inside & ok
+            if self.pt.exact is not None:
+                w = self.stepper._exact_walks(proc, a[ok], pidx[ok], faulted[ok])
+            else:
+                w = faulted[ok] | ((fl[self.pt.tlb_loc(pidx[ok])] & P.COLD) != 0)
+            walked[ok] = w
+            p = pidx[ok][w]
+            fl[self.pt.af_loc(p)] |= P.AF
+            fl[self.pt.tlb_loc(p)] &= ~np.uint8(P.COLD)
+            self.map_epoch += 1
+            return walked
+
     # --- vaddr access checks ---------------------------------------------------------------------
     def _present(self, pid: int, addrs: np.ndarray):
         a = np.asarray(addrs, np.uint64)
@@ -258,14 +295,14 @@ class Machine:
     def _folio_pages(self, heads: np.ndarray):
         """(rows of page indexes, owner row) for each folio head, grouped per order."""
         od = self.phys.order[heads].astype(np.int64)
-        for o in np.unique(od).tolist():
+        for o in uniq(od).tolist():
             sel = np.flatnonzero(od == o)
             yield sel, heads[sel][:, None] + np.arange(1 << o)
 
     def pa_mkold(self, paddrs: np.ndarray) -> None:
         with self._mutex:
             ok, pidx = self._pa_present(paddrs)
-            heads = np.unique(self.pt.folio_heads(pidx[ok]))
+            heads = uniq(self.pt.folio_heads(pidx[ok]))
             fl = self.phys.flags
             for _, rows in self._folio_pages(heads):
                 young = (fl[rows] & P.AF).any(axis=1)
@@ -317,7 +354,7 @@ class Machine:
             idx = np.arange(s, max(e, s), dtype=np.int64)
             fl = self.phys.flags
             pres = idx[(fl[idx] & P.PRESENT) != 0]
-            heads = np.unique(self.pt.folio_heads(pres))
+            heads = uniq(self.pt.folio_heads(pres))
             owners = self.pt.owner_of(heads)
             anon = np.array([self.pt.vma_by_uid[o][1].anon if o in self.pt.vma_by_uid else False
                              for o in owners.tolist()], bool)
@@ -501,7 +538,7 @@ class Machine:
                 b = t1_us if pe is None else min(pe, t1_us)
                 if 0 <= i < len(w.phases):
                     per = sum(self.stepper.truth_pages(s, ps, t, b, lo, hi) for s in w.phases[i].streams)
-                    total = max(total, 0) + per
+                    total += per
                 if b <= t:
                     break
                 t = b

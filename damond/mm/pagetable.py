@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from damond.mm import phys as P
-from damond.mm.phys import BLOCK_PAGES, BLOCK_SHIFT, PAGE_SHIFT, PhysMem
+from damond.mm.phys import uniq, BLOCK_PAGES, BLOCK_SHIFT, PAGE_SHIFT, PhysMem
 from damond.mm.process import Process, Vma
 from damond.mm.thp import PMD_ORDER, ThpSettings
 from damond.mm.tlb import ExactTlb, TlbConfig
@@ -144,11 +144,11 @@ class PageTables:
     def fault(self, proc: Process, vma: Vma, vaddrs: np.ndarray) -> int:
         """Fault in the not-present pages at `vaddrs` (page-aligned, inside `vma`). Returns
         pages newly made resident. New leaves are young and in the TLB (the faulting access)."""
-        a = np.unique(np.asarray(vaddrs, np.uint64) & ~np.uint64(P.PAGE_SIZE - 1))
+        a = uniq(np.asarray(vaddrs, np.uint64) & ~np.uint64(P.PAGE_SIZE - 1))
         if not len(a):
             return 0
         phys, fl = self.phys, self.phys.flags
-        chunks = np.unique((a >> np.uint64(BLOCK_SHIFT)).astype(np.int64))
+        chunks = uniq((a >> np.uint64(BLOCK_SHIFT)).astype(np.int64))
         tbl = proc.chunk_tbl
         ci = vma.tbl_off + chunks - vma.chunk0
         unbound = tbl[ci] < 0
@@ -166,7 +166,7 @@ class PageTables:
         else:
             orders = []
         before = len(pidx)
-        blocks = np.unique(pidx // BLOCK_PAGES)
+        blocks = uniq(pidx // BLOCK_PAGES)
         if PMD_ORDER in orders:
             pidx, blocks = self._fault_pmd(vma, pidx, blocks)
         small = [o for o in orders if o < PMD_ORDER]
@@ -208,7 +208,7 @@ class PageTables:
     def _fault_mthp(self, vma: Vma, pidx: np.ndarray, orders: list[int]) -> np.ndarray:
         fl = self.phys.flags
         left = []
-        for b in np.unique(pidx // BLOCK_PAGES).tolist():
+        for b in uniq(pidx // BLOCK_PAGES).tolist():
             base = b * BLOCK_PAGES
             need = pidx[(pidx >= base) & (pidx < base + BLOCK_PAGES)] - base
             va0 = int(self.phys.blk_vchunk[b]) << BLOCK_SHIFT
@@ -217,7 +217,7 @@ class PageTables:
             for o in orders:
                 size = 1 << o
                 free_groups = ~blocked.reshape(-1, size).any(axis=1)
-                g = np.unique(need >> o)
+                g = uniq(need >> o)
                 g = g[free_groups[g]]
                 if len(g):
                     idx = (base + (g[:, None] << o) + np.arange(size)).ravel()
@@ -253,7 +253,7 @@ class PageTables:
         heads = idx[(o >= 2) & ((idx & ((np.int64(1) << o.astype(np.int64)) - 1)) == 0)]
         if anon and len(heads):
             ho = self.phys.order[heads]
-            for order in np.unique(ho).tolist():
+            for order in uniq(ho).tolist():
                 n = int((ho == order).sum())
                 self.thp.count(order, "nr_anon", -n)
                 if to_swap:

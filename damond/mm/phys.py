@@ -124,3 +124,14 @@ def folio_head(order: np.ndarray, pidx: np.ndarray) -> np.ndarray:
     """Head page index of the folio holding each pidx."""
     mask = (np.int64(1) << order.astype(np.int64)) - 1
     return pidx & ~mask
+
+
+def uniq(x: np.ndarray) -> np.ndarray:
+    """Sorted unique values; fast for the already-sorted arrays the hot paths produce
+    (numpy's hash-based unique is slow on large int arrays)."""
+    x = np.asarray(x)
+    if len(x) > 1 and not (x[1:] >= x[:-1]).all():
+        x = np.sort(x)
+    if len(x) < 2:
+        return x.copy()
+    return x[np.concatenate(([True], x[1:] != x[:-1]))]

@@ -18,9 +18,10 @@ from damond.config import parse_size
 from damond.mm import masim
 from damond.mm.phys import PAGE_SHIFT, PAGE_SIZE
 
-KINDS = ("sparse-hotspot", "uniform", "thp-hot", "access_memory", "access_memory_even", "masim")
+KINDS = ("mmap", "sparse-hotspot", "uniform", "thp-hot", "access_memory", "access_memory_even", "masim")
 COMMON = {"kind", "comm", "rate", "cpu", "node", "memcg", "start_s", "shmem", "huge", "hint"}
 KIND_KEYS = {
+    "mmap": {"size", "populate"},
     "sparse-hotspot": {"size", "stride", "wait_s"},
     "uniform": {"size", "hot_size", "pattern", "populate"},
     "thp-hot": {"nr_thps", "hot_pct", "duration_s"},
@@ -124,6 +125,8 @@ def _size(spec: dict, key: str, default=None) -> int:
 
 def _num(spec: dict, key: str, default, lo: float = 0, hi: float = float("inf"), integer: bool = False):
     v = spec.get(key, default)
+    if v is None:
+        raise SpecError(key, f"'{key}' is required for kind {spec.get('kind')!r}")
     if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not isinstance(v, int)):
         raise SpecError(key, f"{key} must be {'an integer' if integer else 'a number'}")
     if not lo <= v <= hi:
@@ -191,6 +194,13 @@ class Builder:
     def _populate(self, v, vpn: int, n: int) -> Phase:
         return Phase("populate", int(n / self.rate * 1e6) + 1, [Stream(v.uid, vpn, n, rate=self.rate, once=True)])
 
+    def _mmap(self) -> Workload:
+        """A mapping and nothing else (tests, or memory for explicit `Machine.access` traces)."""
+        size = _size(self.spec, "size")
+        v, vpn = self.area(size)
+        phases = [self._populate(v, vpn, size // PAGE_SIZE)] if self.spec.get("populate", False) else []
+        return Workload("mmap", phases + [Phase("idle", None, [])])
+
     def _sparse_hotspot(self) -> Workload:
         size = _size(self.spec, "size", "8G")
         stride = _size(self.spec, "stride", "2M")
@@ -246,9 +256,9 @@ class Builder:
         return [(v.uid, vpn + i * per) for i in range(nr)], per
 
     def _access_memory(self) -> Workload:
-        nr = _num(self.spec, "nr_regions", None if "nr_regions" not in self.spec else 1, 1, 1 << 16, integer=True)
+        nr = _num(self.spec, "nr_regions", None, 1, 1 << 16, integer=True)
         sz = _size(self.spec, "sz_region")
-        ms = _num(self.spec, "access_time_ms", None if "access_time_ms" not in self.spec else 1, 1, integer=True)
+        ms = _num(self.spec, "access_time_ms", None, 1, 1 << 31, integer=True)
         regs, per = self._regions(nr, sz)
         npg = (sz + PAGE_SIZE - 1) // PAGE_SIZE
         phases = [Phase(f"region{i}", ms * 1000, [Stream(uid, vpn, npg, rate=self.memset_rate)])
@@ -257,7 +267,7 @@ class Builder:
         return Workload("access_memory", phases, repeat=rep, exit_at_end=not rep)
 
     def _access_memory_even(self) -> Workload:
-        nr = _num(self.spec, "nr_regions", None if "nr_regions" not in self.spec else 1, 1, 1 << 16, integer=True)
+        nr = _num(self.spec, "nr_regions", None, 1, 1 << 16, integer=True)
         sz = _size(self.spec, "sz_region")
         regs, per = self._regions(nr, sz)
         npg = (sz + PAGE_SIZE - 1) // PAGE_SIZE

@@ -7,7 +7,8 @@ cd "$(dirname "$0")"
 what=${1:-demo}; shift || true
 
 need_apt=()
-for pkg in fuse3 libfuse3-3; do
+# fuse3: fusermount3 and libfuse3; gcc + python3-dev: the optional compiled spe_feed parser
+for pkg in fuse3 libfuse3-3 gcc python3-dev util-linux; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)

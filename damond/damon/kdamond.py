@@ -55,6 +55,7 @@ class Kdamond:
         self._next_refresh_us = 0
         self._lag_window = [0, 0, 0]     # overruns, lag_us, max lag since the last report
         self._next_lag_report_us = 0
+        self._resume: tuple[int, int, bool] | None = None   # iteration paused after sampling
         self.log = get_logger("damond.damon.kdamond", kdamond=index)
 
     # ------------------------------------------------------------------ lifecycle
@@ -75,6 +76,7 @@ class Kdamond:
             ctx = core.build_ctx(self.system, ctx_params, self.index)
             self.ctx = ctx
             self._stop.clear()
+            self._resume = None
             self._init_ctx(ctx)
             self.pid = self.system.machine.new_kthread_pid()
             self.running = True
@@ -189,7 +191,7 @@ class Kdamond:
         if self._need_stop(ctx):
             return False
         t0 = clock.now_us()
-        if ctx.schemes and not damos.schemes_active(ctx):
+        if self._resume is None and ctx.schemes and not damos.schemes_active(ctx):
             # kdamond_wait_activation: no monitoring while every scheme is deactivated
             waits = [s.params.wmarks.interval for s in ctx.schemes if s.params.wmarks.interval]
             clock.sleep_us(min(waits) if waits else max(ctx.attrs.sample_interval, 1))
@@ -197,26 +199,18 @@ class Kdamond:
             self._handle_calls()
             damos.cancel_walks(ctx)
             return True
-        next_aggr = ctx.next_aggregation_sis
-        next_update = ctx.next_ops_update_sis
-        ctx.ops.prepare_access_checks(ctx)
-        clock.sleep_us(ctx.attrs.sample_interval)
-        machine.advance_to(clock.now_us())
-        ctx.passed_sample_intervals += 1
-        max_nr = ctx.ops.check_accesses(ctx)
-        aggregated = ctx.passed_sample_intervals >= next_aggr
-        if aggregated:
-            core.merge_regions(ctx, max_nr // 10, ctx.sz_limit_cached)
-            if ctx.apply_min_nr_regions_on:
-                ctx.sz_limit_cached = core.apply_min_nr_regions(ctx)
-        self._handle_calls()
-        while ctx.pause and not self._stop.is_set():
+        if self._resume is None:
+            self._resume = self._sample(ctx)
+        if ctx.pause and not self._stop.is_set():
+            # the kernel's pause loop, one tick per iteration so run_for can return
             damos.cancel_walks(ctx)
             clock.sleep_us(ctx.attrs.sample_interval)
             machine.advance_to(clock.now_us())
             self._handle_calls()
-            if self._need_stop(ctx):
-                return False
+            if ctx.pause:
+                return True
+        next_aggr, next_update, aggregated = self._resume
+        self._resume = None
         if ctx.schemes:
             damos.apply_schemes(ctx)
         else:
@@ -241,6 +235,24 @@ class Kdamond:
         if not self.virtual:
             self._account_lag(t0, clock.now_us(), ctx.attrs.sample_interval)
         return True
+
+    def _sample(self, ctx: core.Ctx) -> tuple[int, int, bool]:
+        """First half of an iteration: prepare, sleep, check, merge, damon_call requests."""
+        clock, machine = self.system.clock, self.system.machine
+        next_aggr = ctx.next_aggregation_sis
+        next_update = ctx.next_ops_update_sis
+        ctx.ops.prepare_access_checks(ctx)
+        clock.sleep_us(ctx.attrs.sample_interval)
+        machine.advance_to(clock.now_us())
+        ctx.passed_sample_intervals += 1
+        max_nr = ctx.ops.check_accesses(ctx)
+        aggregated = ctx.passed_sample_intervals >= next_aggr
+        if aggregated:
+            core.merge_regions(ctx, max_nr // 10, ctx.sz_limit_cached)
+            if ctx.apply_min_nr_regions_on:
+                ctx.sz_limit_cached = core.apply_min_nr_regions(ctx)
+        self._handle_calls()
+        return next_aggr, next_update, aggregated
 
     def _account_lag(self, t0: int, t1: int, sample_us: int) -> None:
         """Wall clock: an iteration longer than two sampling intervals is an overrun."""

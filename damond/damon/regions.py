@@ -1,4 +1,6 @@
-"""Monitoring regions of one target: parallel numpy arrays, sorted and non-overlapping.
+"""Monitoring regions of one target: parallel numpy arrays, sorted and non-overlapping,
+and the region-list algorithms of `mm/damon/core.c` that need no context
+(`damon_set_regions`, split/merge of one target, `damon_update_region_access_rate`).
 
 Mirrors the region list of `struct damon_target` (`damon_region`: ar, sampling_addr,
 nr_accesses, nr_accesses_bp, last_nr_accesses, age). Arrays, not objects: a target may
@@ -8,7 +10,11 @@ regions) all use this one structure.
 """
 from __future__ import annotations
 
+import errno
+
 import numpy as np
+
+from damond.errors import DamonError
 
 FIELDS = ("start", "end", "sampling_addr", "nr_accesses", "nr_accesses_bp", "last_nr_accesses", "age")
 _DTYPES = {"start": np.uint64, "end": np.uint64, "sampling_addr": np.uint64}
@@ -97,3 +103,211 @@ class Regions:
         """Replace the contents in place with (copies of) another Regions' arrays."""
         for f in FIELDS:
             setattr(self, f, getattr(other, f).copy())
+
+
+# ---------------------------------------------------------------------------
+# region-list algorithms of mm/damon/core.c that need no context
+
+def check_ranges(ranges: list[tuple[int, int]], min_sz: int) -> None:
+    """The range checks of damon_set_regions(): non-empty after alignment, sorted."""
+    last_end = None
+    for s, e in ranges:
+        s, e = align_down(s, min_sz), align_up(e, min_sz)
+        if s >= e:
+            raise DamonError(errno.EINVAL, f"range [{s:#x}, {e:#x}) is empty after alignment to {min_sz}")
+        if last_end is not None and last_end > s:
+            raise DamonError(errno.EINVAL, f"ranges overlap after alignment to {min_sz} at {s:#x}")
+        last_end = e
+
+
+def set_regions(regions: Regions, ranges: list[tuple[int, int]], min_sz: int) -> None:
+    """damon_set_regions(): fit a target's regions to `ranges`, keeping the counters of
+    regions that still intersect. Raises DamonError(EINVAL) with regions untouched."""
+    check_ranges(ranges, min_sz)
+    cols = regions.columns()
+    n = len(cols["start"])
+    keep = [i for i in range(n)
+            if any(not (cols["end"][i] <= rs or re <= cols["start"][i]) for rs, re in ranges)]
+    rows = [{f: cols[f][i] for f in cols} for i in keep]
+    if not rows:
+        regions.assign(Regions.from_ranges((align_down(s, min_sz), align_up(e, min_sz)) for s, e in ranges))
+        return
+
+    def new_row(s: int, e: int) -> dict:
+        return {"start": s, "end": e, "sampling_addr": s, "nr_accesses": 0, "nr_accesses_bp": 0,
+                "last_nr_accesses": 0, "age": 0}
+
+    pos = 0
+    for rs, re in ranges:
+        first = last = None
+        insert_at = None
+        while pos < len(rows):
+            r = rows[pos]
+            if not (r["end"] <= rs or re <= r["start"]):
+                if first is None:
+                    first = pos
+                last = pos
+            if r["start"] >= re:
+                insert_at = pos
+                break
+            pos += 1
+        if first is None:
+            nr = new_row(align_down(rs, min_sz), align_up(re, min_sz))
+            if insert_at is not None:
+                rows.insert(insert_at, nr)
+                pos = insert_at + 1
+            else:
+                rows.append(nr)
+                pos = len(rows)
+        else:
+            rows[first]["start"] = align_down(rs, min_sz)
+            rows[last]["end"] = align_up(re, min_sz)
+            k = first
+            while k < last:
+                if rows[k]["end"] != rows[k + 1]["start"]:
+                    rows.insert(k + 1, new_row(rows[k]["end"], rows[k + 1]["start"]))
+                    last += 1
+                    k += 1
+                k += 1
+            pos = len(rows) if insert_at is None else last + 1
+    regions.assign_columns({f: [r[f] for r in rows] for f in cols})
+
+
+def evenly_split_region(regions: Regions, i: int, nr_pieces: int, min_sz: int) -> None:
+    """damon_va_evenly_split_region(): cut region i into nr_pieces equal aligned pieces, the
+    last taking the rounding rest. Raises DamonError(EINVAL) (region untouched) if impossible."""
+    if nr_pieces <= 0:
+        raise DamonError(errno.EINVAL, "nr_pieces must be positive")
+    if nr_pieces == 1:
+        return
+    s, e = int(regions.start[i]), int(regions.end[i])
+    sz_piece = align_down((e - s) // nr_pieces, min_sz)
+    if not sz_piece:
+        raise DamonError(errno.EINVAL, f"region [{s:#x}, {e:#x}) too small for {nr_pieces} pieces")
+    starts = [s + k * sz_piece for k in range(nr_pieces)]
+    ends = starts[1:] + [e]
+    cols = regions.columns()
+    for f in cols:
+        v = cols[f][i]
+        cols[f][i:i + 1] = [v] * len(starts)
+    cols["start"][i:i + len(starts)] = starts
+    cols["end"][i:i + len(starts)] = ends
+    cols["sampling_addr"][i:i + len(starts)] = starts
+    regions.assign_columns(cols)
+
+
+def split_region_at(regions: Regions, i: int, sz_r: int) -> None:
+    """damon_split_region_at(): region i keeps its first sz_r bytes; the new right piece
+    copies nr_accesses, nr_accesses_bp, last_nr_accesses and age."""
+    regions.split_at(i, int(regions.start[i]) + sz_r)
+
+
+# ---------------------------------------------------------------------------
+# per-sample accounting (damon_update_region_access_rate)
+
+def update_access_rate(regions: Regions, accessed: np.ndarray, attrs) -> None:
+    """Account one sample for every region: nr_accesses and the nr_accesses_bp moving sum."""
+    len_window = _nr_samples_per_aggr(attrs) if attrs.sample_interval else 1
+    acc = accessed.astype(np.int64)
+    regions.nr_accesses_bp = (regions.nr_accesses_bp - (regions.last_nr_accesses * 10000) // len_window
+                              + acc * 10000)
+    regions.nr_accesses = regions.nr_accesses + acc
+
+
+# ---------------------------------------------------------------------------
+# merge (kdamond_merge_regions)
+
+def merge_two_regions(regions: Regions, i: int) -> None:
+    """damon_merge_two_regions(): merge region i+1 into region i with size-weighted averages."""
+    cols = regions.columns()
+    _merge_two_cols(cols, i)
+    regions.assign_columns(cols)
+
+
+def _merge_two_cols(cols: dict, i: int) -> None:
+    s, e = cols["start"], cols["end"]
+    sz_l, sz_r = e[i] - s[i], e[i + 1] - s[i + 1]
+    nr, age = cols["nr_accesses"], cols["age"]
+    nr[i] = (nr[i] * sz_l + nr[i + 1] * sz_r) // (sz_l + sz_r)
+    cols["nr_accesses_bp"][i] = nr[i] * 10000
+    age[i] = (age[i] * sz_l + age[i + 1] * sz_r) // (sz_l + sz_r)
+    e[i] = e[i + 1]
+    for f in cols:
+        del cols[f][i + 1]
+
+
+def merge_regions_of(regions: Regions, thres: int, sz_limit: int, count_age: bool = True) -> None:
+    """damon_merge_regions_of(): age update, then merge adjacent regions whose nr_accesses
+    differ by at most thres while the merged size stays within sz_limit."""
+    n = len(regions)
+    if not n:
+        return
+    cols = regions.columns()
+    st, en = cols["start"], cols["end"]
+    nr, last, age, bp = cols["nr_accesses"], cols["last_nr_accesses"], cols["age"], cols["nr_accesses_bp"]
+    out = {f: [] for f in cols}
+    for i in range(n):
+        if count_age:
+            if abs(nr[i] - last[i]) > thres or (nr[i] == 0) != (last[i] == 0):
+                age[i] = 0
+            else:
+                age[i] += 1
+        if out["start"]:
+            p = len(out["start"]) - 1
+            if (out["end"][p] == st[i] and abs(nr[i] - out["nr_accesses"][p]) <= thres
+                    and (out["end"][p] - out["start"][p]) + (en[i] - st[i]) <= sz_limit):
+                sz_l, sz_r = out["end"][p] - out["start"][p], en[i] - st[i]
+                out["nr_accesses"][p] = (out["nr_accesses"][p] * sz_l + nr[i] * sz_r) // (sz_l + sz_r)
+                out["nr_accesses_bp"][p] = out["nr_accesses"][p] * 10000
+                out["age"][p] = (out["age"][p] * sz_l + age[i] * sz_r) // (sz_l + sz_r)
+                out["end"][p] = en[i]
+                continue
+        for f in cols:
+            out[f].append(cols[f][i])
+    del bp
+    regions.assign_columns(out)
+
+
+def split_regions_of(regions: Regions, nr_subs: int, min_sz: int, rng: np.random.Generator) -> None:
+    """damon_split_regions_of(): cut each region into up to nr_subs pieces at random points
+    between 10 % and 90 % (aligned); later cuts subdivide the left piece."""
+    n = len(regions)
+    if not n or nr_subs < 2:
+        return
+    cols = regions.columns()
+    draws = rng.integers(1, 10, size=(n, nr_subs - 1)).tolist()
+    out = {f: [] for f in cols}
+    for i in range(n):
+        s, e = cols["start"][i], cols["end"][i]
+        cuts = []
+        sz_region = e - s
+        for k in range(nr_subs - 1):
+            if sz_region <= 2 * min_sz:
+                break
+            sz_sub = align_down(draws[i][k] * sz_region // 10, min_sz)
+            if sz_sub == 0 or sz_sub >= sz_region:
+                continue
+            cuts.append(s + sz_sub)
+            sz_region = sz_sub
+        bounds = [s] + sorted(cuts) + [e]
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            for f in cols:
+                out[f].append(cols[f][i])
+            out["start"][-1], out["end"][-1] = a, b
+            if a != s:
+                out["sampling_addr"][-1] = a
+    regions.assign_columns(out)
+
+
+
+
+def align_down(x: int, a: int) -> int:
+    return x - x % a
+
+
+def align_up(x: int, a: int) -> int:
+    return -(-x // a) * a
+
+
+def _nr_samples_per_aggr(attrs) -> int:
+    return max(min(attrs.aggr_interval // max(attrs.sample_interval, 1), (1 << 32) - 1), 1)

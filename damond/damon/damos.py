@@ -370,7 +370,8 @@ def apply_schemes(ctx) -> None:
             continue
         due.append(st)
     if due:
-        ctx.spe.prune()
+        if ctx.spe is not None:
+            ctx.spe.prune()
         for st in due:
             quota.adjust_quota(ctx, st.params, st.quota, st.stat)
         sidx = {id(st): k for k, st in enumerate(ctx.schemes)}

@@ -81,6 +81,15 @@ class Stepper:
 
     def __init__(self, machine):
         self.m = machine
+        self._che: dict[tuple, float] = {}
+
+    def _t_char(self, groups: tuple) -> float:
+        t = self._che.get(groups)
+        if t is None:
+            if len(self._che) > 4096:
+                self._che.clear()
+            t = self._che[groups] = characteristic_time(list(groups), self.m.tlb_cfg.l2_entries)
+        return t
 
     # --- leaf structure (fast model input) -------------------------------------------------
     def nr_leaves(self, proc, s: Stream) -> int:
@@ -88,15 +97,22 @@ class Stepper:
         if s.cache_gen == key:
             return s.nr_leaves
         pt = self.m.pt
-        total = 0
+        total, all_present, cold, afs = 0, True, False, []
         for lo in range(0, s.n, LEAF_COUNT_BATCH):
             idx = np.arange(lo, min(lo + LEAF_COUNT_BATCH, s.n), dtype=np.int64)
             va = (s.vpns(idx) << PAGE_SHIFT).astype(np.uint64)
             ok, _, pidx = proc.translate(va)
             pres = np.zeros(len(va), bool)
             pres[ok] = (pt.phys.flags[pidx[ok]] & P.PRESENT) != 0
-            total += int((~pres).sum()) + len(uniq(pt.tlb_loc(pidx[pres])))
+            tl = pt.tlb_loc(pidx[pres])
+            total += int((~pres).sum()) + len(uniq(tl))
+            all_present &= bool(pres.all())
+            cold |= bool((pt.phys.flags[tl] & P.COLD).any())
+            if s.n <= LEAF_COUNT_BATCH:
+                afs.append(uniq(pt.af_loc(pidx[pres])))
         s.cache_gen, s.nr_leaves = key, max(total, 1)
+        s.all_present, s.has_cold = all_present, cold
+        s.af_all = afs[0] if afs and all_present else None
         return s.nr_leaves
 
     # --- one step ----------------------------------------------------------------------------
@@ -114,7 +130,7 @@ class Stepper:
                         continue
                     nl = self.nr_leaves(proc, s)
                     by_cpu.setdefault(proc.cpu, []).append((nl, s.rate / nl, s.cyclic))
-            t_char = {cpu: characteristic_time(g, m.tlb_cfg.l2_entries) for cpu, g in by_cpu.items()}
+            t_char = {cpu: self._t_char(tuple(g)) for cpu, g in by_cpu.items()}
         for proc, phase_start, streams in active:
             parts = []
             for s in streams:
@@ -131,6 +147,20 @@ class Stepper:
     def _stream(self, proc, s: Stream, phase_start: int, a: int, b: int, t_char: float, exact: bool, want: bool):
         m, pt = self.m, self.m.pt
         fl = pt.phys.flags
+        if not exact and not want and not s.once:
+            # fast path: a warm, fully present stream either walks nothing (fits the TLB,
+            # no invalidated leaf) or, when it misses and covers itself this step, every leaf
+            nl = self.nr_leaves(proc, s)
+            if s.all_present:
+                pm = miss_probability(s.rate / nl, t_char, s.cyclic)
+                if pm == 0.0 and not s.has_cold:
+                    return None
+                if pm >= 1.0 and s.cyclic and s.af_all is not None and s.rate * (b - a) / 1e6 >= s.n + 1:
+                    fl[s.af_all] |= P.AF
+                    if s.has_cold:
+                        fl[s.af_all] &= ~np.uint8(P.COLD)
+                        fl[pt.tlb_loc(s.af_all)] &= ~np.uint8(P.COLD)
+                    return None
         idx, per_page = touched_indices(s, phase_start, a, b, m.rng, exact_trace=exact)
         if not len(idx):
             return None
@@ -166,6 +196,8 @@ class Stepper:
             w = pidx[walked]
             fl[pt.af_loc(w)] |= P.AF
             fl[pt.tlb_loc(w)] &= ~np.uint8(P.COLD)
+        if len(idx) >= s.n and not s.once:
+            s.has_cold = False                # every leaf of the stream was touched and refilled
         if not want:
             return None
         order = np.argsort(va, kind="stable")

@@ -273,6 +273,8 @@ class Machine:
         with self._mutex:
             _, ok, pidx = self._present(pid, addrs)
             self.pt.mkold(pidx[ok], np.full(int(ok.sum()), pid))
+            if self.tlb_cfg.flush_on_mkold:
+                self.map_epoch += 1
 
     def va_young(self, pid: int, addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with self._mutex:
@@ -311,6 +313,7 @@ class Machine:
             fl[heads] |= P.IDLE
             if self.tlb_cfg.flush_on_mkold and len(heads):
                 fl[self.pt.tlb_loc(heads)] |= P.COLD
+                self.map_epoch += 1
 
     def pa_young(self, paddrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with self._mutex:

@@ -53,8 +53,11 @@ class Stream:
     cyclic: bool = True
     once: bool = False  # one pass only (populate)
     # cache of the leaf structure, keyed by the process mapping generation
-    cache_gen: int = field(default=-1, repr=False)
+    cache_gen: object = field(default=None, repr=False)
     nr_leaves: int = field(default=0, repr=False)
+    all_present: bool = field(default=False, repr=False)
+    has_cold: bool = field(default=True, repr=False)
+    af_all: object = field(default=None, repr=False)      # unique AF locations of the whole stream
 
     def vpns(self, idx: np.ndarray) -> np.ndarray:
         n_in = self.n_in or self.n

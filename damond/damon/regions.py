@@ -238,35 +238,58 @@ def _merge_two_cols(cols: dict, i: int) -> None:
 
 def merge_regions_of(regions: Regions, thres: int, sz_limit: int, count_age: bool = True) -> None:
     """damon_merge_regions_of(): age update, then merge adjacent regions whose nr_accesses
-    differ by at most thres while the merged size stays within sz_limit."""
+    differ by at most thres from the (merged) previous one while the merged size stays
+    within sz_limit. Merged nr_accesses and age are size-weighted averages."""
     n = len(regions)
     if not n:
         return
-    cols = regions.columns()
-    st, en = cols["start"], cols["end"]
-    nr, last, age, bp = cols["nr_accesses"], cols["last_nr_accesses"], cols["age"], cols["nr_accesses_bp"]
-    out = {f: [] for f in cols}
-    for i in range(n):
-        if count_age:
-            if abs(nr[i] - last[i]) > thres or (nr[i] == 0) != (last[i] == 0):
-                age[i] = 0
-            else:
-                age[i] += 1
-        if out["start"]:
-            p = len(out["start"]) - 1
-            if (out["end"][p] == st[i] and abs(nr[i] - out["nr_accesses"][p]) <= thres
-                    and (out["end"][p] - out["start"][p]) + (en[i] - st[i]) <= sz_limit):
-                sz_l, sz_r = out["end"][p] - out["start"][p], en[i] - st[i]
-                out["nr_accesses"][p] = (out["nr_accesses"][p] * sz_l + nr[i] * sz_r) // (sz_l + sz_r)
-                out["nr_accesses_bp"][p] = out["nr_accesses"][p] * 10000
-                out["age"][p] = (out["age"][p] * sz_l + age[i] * sz_r) // (sz_l + sz_r)
-                out["end"][p] = en[i]
-                continue
-        for f in cols:
-            out[f].append(cols[f][i])
-    del bp
-    regions.assign_columns(out)
-
+    nr_a, last_a = regions.nr_accesses, regions.last_nr_accesses
+    if count_age:
+        reset = (np.abs(nr_a - last_a) > thres) | ((nr_a == 0) != (last_a == 0))
+        regions.age = np.where(reset, 0, regions.age + 1)
+    if n == 1:
+        return
+    sz_a = (regions.end - regions.start).astype(np.int64)
+    adjacent = np.empty(n, dtype=bool)
+    adjacent[0] = False
+    adjacent[1:] = regions.start[1:] == regions.end[:-1]
+    # candidates: a merge needs adjacency and, against the unmerged neighbour, a small
+    # enough size; regions failing both can only start a new group
+    if not (adjacent[1:] & (sz_a[1:] + sz_a[:-1] <= sz_limit)).any():
+        return
+    nr, age, sz, adj = nr_a.tolist(), regions.age.tolist(), sz_a.tolist(), adjacent.tolist()
+    group_first = [0]
+    g_nr, g_age, g_sz = [nr[0]], [age[0]], [sz[0]]
+    cur_nr, cur_age, cur_sz = nr[0], age[0], sz[0]
+    for i in range(1, n):
+        s_i = sz[i]
+        if adj[i] and abs(nr[i] - cur_nr) <= thres and cur_sz + s_i <= sz_limit:
+            tot = cur_sz + s_i
+            cur_nr = (cur_nr * cur_sz + nr[i] * s_i) // tot
+            cur_age = (cur_age * cur_sz + age[i] * s_i) // tot
+            cur_sz = tot
+            g_nr[-1], g_age[-1], g_sz[-1] = cur_nr, cur_age, cur_sz
+        else:
+            group_first.append(i)
+            cur_nr, cur_age, cur_sz = nr[i], age[i], s_i
+            g_nr.append(cur_nr)
+            g_age.append(cur_age)
+            g_sz.append(cur_sz)
+    if len(group_first) == n:
+        return
+    first = np.asarray(group_first, dtype=np.int64)
+    last = np.empty_like(first)
+    last[:-1] = first[1:] - 1
+    last[-1] = n - 1
+    merged = first != last
+    new_nr = np.asarray(g_nr, dtype=np.int64)
+    regions.end = regions.end[last]
+    regions.start = regions.start[first]
+    regions.sampling_addr = regions.sampling_addr[first]
+    regions.last_nr_accesses = regions.last_nr_accesses[first]
+    regions.nr_accesses_bp = np.where(merged, new_nr * 10000, regions.nr_accesses_bp[first])
+    regions.nr_accesses = new_nr
+    regions.age = np.asarray(g_age, dtype=np.int64)
 
 def split_regions_of(regions: Regions, nr_subs: int, min_sz: int, rng: np.random.Generator) -> None:
     """damon_split_regions_of(): cut each region into up to nr_subs pieces at random points

@@ -1,7 +1,7 @@
 """open/read/close cycles per second on a small file: a trivial mfusepy filesystem
 serving one 4-byte file at the same path as damond's `kdamonds/0/state`, same library, same
 options (direct_io, timeouts 0, nothreads), in one run; medians of several rounds.
-Usage: python bench/fs_open_read.py [--rounds N] [--seconds S]"""
+Usage: python bench/fs_open_read.py [--rounds N] [--seconds S] [--config FILE | --fake]"""
 from __future__ import annotations
 
 import argparse
@@ -70,10 +70,19 @@ def wait_for(p: Path, proc) -> None:
     raise SystemExit(f"{p} never appeared")
 
 
+def damond_cmd(a, mp: Path) -> list[str]:
+    if a.fake:
+        return [sys.executable, "-m", "tests.fs.fakes", str(mp)]
+    return [sys.executable, "-m", "damond", "mount", str(mp), "--foreground"] + (
+        ["--config", a.config] if a.config else [])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=1.0)
+    ap.add_argument("--config", help="damond machine config (default: the embedded machine, workloads running)")
+    ap.add_argument("--fake", action="store_true", help="serve the front over tests/fs/fakes.py (no machine)")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="damond-bench-"))
     triv_mp, dam_mp = tmp / "trivial", tmp / "damond"
@@ -82,8 +91,7 @@ def main() -> int:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     procs = [subprocess.Popen([sys.executable, "-c", TRIVIAL, str(triv_mp)], env=env, cwd=REPO,
                               stderr=subprocess.DEVNULL),
-             subprocess.Popen([sys.executable, "-m", "tests.fs.fakes", str(dam_mp)], env=env, cwd=REPO,
-                              stderr=subprocess.DEVNULL)]
+             subprocess.Popen(damond_cmd(a, dam_mp), env=env, cwd=REPO, stderr=subprocess.DEVNULL)]
     try:
         wait_for(triv_mp / STATE, procs[0])
         wait_for(dam_mp / "kernel/mm/damon/admin/kdamonds/nr_kdamonds", procs[1])
@@ -95,7 +103,8 @@ def main() -> int:
             tr.append(cycles(str(triv_mp / STATE), a.seconds))
             dr.append(cycles(target, a.seconds))
         mt, md = statistics.median(tr), statistics.median(dr)
-        print(f"open/read/close cycles/s (median of {a.rounds} x {a.seconds:.1f}s; both read {STATE})")
+        what = "front over fakes" if a.fake else f"real daemon, {a.config or 'embedded default machine'}"
+        print(f"open/read/close cycles/s (median of {a.rounds} x {a.seconds:.1f}s; both read {STATE}; damond: {what})")
         print(f"  trivial mfusepy fs : {mt:9.0f}   rounds {[round(x) for x in tr]}")
         print(f"  damond             : {md:9.0f}   rounds {[round(x) for x in dr]}")
         print(f"  ratio damond/trivial: {md / mt:.2f} (target >= 0.80)")

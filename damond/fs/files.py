@@ -162,12 +162,19 @@ def _spawn_spec(s: bytes) -> dict:
     return spec
 
 
+def _kind_of(p: Any) -> str:
+    """The workload kind a process runs (`-` for one without a workload)."""
+    w = getattr(p, "workload", None)
+    spec = getattr(w, "spec", None)
+    return spec.get("kind", "-") if isinstance(spec, dict) else "-"
+
+
 def control_files(machine: Any, log) -> dict[str, TextFile]:
     """damond/{processes,spawn,kill,truth}."""
     last = {"pid": -1}
 
     def processes() -> bytes:
-        return "".join(f"{p.pid} {p.comm} {getattr(p, 'kind', '-')}\n" for p in machine.processes()).encode()
+        return "".join(f"{p.pid} {p.comm} {_kind_of(p)}\n" for p in machine.processes()).encode()
 
     def spawn(s: bytes) -> None:
         spec = _spawn_spec(s)

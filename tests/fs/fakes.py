@@ -9,6 +9,7 @@ import errno
 import itertools
 import sys
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 from damond.damon import params
 from damond.errors import DamonError
@@ -26,6 +27,11 @@ class FakeProcess:
     comm: str
     kind: str = "fake"
     alive: bool = True
+
+    @property
+    def workload(self):
+        """Like damond.mm: the running workload carries the spec it was spawned from."""
+        return SimpleNamespace(spec={"kind": self.kind})
 
     def vmas(self):
         return [FakeVma(0x400000, 0x800000)]

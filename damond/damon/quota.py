@@ -182,7 +182,9 @@ def adjust_quota(ctx, scheme: Scheme, qs: QuotaState, stat) -> None:
     """damos_adjust_quota(): charge-window rollover, esz, then the min_score histogram."""
     if not is_set(scheme):
         return
-    now_ms = ctx.clock.now_us() // 1000
+    # the kdamond's own time (sampling intervals passed), as jiffies advance with its sleeps:
+    # deterministic, and free of wall-clock catch-up jitter between apply passes
+    now_ms = ctx.passed_sample_intervals * max(ctx.attrs.sample_interval, 1) // 1000
     if qs.charged_from_ms is None and not qs.total_charged_sz:
         qs.charged_from_ms = now_ms
         set_effective_quota(ctx, scheme, qs)

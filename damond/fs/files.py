@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import re
+import tomllib
 from typing import Any, Callable
 
 from damond.fs import parse
@@ -143,6 +144,8 @@ class ProcFs:
 # ---- damond/ control files
 
 def _spawn_spec(s: bytes) -> dict:
+    """`KIND key=value ...` -> a [[workload]] table. Values are read as TOML values
+    (true, 3, 2.5, "x y"), bare words such as 10M stay strings, as in the config file."""
     words = s.decode("utf-8", "replace").split()
     if not words:
         raise FsError(errno.EINVAL, "empty spawn line")
@@ -151,22 +154,16 @@ def _spawn_spec(s: bytes) -> dict:
         k, eq, v = w.partition("=")
         if not eq or not k:
             raise FsError(errno.EINVAL, f"not key=value: {w!r}")
-        val: Any = v
-        for conv in (int, float):
-            try:
-                val = conv(v)
-                break
-            except ValueError:
-                pass
-        spec[k] = val
+        try:
+            spec[k] = tomllib.loads(f"v = {v}")["v"]
+        except tomllib.TOMLDecodeError:
+            spec[k] = v
     return spec
 
 
 def _kind_of(p: Any) -> str:
     """The workload kind a process runs (`-` for one without a workload)."""
-    w = getattr(p, "workload", None)
-    spec = getattr(w, "spec", None)
-    return spec.get("kind", "-") if isinstance(spec, dict) else "-"
+    return getattr(getattr(p, "workload", None), "kind", None) or "-"
 
 
 def control_files(machine: Any, log) -> dict[str, TextFile]:

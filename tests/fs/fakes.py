@@ -30,8 +30,8 @@ class FakeProcess:
 
     @property
     def workload(self):
-        """Like damond.mm: the running workload carries the spec it was spawned from."""
-        return SimpleNamespace(spec={"kind": self.kind})
+        """Like damond.mm: the running workload knows its kind."""
+        return SimpleNamespace(kind=self.kind)
 
     def vmas(self):
         return [FakeVma(0x400000, 0x800000)]

@@ -12,6 +12,7 @@ import os
 
 import mfusepy as fuse
 
+from damond.fs.notify import sd_notify
 from damond.fs.ops import DamondOps
 from damond.fs.root import Served
 from damond.log import get_logger
@@ -41,5 +42,6 @@ def serve(served: Served, mountpoint: str) -> int:
     except RuntimeError as e:
         if e.args[:1] != (8,):     # libfuse3 returns 8 after a signal ended the loop
             raise
+    sd_notify("STOPPING=1")
     log.info("unmounted", mountpoint=os.path.abspath(mountpoint))
     return 0

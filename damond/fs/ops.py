@@ -18,6 +18,7 @@ import mfusepy as fuse
 from damond.errors import ErrnoError
 from damond.fs.parse import PAGE_SIZE
 from damond.fs.root import Served
+from damond.fs.notify import sd_notify
 from damond.fs.tree import DirNode, HandlerNode, Node
 
 _ACC = os.O_ACCMODE
@@ -53,7 +54,7 @@ class DamondOps(fuse.Operations):
 
     @fuse.overrides(fuse.Operations)
     def init(self, path: str) -> None:
-        self._log.info("mounted")
+        self._log.info("mounted", notified=sd_notify("READY=1"))
 
     @fuse.overrides(fuse.Operations)
     def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:

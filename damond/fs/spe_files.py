@@ -44,6 +44,7 @@ class SpeFeed:
         self.spe = spe
         self.counters = F.FeedCounters()
         self._mutex = threading.Lock()
+        self._ingest = F.Ingest(spe)
 
     def open(self, flags: int) -> object:
         return (F.FeedSession(), F.FeedCounters())
@@ -57,9 +58,9 @@ class SpeFeed:
         if self.spe.feed == "rfc":
             self._rfc(data, mine)
             return n
-        head, overlong = F.split_complete(sess, data)
-        self._lines(head, mine)
         with self._mutex:
+            parts, overlong = F.split_complete(sess, data)
+            self._lines(parts, mine)
             self._add(mine, writes=1, bytes=n, lines=overlong, malformed=overlong)
         return n
 
@@ -75,15 +76,14 @@ class SpeFeed:
         with self._mutex:
             self._add(mine, **d)
 
-    def _lines(self, buf, mine: F.FeedCounters) -> None:
-        if not len(buf):
+    def _lines(self, parts: list, mine: F.FeedCounters) -> None:
+        """Parse and record complete lines (caller holds the mutex)."""
+        if not parts:
             return
-        p = F.parse(buf)
-        res = self.spe.record_many(p.pfns, p.counts)
-        with self._mutex:
-            self._add(mine, lines=p.lines, malformed=p.malformed + p.zero, zero_pfn=p.zero,
-                      recorded=res.recorded, recorded_accesses=res.recorded_accesses,
-                      dropped_full=res.dropped, dropped_accesses=res.dropped_accesses)
+        ok, bad, zero, res = self._ingest.lines(parts)
+        self._add(mine, lines=ok + bad + zero, malformed=bad + zero, zero_pfn=zero,
+                  recorded=res.recorded, recorded_accesses=res.recorded_accesses,
+                  dropped_full=res.dropped, dropped_accesses=res.dropped_accesses)
 
     def _add(self, mine: F.FeedCounters, **kv) -> None:
         for k, v in kv.items():
@@ -94,7 +94,8 @@ class SpeFeed:
         sess, mine = st
         if sess.pending and not sess.overlong:
             tail, sess.pending = bytes(sess.pending), bytearray()
-            self._lines(tail, mine)
+            with self._mutex:
+                self._lines([tail], mine)
         if mine.writes:
             log.info("spe_feed_closed", mode=self.spe.feed, writes=mine.writes, lines=mine.lines,
                      recorded=mine.recorded, malformed=mine.malformed, dropped_full=mine.dropped_full)

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from damond.spe.tree import FeedResult
+
 try:
     from damond.spe import _feedparse
 except ImportError:     # not built: see setup.py
@@ -113,9 +115,10 @@ class FeedSession:
     overlong: bool = False        # discarding the rest of an over-long line
 
 
-def split_complete(sess: FeedSession, data: bytes) -> tuple[bytes | memoryview, int]:
-    """Join `data` with the pending tail; return (the complete lines, lines given up as
-    over-long) and keep the new unterminated tail in the session."""
+def split_complete(sess: FeedSession, data: bytes) -> tuple[list, int]:
+    """Join `data` with the pending tail; return (the complete lines as one or two buffers
+    to parse in order, lines given up as over-long) and keep the new unterminated tail in
+    the session. Only the short first line is copied when a tail was pending."""
     cut = data.rfind(b"\n")
     if cut < 0:
         if not sess.overlong:
@@ -123,21 +126,123 @@ def split_complete(sess: FeedSession, data: bytes) -> tuple[bytes | memoryview, 
             if len(sess.pending) > MAX_LINE:
                 sess.pending.clear()
                 sess.overlong = True
-                return b"", 1
-        return b"", 0
-    head = memoryview(data)[:cut + 1]
+                return [], 1
+        return [], 0
+    view = memoryview(data)
+    first = data.find(b"\n") + 1
+    parts: list = []
     if sess.overlong:              # the over-long line ends at the first newline
-        head = head[data.find(b"\n") + 1:]
         sess.overlong = False
     elif sess.pending:
-        head = bytes(sess.pending) + bytes(head)
+        sess.pending += view[:first]
+        parts.append(bytes(sess.pending))
         sess.pending.clear()
-    tail = memoryview(data)[cut + 1:]
+    else:
+        first = 0
+    if first < cut + 1:
+        parts.append(view[first:cut + 1])
+    tail = view[cut + 1:]
     if len(tail) > MAX_LINE:
         sess.overlong = True
-        return head, 1
+        return parts, 1
     sess.pending += tail
-    return head, 0
+    return parts, 0
+
+
+class _CAggregate:
+    """Per-key sums taken from the C `Aggregator`; its rows stay in C until `add_into`."""
+    __slots__ = ("keys", "key_lines", "key_acc", "slots", "_agg")
+
+    def __init__(self, agg, out: tuple[np.ndarray, np.ndarray, np.ndarray]):
+        nk = agg.keys(*out)
+        self.keys, self.key_lines, self.key_acc = (o[:nk] for o in out)
+        self.slots = None
+        self._agg = agg
+
+    def add_into(self, counts: np.ndarray, slots: np.ndarray) -> None:
+        self._agg.apply(counts, slots)
+        self.slots = slots
+
+
+class Ingest:
+    """The spe_feed hot path for complete lines: parse, aggregate per THP, record.
+
+    With `_feedparse` the parse and the aggregation are one C pass (`Aggregator`): lines
+    of THPs already in the tree go straight into its counters (the aggregator remembers
+    key -> slot and forgets it whenever `PfnTree.layout_gen` moves); Python sees only the
+    distinct THPs of a write, resolves new ones (insert / prune / drop, exactly as
+    sequential records) and updates totals. Without it, `parse_py` + `record_many`.
+    Both leave the same tree and the same counts. Not thread-safe: callers serialise.
+    """
+
+    def __init__(self, tree, compiled: bool | None = None, max_rows: int = 1 << 15):
+        self.tree = tree
+        self.compiled = (_feedparse is not None) if compiled is None else compiled
+        if self.compiled:
+            self._agg = _feedparse.Aggregator(max_rows, min(tree.capacity, 1 << 16))
+            self._out = (np.empty(max_rows, np.uint64), np.empty(max_rows, np.uint64),
+                         np.empty(max_rows, np.uint64))
+            self._gen = -1
+
+    def lines(self, parts: list):
+        """Record the complete lines in `parts` (buffers, in order).
+
+        Returns:
+            (ok lines, malformed lines, PFN-0 lines, tree FeedResult).
+        """
+        if not self.compiled:
+            p = parse_py(b"".join(bytes(x) for x in parts))
+            return len(p.pfns), p.malformed, p.zero, self.tree.record_many(p.pfns, p.counts)
+        ok = bad = zero = 0
+        res = None
+        tree, agg = self.tree, self._agg
+        with tree._mutex:
+            try:
+                self._sync()
+                now = tree.clock.now_us()
+                for buf in parts:
+                    while len(buf):
+                        used, o, b, z = agg.feed(buf, tree._counts, tree._total, tree._last, now)
+                        ok, bad, zero = ok + o, bad + b, zero + z
+                        buf = buf[used:]
+                        if len(buf):        # row buffer full: record what we have, go on
+                            res = _sum(res, self._record())
+                            now = tree.clock.now_us()
+                res = _sum(res, self._record())
+            finally:
+                agg.clear()
+        return ok, bad, zero, res
+
+    def _sync(self) -> None:
+        if self.tree.layout_gen != self._gen:
+            self._agg.forget()
+            self._gen = self.tree.layout_gen
+
+    def _record(self):
+        """Finish the batch held by the aggregator (the caller holds the tree's mutex)."""
+        agg, tree = self._agg, self.tree
+        if agg.n_direct == agg.n_keys:      # every THP was known: the C pass did it all
+            res = FeedResult(agg.n_rows, 0, agg.acc_all, 0)
+            st = tree.stats
+            st.recorded += res.recorded
+            st.recorded_accesses += res.recorded_accesses
+            agg.clear()
+            return res
+        agg.undo(tree._counts, tree._total, tree._last)     # new THPs: the general path
+        a = _CAggregate(agg, self._out)
+        res = tree.record_aggregate(a)
+        self._sync()
+        if a.slots is not None:
+            agg.learn(a.keys, a.slots)
+        agg.clear()
+        return res
+
+
+def _sum(a, b):
+    if a is None:
+        return b
+    return type(a)(a.recorded + b.recorded, a.dropped + b.dropped, a.recorded_accesses + b.recorded_accesses,
+                   a.dropped_accesses + b.dropped_accesses)
 
 
 def rfc_parse(data: bytes) -> int | None:

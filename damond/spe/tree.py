@@ -62,6 +62,61 @@ class TreeStats:
     dropped_accesses: int = 0
 
 
+@dataclass
+class Aggregate:
+    """A batch of feed lines summed per THP key (keys in first-appearance order) plus the
+    per-subpage additions, which `add_into` applies once the tree has a slot per key.
+
+    keys/key_lines/key_acc: THP keys, lines and summed counts per key (uint64);
+    pair_key (int64 index into keys), pair_pfn, pair_cnt: one row per distinct PFN.
+    Sums wrap modulo 2**64 like the tree's uint64 counters. The compiled spe_feed path
+    (damond.spe.feed.Ingest) subclasses this and keeps its rows in C.
+    """
+    keys: np.ndarray
+    key_lines: np.ndarray
+    key_acc: np.ndarray
+    pair_key: np.ndarray
+    pair_pfn: np.ndarray
+    pair_cnt: np.ndarray
+
+    def add_into(self, counts: np.ndarray, slots: np.ndarray) -> None:
+        """counts[slots[key], subpage] += count for every row whose key has a slot (>= 0)."""
+        ps = slots[self.pair_key]
+        ok = ps >= 0
+        ps, pfn, cnt = (ps, self.pair_pfn, self.pair_cnt) if ok.all() else (
+            ps[ok], self.pair_pfn[ok], self.pair_cnt[ok])
+        if len(ps):
+            fi = ps * MAX_CHUNKS + (pfn & np.uint64(MAX_CHUNKS - 1)).astype(np.int64)
+            counts.reshape(-1)[fi] += cnt          # distinct PFNs: no repeated index
+
+
+def aggregate(pfns: np.ndarray, counts: np.ndarray | None = None) -> Aggregate:
+    """Sum a batch of (pfn, count) lines per PFN and per THP key (numpy)."""
+    pfns = np.asarray(pfns, dtype=np.uint64)
+    n = len(pfns)
+    cnt = np.ones(n, np.uint64) if counts is None else np.asarray(counts, dtype=np.uint64)
+    if n == 0:
+        z = np.zeros(0, np.uint64)
+        return Aggregate(z, z, z, np.zeros(0, np.int64), z, z)
+    order = np.argsort(pfns, kind="stable")
+    sp = pfns[order]
+    starts = np.flatnonzero(np.concatenate([[True], sp[1:] != sp[:-1]]))
+    upfn = sp[starts]
+    ucnt = np.add.reduceat(cnt[order], starts)
+    mask = np.uint64(THP_MASK & ((1 << 64) - 1))
+    keys = pfns & mask
+    ukeys, kfirst, kinv = np.unique(keys, return_index=True, return_inverse=True)
+    korder = np.argsort(kfirst, kind="stable")          # first-appearance order
+    rank = np.empty(len(ukeys), np.int64)
+    rank[korder] = np.arange(len(ukeys))
+    klines = np.bincount(kinv, minlength=len(ukeys)).astype(np.uint64)
+    ks = np.argsort(kinv, kind="stable")
+    kst = np.flatnonzero(np.concatenate([[True], kinv[ks][1:] != kinv[ks][:-1]]))
+    kacc = np.add.reduceat(cnt[ks], kst)
+    pair_key = rank[np.searchsorted(ukeys, upfn & mask)]
+    return Aggregate(ukeys[korder], klines[korder], kacc[korder], pair_key, upfn, ucnt)
+
+
 class PfnTree:
     """The SPE tree. Thread-safe: the FUSE front feeds it while kdamonds read and prune it.
 
@@ -92,6 +147,7 @@ class PfnTree:
         self._pid = np.zeros(n, dtype=np.int64)
         self._free: list[int] = list(range(n - 1, -1, -1))
         self._cache: tuple[np.ndarray, np.ndarray] | None = None   # sorted keys, slots
+        self.layout_gen = 0       # bumped when a key's slot or the counters array changes
 
     @classmethod
     def from_config(cls, config: Config, clock: Clock) -> "PfnTree":
@@ -124,6 +180,7 @@ class PfnTree:
         self._last = np.concatenate([self._last, np.zeros(new - old, np.int64)])
         self._pid = np.concatenate([self._pid, np.zeros(new - old, np.int64)])
         self._free.extend(range(new - 1, old - 1, -1))
+        self.layout_gen += 1
 
     def _insert(self, key: int, pid: int, now: int) -> int:
         """New zeroed entry, or -1 when full after a prune (damon_spe_insert)."""
@@ -188,15 +245,28 @@ class PfnTree:
         Returns:
             FeedResult with recorded / dropped samples and accesses.
         """
-        pfns = np.asarray(pfns, dtype=np.uint64)
-        if len(pfns) == 0:
+        return self.record_aggregate(aggregate(pfns, counts), pid)
+
+    def record_aggregate(self, agg: Aggregate, pid: int = 0) -> FeedResult:
+        """Record an aggregated batch with the outcome of `record_many` on the lines it
+        came from (the arrays are used during the call only)."""
+        if len(agg.keys) == 0:
             return FeedResult()
-        if counts is not None:
-            counts = np.asarray(counts, dtype=np.uint64)
-        keys = pfns & np.uint64(THP_MASK & ((1 << 64) - 1))
-        idx = (pfns & np.uint64(MAX_CHUNKS - 1)).astype(np.int64)
         with self._mutex:
-            res = self._record_batch(keys, idx, counts, pid, self.clock.now_us())
+            now = self.clock.now_us()
+            slots = self._resolve(agg.keys, pid, now)
+            ok = slots >= 0
+            lines, acc = agg.key_lines, agg.key_acc
+            if ok.all():
+                res = FeedResult(int(lines.sum()), 0, int(acc.sum()), 0)
+                ks, kacc = slots, acc
+            else:
+                res = FeedResult(int(lines[ok].sum()), int(lines[~ok].sum()),
+                                 int(acc[ok].sum()), int(acc[~ok].sum()))
+                ks, kacc = slots[ok], acc[ok]
+            agg.add_into(self._counts, slots)
+            self._total[ks] += kacc
+            self._last[ks] = now
             st = self.stats
             st.recorded += res.recorded
             st.recorded_accesses += res.recorded_accesses
@@ -204,59 +274,35 @@ class PfnTree:
             st.dropped_accesses += res.dropped_accesses
         return res
 
-    def _record_batch(self, keys, idx, counts, pid: int, now: int) -> FeedResult:
-        n = len(keys)
+    def _slots_of(self, keys: np.ndarray) -> np.ndarray:
         skeys, sslots = self._lookup()
-        if len(skeys):
-            pos = np.minimum(np.searchsorted(skeys, keys), len(skeys) - 1)
-            found = skeys[pos] == keys
-            slots = np.where(found, sslots[pos], -1).astype(np.int64)
-        else:
-            found = np.zeros(n, dtype=bool)
-            slots = np.full(n, -1, dtype=np.int64)
-        if not found.all():
-            miss_pos = np.flatnonzero(~found)
-            new_keys, first = np.unique(keys[miss_pos], return_index=True)
-            order = np.argsort(first, kind="stable")
-            new_keys, first_pos = new_keys[order], miss_pos[first[order]]
-            room = self.capacity - len(self._index)
-            if len(new_keys) > room and self._has_stale(now):
-                p = int(first_pos[room])      # this line's insert finds the tree full: prune there
-                c1 = counts[:p] if counts is not None else None
-                c2 = counts[p:] if counts is not None else None
-                r1 = self._record_batch(keys[:p], idx[:p], c1, pid, now)
-                self._prune_locked(now)
-                r2 = self._record_batch(keys[p:], idx[p:], c2, pid, now)
-                return FeedResult(r1.recorded + r2.recorded, r1.dropped + r2.dropped,
-                                  r1.recorded_accesses + r2.recorded_accesses,
-                                  r1.dropped_accesses + r2.dropped_accesses)
-            ins = [self._insert_slot(k, pid, now) for k in new_keys[:room].tolist()]
-            new_slots = np.full(len(new_keys), -1, dtype=np.int64)
-            new_slots[:len(ins)] = ins
-            srt = np.argsort(new_keys)
-            slots[miss_pos] = new_slots[srt][np.searchsorted(new_keys[srt], keys[miss_pos])]
-        ok = slots >= 0
-        nok = int(np.count_nonzero(ok))
-        if nok < n:
-            dropped_acc = int(counts[~ok].sum()) if counts is not None else n - nok
-            slots, idx = slots[ok], idx[ok]
-            counts = counts[ok] if counts is not None else None
-        else:
-            dropped_acc = 0
-        acc = 0
-        if nok:
-            flat = self._counts.reshape(-1)
-            fi = slots * MAX_CHUNKS + idx
-            if counts is None:
-                np.add.at(flat, fi, np.uint64(1))
-                self._total += np.bincount(slots, minlength=len(self._total)).astype(np.uint64)
-                acc = nok
-            else:
-                np.add.at(flat, fi, counts)
-                np.add.at(self._total, slots, counts)
-                acc = int(counts.sum())
+        if not len(skeys):
+            return np.full(len(keys), -1, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(skeys, keys), len(skeys) - 1)
+        return np.where(skeys[pos] == keys, sslots[pos], -1).astype(np.int64)
+
+    def _resolve(self, keys: np.ndarray, pid: int, now: int) -> np.ndarray:
+        """The slot of each key (first-appearance order) as sequential records would leave
+        it: existing entries are refreshed, new keys inserted in order, the prune runs at
+        the first insert that finds the tree full, keys still without room get -1."""
+        slots = self._slots_of(keys)
+        miss = np.flatnonzero(slots < 0)
+        if not len(miss):
             self._last[slots] = now
-        return FeedResult(nok, n - nok, acc, dropped_acc)
+            return slots
+        room = self.capacity - len(self._index)
+        if len(miss) > room and self._has_stale(now):
+            p = int(miss[room])           # this key's insert finds the tree full: prune there
+            self._last[slots[:p][slots[:p] >= 0]] = now
+            for i in miss[:room].tolist():
+                slots[i] = self._insert_slot(int(keys[i]), pid, now)
+            self._prune_locked(now)
+            return np.concatenate([slots[:p], self._resolve(keys[p:], pid, now)])
+        for i in miss[:room].tolist():
+            slots[i] = self._insert_slot(int(keys[i]), pid, now)
+        ok = slots >= 0
+        self._last[slots[ok]] = now
+        return slots
 
     def _has_stale(self, now: int) -> bool:
         _, slots = self._lookup()
@@ -274,6 +320,7 @@ class PfnTree:
             del self._index[k]
             self._free.append(s)
         self._cache = None
+        self.layout_gen += 1
         n = int(np.count_nonzero(stale))
         self.stats.pruned += n
         return n
@@ -293,6 +340,7 @@ class PfnTree:
             self._free.extend(self._index.values())
             self._index.clear()
             self._cache = None
+            self.layout_gen += 1
 
     # ---- queries -------------------------------------------------------------------------
     def _entry(self, key: int, slot: int) -> Entry:

@@ -90,6 +90,13 @@ def resolve_reuse(young: np.ndarray, folio_sz: np.ndarray, addrs: np.ndarray,
     n = len(addrs)
     if not n:
         return np.zeros(0, dtype=bool), last_key, last_young
+    f0 = int(folio_sz[0])
+    if first_is_fresh and f0 > 0 and not f0 & (f0 - 1) and bool((folio_sz == folio_sz[0]).all()):
+        # one power-of-two folio size (the usual case): keys are addrs >> shift
+        shift = f0.bit_length() - 1
+        k = addrs >> shift
+        if bool((k[1:] != k[:-1]).all()):     # no two addresses share a folio: nothing reused
+            return young.copy(), int(k[-1]) << shift, bool(young[-1])
     fsz = np.maximum(folio_sz.astype(np.uint64), np.uint64(1))
     keys = addrs - addrs % fsz
     fresh = np.ones(n, dtype=bool)

@@ -33,6 +33,7 @@ def split_folio(pt, proc, addr: int, new_order: int) -> int:
         return -errno.EINVAL
     if vma.anon and new_order == 1:
         return -errno.EINVAL
+    pt.phys.layout_gen += 1
     head = p & ~((1 << order) - 1)
     sl = slice(head, head + (1 << order))
     va_head = int(pt.vaddr_of(np.array([head]))[0])

@@ -23,6 +23,7 @@ from damond.mm import phys as P
 from damond.mm.access import Stepper, StepAccesses
 from damond.mm.pagetable import PageTables
 from damond.mm.phys import uniq, BLOCK_PAGES, BLOCK_SHIFT, PAGE_SHIFT, PAGE_SIZE, PhysMem
+from damond.mm.sample import SamplePlan
 from damond.mm.process import HEAP_SIZE, STACK_SIZE, STACK_TOP, TEXT_BASE, Process, Vma
 from damond.mm.thp import ThpSettings
 from damond.mm.workload import Builder, SpecError, check_spec
@@ -79,6 +80,7 @@ class Machine:
         self._next_pid = 1000
         self._dead: set[int] = set()
         self._phase_seen: dict[int, tuple] = {}
+        self._last_plan: SamplePlan | None = None
         self._next_khugepaged_us = thp.khugepaged.scan_sleep_millisecs * 1000
         log.info("machine_built", preset=spec.preset, memory=spec.memory, cpus=spec.nr_cpus,
                  nodes=spec.numa_nodes, tlb_model=spec.tlb.model, seed=seed)
@@ -269,21 +271,42 @@ class Machine:
         ok[ok] = (self.phys.flags[pidx[ok]] & P.PRESENT) != 0
         return a, ok, pidx
 
+    def _plan(self, pid: int, addrs: np.ndarray) -> SamplePlan | None:
+        """The translation of `addrs` for the access checks, reused from the last call while
+        the mapping is unchanged (see sample.py)."""
+        proc = self._proc_or_none(pid)
+        if proc is None:
+            return None
+        a = np.asarray(addrs, np.uint64)
+        key = (proc.gen, self.phys.layout_gen, self.map_epoch)
+        plan = self._last_plan
+        if plan is not None and plan.matches(pid, a, key):
+            return plan
+        pidx = proc.translate_one_vma(a)
+        ok = None
+        if pidx is None:
+            ok, _, pidx = proc.translate(a)
+        plan = self._last_plan = SamplePlan(pid, a.copy(), key, ok, pidx, self.phys)
+        return plan
+
     def va_mkold(self, pid: int, addrs: np.ndarray) -> None:
         with self._mutex:
-            _, ok, pidx = self._present(pid, addrs)
-            self.pt.mkold(pidx[ok], np.full(int(ok.sum()), pid))
             if self.tlb_cfg.flush_on_mkold:
+                _, ok, pidx = self._present(pid, addrs)
+                self.pt.mkold(pidx[ok], np.full(int(ok.sum()), pid))
                 self.map_epoch += 1
+                return
+            plan = self._plan(pid, addrs)
+            if plan is not None:
+                plan.mkold(self.phys.flags)
 
     def va_young(self, pid: int, addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with self._mutex:
-            a, ok, pidx = self._present(pid, addrs)
-            young = np.zeros(len(a), bool)
-            sz = np.full(len(a), PAGE_SIZE, np.uint64)
-            if ok.any():
-                young[ok], sz[ok] = self.pt.young(pidx[ok])
-            return young, sz
+            plan = self._plan(pid, addrs)
+            if plan is None:
+                n = len(addrs)
+                return np.zeros(n, bool), np.full(n, PAGE_SIZE, np.uint64)
+            return plan.young(self.phys.flags)
 
     # --- paddr access checks -----------------------------------------------------------------------
     def ram_ranges(self) -> list[tuple[int, int]]:

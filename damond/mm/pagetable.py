@@ -186,6 +186,7 @@ class PageTables:
         empty = ~(blk_pages[blocks] & RESIDENT).any(axis=1) & self._chunk_inside(vma, blocks)
         good = blocks[empty]
         if len(good):
+            self.phys.layout_gen += 1
             rows = fl.reshape(-1, BLOCK_PAGES)
             rows[good] = P.PRESENT | P.AF | P.PMD
             self.phys.order.reshape(-1, BLOCK_PAGES)[good] = PMD_ORDER
@@ -231,6 +232,7 @@ class PageTables:
 
     def _install(self, idx: np.ndarray, order: int, anon: bool, heads: np.ndarray | None = None) -> None:
         fl = self.phys.flags
+        self.phys.layout_gen += 1
         fl[idx] = P.PRESENT | P.AF
         self.phys.order[idx] = order
         self.phys.account(idx // BLOCK_PAGES, 1)
@@ -249,6 +251,7 @@ class PageTables:
         idx = idx[(fl[idx] & P.PRESENT) != 0]
         if not len(idx):
             return 0
+        self.phys.layout_gen += 1
         o = self.phys.order[idx]
         heads = idx[(o >= 2) & ((idx & ((np.int64(1) << o.astype(np.int64)) - 1)) == 0)]
         if anon and len(heads):

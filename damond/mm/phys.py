@@ -55,6 +55,9 @@ class PhysMem:
         self._free = [np.flatnonzero(self.blk_node == n)[::-1].astype(np.int64).copy() for n in range(numa_nodes)]
         self._nfree = [len(f) for f in self._free]
         self.node_present = np.zeros(numa_nodes, np.int64)     # resident pages per node
+        # bumped on every change to what a VA translates to (block binding, PRESENT/PMD bits,
+        # folio orders): the machine's per-sample translation cache keys on it
+        self.layout_gen = 0
 
     # --- blocks ----------------------------------------------------------------------------
     def free_blocks(self, nid: int | None = None) -> int:
@@ -62,6 +65,7 @@ class PhysMem:
 
     def alloc_block(self, nid: int, owner: int, vchunk: int) -> int:
         """One free 2 MB block, preferring `nid`, falling back to the other nodes."""
+        self.layout_gen += 1
         for n in [nid] + [x for x in range(self.numa_nodes) if x != nid]:
             if self._nfree[n]:
                 self._nfree[n] -= 1
@@ -73,6 +77,7 @@ class PhysMem:
 
     def alloc_blocks(self, nid: int, owner: int, vchunks: np.ndarray) -> np.ndarray:
         """Vectorised alloc_block for many chunks of one VMA."""
+        self.layout_gen += 1
         out = np.empty(len(vchunks), np.int64)
         done = 0
         for n in [nid] + [x for x in range(self.numa_nodes) if x != nid]:
@@ -93,6 +98,7 @@ class PhysMem:
 
     def release_blocks(self, blocks: np.ndarray) -> None:
         """Return blocks to their nodes' free lists; their pages must hold nothing resident."""
+        self.layout_gen += 1
         for b in np.asarray(blocks, np.int64):
             n = int(self.blk_node[b])
             self._free[n][self._nfree[n]] = b

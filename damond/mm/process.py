@@ -9,6 +9,7 @@ the backing physical block (-1: nothing there yet). Page state itself lives in
 """
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -57,6 +58,9 @@ class Process:
         self._ends = np.zeros(0, np.uint64)
         self._offs = np.zeros(0, np.int64)
         self._chunk0 = np.zeros(0, np.int64)
+        self._base_ci = np.zeros(0, np.int64)   # chunk table index = (addr >> 21) + _base_ci[vma]
+        self._starts_i = self._ends_i = np.zeros(0, np.int64)
+        self._start_list: list[int] = []
         self.gen = 0                        # bumped on every mapping change (stream caches key on it)
         self.workload = None
         self.mmap_next = MMAP_TOP
@@ -85,6 +89,10 @@ class Process:
         self._ends = np.array([v.end for v in self._vmas], np.uint64)
         self._offs = np.array([v.tbl_off for v in self._vmas], np.int64)
         self._chunk0 = np.array([v.chunk0 for v in self._vmas], np.int64)
+        self._base_ci = self._offs - self._chunk0
+        self._starts_i = self._starts.astype(np.int64)
+        self._ends_i = self._ends.astype(np.int64)
+        self._start_list = [v.start for v in self._vmas]
         self.gen += 1
 
     def mmap_area(self, length: int, align: int = 2 << 20) -> int:
@@ -104,18 +112,38 @@ class Process:
         """Vectorised VA -> (ok, vma index, pidx). ok is False outside VMAs or where no
         physical block backs the chunk; pidx is then 0."""
         a = np.asarray(addrs, np.uint64)
-        if not len(self._vmas):
+        if not len(self._vmas) or not len(a):
             z = np.zeros(len(a), np.int64)
             return np.zeros(len(a), bool), z, z
-        vi = np.searchsorted(self._starts, a, "right").astype(np.int64) - 1
-        vic = np.maximum(vi, 0)
-        ok = (vi >= 0) & (a < self._ends[vic])
-        ci = (a >> np.uint64(BLOCK_SHIFT)).astype(np.int64) - self._chunk0[vic] + self._offs[vic]
-        ci = np.where(ok, ci, 0)
-        blk = self.chunk_tbl[ci] if len(self.chunk_tbl) else np.full(len(a), -1, np.int64)
+        # user addresses are < 2**63: int64 arithmetic (addresses >= 2**63 turn negative
+        # and fall before the first VMA, which is the right answer for them too)
+        ai = a.view(np.int64)
+        vi = np.searchsorted(self._starts_i, ai, "right") - 1
+        ok = ai < self._ends_i[vi]          # vi == -1 reads the last VMA's end: fixed below
+        ok &= vi >= 0
+        blk = self.chunk_tbl[np.where(ok, (ai >> BLOCK_SHIFT) + self._base_ci[vi], 0)]
         ok &= blk >= 0
-        pidx = np.where(ok, blk * BLOCK_PAGES + ((a >> np.uint64(PAGE_SHIFT)).astype(np.int64) & (BLOCK_PAGES - 1)), 0)
-        return ok, vi, pidx
+        pidx = blk * BLOCK_PAGES + ((ai >> PAGE_SHIFT) & (BLOCK_PAGES - 1))
+        pidx[~ok] = 0
+        return ok, vi.astype(np.int64), pidx
+
+    def translate_one_vma(self, addrs: np.ndarray) -> np.ndarray | None:
+        """pidx of `addrs` (uint64) when they all lie in one VMA on bound blocks (the common
+        case of DAMON's sampling addresses); None otherwise (use `translate`)."""
+        if not len(addrs) or not self._vmas:
+            return None
+        ai = addrs.view(np.int64)
+        lo, hi = int(ai.min()), int(ai.max())
+        i = bisect_right(self._start_list, lo) - 1
+        if i < 0 or lo < 0 or hi >= self._vmas[i].end:
+            return None
+        v = self._vmas[i]
+        blk = self.chunk_tbl[(ai >> BLOCK_SHIFT) + (v.tbl_off - v.chunk0)]
+        if blk.min() < 0:
+            return None
+        blk <<= 9
+        blk |= (ai >> PAGE_SHIFT) & (BLOCK_PAGES - 1)
+        return blk
 
     def vma_blocks(self, vma: Vma) -> np.ndarray:
         return self.chunk_tbl[vma.tbl_off:vma.tbl_off + vma.nr_chunks]

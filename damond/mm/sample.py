@@ -1,0 +1,117 @@
+"""DAMON's per-sample access checks on virtual addresses: damon_va_mkold / damon_va_young.
+
+Owns the translation of one sample's addresses into the leaf locations the two checks
+touch (the page's AF slot: the block head for a PMD leaf, the page for a PTE; the 16 PTEs
+of a contpte block; the folio head for PG_idle/PG_young; the folio size) as a `SamplePlan`.
+DAMON checks the same addresses in mkold and, one sampling interval later, in young; the
+machine keeps the last plan and reuses it while nothing changed what those addresses
+translate to (process VMAs, block bindings, PRESENT/PMD bits, folio orders: `key`), so each
+sample translates once. The leaf rules are pagetable.py's (mkold/young/leaf_young), applied
+through 256-entry tables over the flags byte; the results are identical.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from damond.mm import phys as P
+from damond.mm.phys import BLOCK_PAGES, PAGE_SIZE
+
+HEAD_MASK = np.array([~((1 << min(o, 40)) - 1) for o in range(256)], np.int64)   # per folio order
+FOLIO_SZ = np.array([PAGE_SIZE << min(o, 40) for o in range(256)], np.uint64)
+PMD_SZ = np.uint64(2 << 20)
+NOT_AF = np.uint8(~P.AF & 0xFF)
+GROUP = np.arange(16, dtype=np.int64)
+_F = np.arange(256)
+AF_SET = (_F & P.AF) != 0                                             # flags byte -> leaf young
+NOT_IDLE = (_F & P.IDLE) == 0                                         # head byte -> !PG_idle
+YOUNG_OF = AF_SET | NOT_IDLE                                          # leaf == head: young()
+# leaf == head: mkold() in one step: PG_young if AF, PG_idle, AF cleared
+MKOLD_OF = ((_F & ~P.AF) | P.IDLE | np.where(AF_SET, P.YOUNG, 0)).astype(np.uint8)
+PRESENT_PMD = np.uint8(P.PRESENT | P.PMD)
+
+
+class SamplePlan:
+    """Where the access checks of one address array act (present pages only)."""
+
+    __slots__ = ("pid", "addrs", "key", "n", "sel", "af", "heads", "same", "cpos", "groups", "sz")
+
+    def __init__(self, pid: int, addrs: np.ndarray, key: tuple, ok: np.ndarray | None, pidx: np.ndarray,
+                 phys: P.PhysMem):
+        """`ok` None: every address translated (pidx valid for all)."""
+        self.pid, self.addrs, self.key, self.n = pid, addrs, key, len(addrs)
+        self.cpos = self.groups = None
+        fl = phys.flags
+        f = fl[pidx]
+        if ok is None and ((f & PRESENT_PMD) == PRESENT_PMD).all():
+            # every page PMD-mapped: leaf = folio = the 2 MB block
+            self.sel = None
+            self.af = self.heads = pidx & ~np.int64(BLOCK_PAGES - 1)
+            self.same = True
+            self.sz = np.full(self.n, PMD_SZ, np.uint64)
+            return
+        pres = (f & P.PRESENT) != 0
+        if ok is not None:
+            pres &= ok
+        if pres.all():
+            self.sel = None
+        else:
+            self.sel = np.flatnonzero(pres)
+            pidx, f = pidx[self.sel], f[self.sel]
+        o = phys.order[pidx]
+        if not o.any():
+            # plain 4 KB pages: leaf = folio = the page
+            self.af = self.heads = pidx
+            self.same = True
+            sz = np.full(len(pidx), PAGE_SIZE, np.uint64)
+        else:
+            pmd = (f & P.PMD) != 0
+            self.heads = pidx & HEAD_MASK[o]
+            self.af = np.where(pmd, pidx & ~np.int64(BLOCK_PAGES - 1), pidx)
+            self.same = False
+            cont = o >= 4
+            cont &= ~pmd
+            if cont.any():
+                self.cpos = np.flatnonzero(cont)
+                self.groups = ((pidx[self.cpos] & ~np.int64(15))[:, None] + GROUP).ravel()
+            sz = FOLIO_SZ[o]
+            sz[pmd] = PMD_SZ
+        if self.sel is None:
+            self.sz = sz
+        else:
+            self.sz = np.full(self.n, PAGE_SIZE, np.uint64)
+            self.sz[self.sel] = sz
+
+    def matches(self, pid: int, addrs: np.ndarray, key: tuple) -> bool:
+        return (pid == self.pid and key == self.key and len(addrs) == self.n
+                and bool((addrs == self.addrs).all()))
+
+    def _leaf_young(self, fl: np.ndarray) -> np.ndarray:
+        y = AF_SET[fl[self.af]]
+        if self.cpos is not None:
+            y[self.cpos] = AF_SET[fl[self.groups]].reshape(-1, 16).any(axis=1)
+        return y
+
+    def mkold(self, fl: np.ndarray) -> None:
+        """pagetable.mkold without TLB flush: PG_young if the leaf was young, PG_idle, clear AF."""
+        if self.same:
+            fl[self.af] = MKOLD_OF[fl[self.af]]
+            return
+        was = self._leaf_young(fl)
+        fl[self.heads[was]] |= P.YOUNG
+        fl[self.heads] |= P.IDLE
+        fl[self.af] &= NOT_AF
+        if self.groups is not None:
+            fl[self.groups] &= NOT_AF
+
+    def young(self, fl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(young, folio_sz) per address: AF || !PG_idle; False / PAGE_SIZE where not present."""
+        if self.same:
+            y = YOUNG_OF[fl[self.af]]
+        else:
+            y = self._leaf_young(fl)
+            y |= NOT_IDLE[fl[self.heads]]
+        if self.sel is not None:
+            full = np.zeros(self.n, bool)
+            full[self.sel] = y
+            y = full
+        return y, self.sz.copy()

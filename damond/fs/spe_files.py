@@ -25,6 +25,7 @@ except ImportError:     # the front not built yet: the same errno carrier
     FsError = ErrnoError
 
 DEBUG_DIR = "kernel/debug/damon"
+_U64 = (1 << 64) - 1
 DRAIN_BATCH = 20_000         # records formatted per read (keeps each FUSE read short)
 log = get_logger("damond.spe")
 
@@ -40,11 +41,11 @@ class SpeFeed:
     """kernel/debug/damon/spe_feed."""
     mode = 0o200
 
-    def __init__(self, spe):
+    def __init__(self, spe, compiled: bool | None = None, max_rows: int = 1 << 15):
         self.spe = spe
         self.counters = F.FeedCounters()
         self._mutex = threading.Lock()
-        self._ingest = F.Ingest(spe)
+        self._ingest = F.Ingest(spe, compiled, max_rows)
 
     def open(self, flags: int) -> object:
         return (F.FeedSession(), F.FeedCounters())
@@ -87,8 +88,9 @@ class SpeFeed:
 
     def _add(self, mine: F.FeedCounters, **kv) -> None:
         for k, v in kv.items():
-            setattr(self.counters, k, getattr(self.counters, k) + v)
-            setattr(mine, k, getattr(mine, k) + v)
+            m = _U64 if k.endswith("_accesses") else -1
+            setattr(self.counters, k, (getattr(self.counters, k) + v) & m)
+            setattr(mine, k, (getattr(mine, k) + v) & m)
 
     def release(self, st) -> None:
         sess, mine = st
@@ -104,7 +106,7 @@ class SpeFeed:
 
     def stats_text(self) -> bytes:
         with self._mutex:
-            return self.counters.text(self.spe.feed, F.PARSER).encode()
+            return self.counters.text(self.spe.feed, "compiled" if self._ingest.compiled else "python").encode()
 
 
 class ReadOnly:

@@ -220,14 +220,18 @@ static PyObject *parse(PyObject *self, PyObject *args)
 
 /* ---- Aggregator ------------------------------------------------------------------- */
 
+#define ROW_CNT 0x80000000u
+#define ROW_KEY(w) (((w) & ~ROW_CNT) >> 9)
+#define ROW_SUB(w) ((w) & 511u)
+#define ROW_COUNT(a, i) (((a)->row[i] & ROW_CNT) ? (a)->rcnt[i] : 1)
+
 typedef struct {
     PyObject_HEAD
     Py_ssize_t max_rows, n_rows, n_keys;
     uint64_t tmask;               /* key table size - 1 */
     int32_t *ktab;                /* -1 empty, else index into keys */
-    int32_t *rkey;                /* per row: key index */
-    uint16_t *rsub;               /* per row: subpage (pfn & 511) */
-    uint64_t *rcnt;               /* per row: count */
+    uint32_t *row;                /* per row: key index << 9 | subpage, ROW_CNT: count in rcnt */
+    uint64_t *rcnt;               /* per row with ROW_CNT: its count (else 1) */
     uint64_t *key, *klines, *kacc;
     uint32_t *kpos;               /* table position of each key (to clear) */
     int64_t *kslot;               /* per key: tree slot it was added to during feed, or -1 */
@@ -238,6 +242,7 @@ typedef struct {
     int64_t *last, now;
     int64_t *kold;                /* per direct key: its last stamp before this batch */
     uint64_t acc_all;             /* sum of counts of all rows (mod 2**64) */
+    Py_ssize_t flushed;           /* rows whose direct adds are done */
     Py_ssize_t n_direct;
     /* persistent map THP key -> tree slot (learned after each batch), for direct adds */
     Py_ssize_t map_cap, map_n;
@@ -259,15 +264,15 @@ static inline uint64_t hash64(uint64_t x)
 
 static void agg_free_buffers(Aggregator *a)
 {
-    PyMem_Free(a->ktab); PyMem_Free(a->rkey); PyMem_Free(a->rsub); PyMem_Free(a->rcnt);
+    PyMem_Free(a->ktab); PyMem_Free(a->row); PyMem_Free(a->rcnt);
     PyMem_Free(a->key); PyMem_Free(a->klines); PyMem_Free(a->kacc); PyMem_Free(a->kpos);
     PyMem_Free(a->kold); a->kold = NULL;
     PyMem_Free(a->kslot); PyMem_Free(a->mtab); PyMem_Free(a->mkey); PyMem_Free(a->mslot);
     a->kslot = a->mslot = NULL;
     a->mtab = NULL;
     a->mkey = NULL;
-    a->ktab = a->rkey = NULL;
-    a->rsub = NULL;
+    a->ktab = NULL;
+    a->row = NULL;
     a->rcnt = a->key = a->klines = a->kacc = NULL;
     a->kpos = NULL;
 }
@@ -279,7 +284,7 @@ static void agg_reset(Aggregator *a)
         a->ktab[a->kpos[i]] = -1;
     for (i = 0; i < KCACHE; i++)
         a->ckidx[i] = -1;
-    a->n_rows = a->n_keys = a->n_direct = 0;
+    a->n_rows = a->n_keys = a->n_direct = a->flushed = 0;
     a->acc_all = 0;
 }
 
@@ -290,8 +295,8 @@ static int agg_init(Aggregator *a, PyObject *args, PyObject *kw)
 
     if (!PyArg_ParseTupleAndKeywords(args, kw, "|nn", kwlist, &maxr, &mapc))
         return -1;
-    if (maxr < 1 || maxr > (1 << 26) || mapc < 1 || mapc > (1 << 24)) {
-        PyErr_SetString(PyExc_ValueError, "max_rows must be 1..2**26, map_capacity 1..2**24");
+    if (maxr < 1 || maxr > (1 << 22) || mapc < 1 || mapc > (1 << 24)) {
+        PyErr_SetString(PyExc_ValueError, "max_rows must be 1..2**22, map_capacity 1..2**24");
         return -1;
     }
     while (tsize < 2 * maxr)
@@ -302,8 +307,7 @@ static int agg_init(Aggregator *a, PyObject *args, PyObject *kw)
     a->max_rows = maxr;
     a->tmask = (uint64_t)tsize - 1;
     a->ktab = PyMem_Malloc(tsize * sizeof(int32_t));
-    a->rkey = PyMem_Malloc(maxr * sizeof(int32_t));
-    a->rsub = PyMem_Malloc(maxr * sizeof(uint16_t));
+    a->row = PyMem_Malloc(maxr * sizeof(uint32_t));
     a->rcnt = PyMem_Malloc(maxr * sizeof(uint64_t));
     a->key = PyMem_Malloc(maxr * sizeof(uint64_t));
     a->klines = PyMem_Malloc(maxr * sizeof(uint64_t));
@@ -316,7 +320,7 @@ static int agg_init(Aggregator *a, PyObject *args, PyObject *kw)
     a->mtab = PyMem_Malloc(msize * sizeof(int32_t));
     a->mkey = PyMem_Malloc(mapc * sizeof(uint64_t));
     a->mslot = PyMem_Malloc(mapc * sizeof(int64_t));
-    if (!a->ktab || !a->rkey || !a->rsub || !a->rcnt || !a->key || !a->klines || !a->kacc || !a->kpos
+    if (!a->ktab || !a->row || !a->rcnt || !a->key || !a->klines || !a->kacc || !a->kpos
         || !a->kslot || !a->kold || !a->mtab || !a->mkey || !a->mslot) {
         agg_free_buffers(a);
         PyErr_NoMemory();
@@ -395,31 +399,58 @@ static int get_buf(PyObject *o, Py_buffer *b, int flags, Py_ssize_t need, const 
     return 0;
 }
 
-/* One recorded line: per-key sums, a row, and the direct add when the key is in the tree. */
+/* One recorded line: per-key sums and a row (agg_flush_direct adds it to the tree). */
 static inline __attribute__((always_inline)) void agg_row(Aggregator *a, uint64_t pfn, uint64_t cnt)
 {
     uint64_t k = pfn & ~(uint64_t)511;
     unsigned c = (unsigned)(k >> 9) & (KCACHE - 1);
     Py_ssize_t kidx = (a->ckidx[c] >= 0 && a->ckey[c] == k) ? a->ckidx[c] : agg_key(a, k);
     Py_ssize_t r = a->n_rows;
-    int64_t s = a->kslot[kidx];
     unsigned sub = (unsigned)(pfn & 511);
-    uint64_t *restrict klines = a->klines, *restrict kacc = a->kacc, *restrict rcnt = a->rcnt;
-    int32_t *restrict rkey = a->rkey;
-    uint16_t *restrict rsub = a->rsub;
+    uint64_t *restrict klines = a->klines, *restrict kacc = a->kacc;
 
     a->n_rows = r + 1;
     a->acc_all += cnt;
     klines[kidx] += 1;
     kacc[kidx] += cnt;
-    rkey[r] = (int32_t)kidx;
-    rsub[r] = (uint16_t)sub;
-    rcnt[r] = cnt;
-    if (s >= 0) {                                      /* s >= 0 only while counts is set */
-        uint64_t *restrict counts = a->counts, *restrict total = a->total;
-        counts[s * 512 + sub] += cnt;
-        total[s] += cnt;
+    if (cnt == 1) {
+        a->row[r] = (uint32_t)kidx << 9 | sub;
+    } else {
+        a->row[r] = ROW_CNT | (uint32_t)kidx << 9 | sub;
+        a->rcnt[r] = cnt;
     }
+}
+
+/* The direct adds of the rows fed since the last flush, in a tight loop that prefetches
+ * ahead: the counters are spread over megabytes, so overlapping the misses matters. */
+static void agg_flush_direct(Aggregator *a)
+{
+    uint64_t *restrict counts = a->counts, *restrict total = a->total;
+    const int64_t *restrict kslot = a->kslot;
+    const uint32_t *restrict row = a->row;
+    Py_ssize_t i, n = a->n_rows;
+    enum { AHEAD = 16 };
+
+    if (counts == NULL || a->n_direct == 0) {
+        a->flushed = n;
+        return;
+    }
+    for (i = a->flushed; i < n; i++) {
+        int64_t s;
+        if (i + AHEAD < n) {
+            uint32_t w = row[i + AHEAD];
+            int64_t t = kslot[ROW_KEY(w)];
+            if (t >= 0)
+                __builtin_prefetch(&counts[t * 512 + ROW_SUB(w)], 1);
+        }
+        s = kslot[ROW_KEY(row[i])];
+        if (s >= 0) {
+            uint64_t c = ROW_COUNT(a, i);
+            counts[s * 512 + ROW_SUB(row[i])] += c;
+            total[s] += c;
+        }
+    }
+    a->flushed = n;
 }
 
 static PyObject *agg_feed(Aggregator *a, PyObject *args)
@@ -499,6 +530,7 @@ static PyObject *agg_feed(Aggregator *a, PyObject *args)
     }
     consumed = (Py_ssize_t)(p - (const unsigned char *)data.buf);
     PyBuffer_Release(&data);
+    agg_flush_direct(a);
     if (a->counts != NULL) {
         PyBuffer_Release(&cb); PyBuffer_Release(&tb); PyBuffer_Release(&lb);
         a->counts = NULL;
@@ -566,10 +598,10 @@ static PyObject *agg_apply(Aggregator *a, PyObject *args)
         }
     }
     for (i = 0; i < a->n_rows; i++) {
-        int32_t k = a->rkey[i];
+        uint32_t k = ROW_KEY(a->row[i]);
         int64_t s = slot[k];
         if (s >= 0 && a->kslot[k] < 0) {
-            counts[s * 512 + a->rsub[i]] += a->rcnt[i];
+            counts[s * 512 + ROW_SUB(a->row[i])] += ROW_COUNT(a, i);
             applied++;
         }
     }
@@ -611,9 +643,9 @@ static PyObject *agg_undo(Aggregator *a, PyObject *args)
     total = bt.buf;
     last = bl.buf;
     for (i = 0; i < a->n_rows; i++) {
-        int64_t s = a->kslot[a->rkey[i]];
+        int64_t s = a->kslot[ROW_KEY(a->row[i])];
         if (s >= 0) {
-            counts[s * 512 + a->rsub[i]] -= a->rcnt[i];
+            counts[s * 512 + ROW_SUB(a->row[i])] -= ROW_COUNT(a, i);
             undone++;
         }
     }

@@ -91,7 +91,8 @@ PARSER = "compiled" if _feedparse is not None else "python"
 
 @dataclass
 class FeedCounters:
-    """spe_feed accounting: every line ends in exactly one of recorded / malformed / dropped_full."""
+    """spe_feed accounting: every line ends in exactly one of recorded / malformed / dropped_full
+    (the *_accesses sums wrap modulo 2**64, like the u64 counters they feed)."""
     writes: int = 0
     bytes: int = 0
     lines: int = 0
@@ -223,9 +224,7 @@ class Ingest:
         agg, tree = self._agg, self.tree
         if agg.n_direct == agg.n_keys:      # every THP was known: the C pass did it all
             res = FeedResult(agg.n_rows, 0, agg.acc_all, 0)
-            st = tree.stats
-            st.recorded += res.recorded
-            st.recorded_accesses += res.recorded_accesses
+            tree.stats.add(res)
             agg.clear()
             return res
         agg.undo(tree._counts, tree._total, tree._last)     # new THPs: the general path
@@ -239,10 +238,7 @@ class Ingest:
 
 
 def _sum(a, b):
-    if a is None:
-        return b
-    return type(a)(a.recorded + b.recorded, a.dropped + b.dropped, a.recorded_accesses + b.recorded_accesses,
-                   a.dropped_accesses + b.dropped_accesses)
+    return b if a is None else a + b
 
 
 def rfc_parse(data: bytes) -> int | None:

@@ -42,24 +42,38 @@ class Entry:
         return int(np.count_nonzero(self.counts))
 
 
+U64 = (1 << 64) - 1          # access sums wrap like the u64 counters they feed
+
+
 @dataclass
 class FeedResult:
-    """What one batch did: samples (lines) and the accesses they carried."""
+    """What one batch did: samples (lines) and the accesses they carried (modulo 2**64)."""
     recorded: int = 0
     dropped: int = 0
     recorded_accesses: int = 0
     dropped_accesses: int = 0
 
+    def __add__(self, o: "FeedResult") -> "FeedResult":
+        return FeedResult(self.recorded + o.recorded, self.dropped + o.dropped,
+                          (self.recorded_accesses + o.recorded_accesses) & U64,
+                          (self.dropped_accesses + o.dropped_accesses) & U64)
+
 
 @dataclass
 class TreeStats:
-    """Lifetime counters of the tree (the RFC has none)."""
+    """Lifetime counters of the tree (the RFC has none); access sums modulo 2**64."""
     inserted: int = 0
     pruned: int = 0
     recorded: int = 0
     recorded_accesses: int = 0
     dropped: int = 0
     dropped_accesses: int = 0
+
+    def add(self, r: FeedResult) -> None:
+        self.recorded += r.recorded
+        self.dropped += r.dropped
+        self.recorded_accesses = (self.recorded_accesses + r.recorded_accesses) & U64
+        self.dropped_accesses = (self.dropped_accesses + r.dropped_accesses) & U64
 
 
 @dataclass
@@ -223,14 +237,12 @@ class PfnTree:
             if slot is None:
                 slot = self._insert(key, pid, now)
                 if slot < 0:
-                    self.stats.dropped += 1
-                    self.stats.dropped_accesses += count
+                    self.stats.add(FeedResult(dropped=1, dropped_accesses=count))
                     return False
             self._counts[slot, idx] += np.uint64(count)
             self._total[slot] += np.uint64(count)
             self._last[slot] = now
-            self.stats.recorded += 1
-            self.stats.recorded_accesses += count
+            self.stats.add(FeedResult(recorded=1, recorded_accesses=count))
             return True
 
     def record_many(self, pfns: np.ndarray, counts: np.ndarray | None = None, pid: int = 0) -> FeedResult:
@@ -267,11 +279,7 @@ class PfnTree:
             agg.add_into(self._counts, slots)
             self._total[ks] += kacc
             self._last[ks] = now
-            st = self.stats
-            st.recorded += res.recorded
-            st.recorded_accesses += res.recorded_accesses
-            st.dropped += res.dropped
-            st.dropped_accesses += res.dropped_accesses
+            self.stats.add(res)
         return res
 
     def _slots_of(self, keys: np.ndarray) -> np.ndarray:

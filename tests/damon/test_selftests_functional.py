@@ -108,10 +108,17 @@ def nr_tried_regions(d: DamondProcess, i: int = 0) -> int:
     return sum(1 for p in tr.iterdir() if p.is_dir())
 
 
-@pytest.mark.xfail(reason="known gap: qt_exceeds ~0.75 per sample (23 vs 31 measured); "
-                   "the quota is not full in every window around phase switches", strict=False)
+@pytest.mark.xfail(reason="kdamond wall-clock dilation: each sampling interval is sleep(5 ms) + the "
+                   "loop's work, so an aggregation takes ~125 ms, every 100 ms window is sampled and "
+                   "qt_exceeds (counted at the next window) trails the full samples by one "
+                   "(measured 22 < 23 in 1 of 4 runs); fix is in kdamond._sample (sleep to a deadline)",
+                   strict=False)
 def test_damos_quota(mount):
-    """damos_quota.py: 1 MiB per 100 ms: every tried_bytes <= 1 MiB, qt_exceeds >= samples."""
+    """damos_quota.py (with the kernel's Feb 2025 fix "make real expectation of quota
+    exceeds", Cc stable): 1 MiB per 100 ms; every tried_bytes <= 1 MiB, and qt_exceeds
+    >= the number of samples that found the quota full. Windows where no eligible memory
+    is left (the age >= 2 ramp after each phase switch, the charge_addr_from pass that
+    reaches the end of the hot range) are not full on a kernel either."""
     pid = spawn(mount, "access_memory nr_regions=2 sz_region=10M access_time_ms=2000")
     setup(mount, pid, [dict(nr_accesses=(5, 20), age=(2, UINT_MAX), bytes=MiB, reset_interval_ms=100)])
     state(mount, "on")
@@ -126,8 +133,9 @@ def test_damos_quota(mount):
         samples.append(int(read(scheme_dir(mount) / "tried_regions/total_bytes")))
         exceeds = stat(mount, "qt_exceeds")
     assert len(samples) >= 10 and all(s <= MiB for s in samples), samples
-    assert max(samples) > 0, samples
-    assert exceeds >= len(samples), (exceeds, len(samples))
+    full = samples.count(MiB)
+    assert full >= len(samples) // 2, samples      # the quota binds most of the time
+    assert exceeds >= full, (exceeds, full, samples)
 
 
 def test_damos_quota_goal(mount):
@@ -212,23 +220,29 @@ def test_damon_nr_regions_online_commit(mount):
     state(mount, "off")
 
 
-@pytest.mark.parametrize("sz_mib", [10, pytest.param(80, marks=pytest.mark.xfail(
-    reason="known gap: 80 MiB hot region estimated at ~33 MiB (median)", strict=False))])
-def test_wss_estimation(mount, sz_mib):
-    """sysfs_update_schemes_tried_regions_wss_estimation.py: the 50th/75th percentile of
-    tried bytes of a [5,20]-accesses, age>=2 scheme is within 20 % of the accessed size."""
-    pid = spawn(mount, f"access_memory nr_regions=1 sz_region={sz_mib}M access_time_ms=100000")
-    setup(mount, pid, [dict(nr_accesses=(5, 20), age=(2, UINT_MAX))])
-    state(mount, "on")
-    time.sleep(0.5)
+def wss_estimation_passes(d: DamondProcess, sz_mib: int) -> tuple[bool, list[int]]:
+    """pass_wss_estimation(): `access_memory 2 SZ 2000 repeat`, 40 samples of tried bytes
+    of a [5,20]-accesses, age>=2 scheme; the 50th and 75th percentiles within 20 %."""
+    pid = spawn(d, f"access_memory nr_regions=2 sz_region={sz_mib}M access_time_ms=2000 repeat=true")
+    setup(d, pid, [dict(nr_accesses=(5, 20), age=(2, UINT_MAX))])
+    state(d, "on")
     wss = []
-    for _ in range(40):
-        state(mount, "update_schemes_tried_bytes")
-        wss.append(int(read(scheme_dir(mount) / "tried_regions/total_bytes")))
-        time.sleep(0.05)
+    while len(wss) < 40:
+        time.sleep(0.1)
+        state(d, "update_schemes_tried_bytes")
+        wss.append(int(read(scheme_dir(d) / "tried_regions/total_bytes")))
+    state(d, "off")
+    write(d.root / "damond/kill", str(pid))
     wss.sort()
     want = sz_mib * MiB
-    for pct in (50, 75):
-        got = wss[len(wss) * pct // 100]
-        assert abs(got - want) <= want * 0.2, (pct, got, want, wss)
-    state(mount, "off")
+    ok = all(abs(wss[len(wss) * pct // 100] - want) <= want * 0.2 for pct in (50, 75))
+    return ok, wss
+
+
+def test_wss_estimation(mount):
+    """sysfs_update_schemes_tried_regions_wss_estimation.py: sizes 10, 20, ... 160 MiB are
+    tried in turn and the test passes at the first size estimated within 20 % (a TLB that
+    covers the working set hides small ones). damond's 2048-entry TLB reaches 8 MiB, so
+    the first size, 10 MiB, must already pass."""
+    ok, wss = wss_estimation_passes(mount, 10)
+    assert ok, wss

@@ -1,19 +1,21 @@
 """Engine speed: the kdamond loop on the T2 machine (8 GB anon sparse hotspot, 4 KB pages
 then THP), 5 ms sampling, 100 ms aggregation, 10..1000 regions.
 
-1. Virtual time: emulated seconds per wall second of `Kdamond.run_for` (target >= 20x),
-   medians of 3 runs, side by side with the machine-only sampling loop of bench/mm_speed.py.
+1. Virtual time: emulated seconds per wall second of `Kdamond.run_for` (target >= 20x) per
+   case (4 KB pages / THP x 10, 100, 1000 regions), median of rounds, side by side with the
+   machine-only sampling loop of bench/mm_speed.py.
 2. Wall clock: one kdamond thread with 1000 regions at 5 ms sampling for 30 s on the same
-   machine (a ticker advances the workloads); process CPU time / wall time (target <= 25 %).
+   machine (the daemon's own ticker, System.start); process CPU / wall time (target <= 25 %).
 
-Run: python bench/engine_speed.py [--quick]
+Run: PYTHONPATH=. python bench/engine_speed.py [--quick] [--no-wall | --only-wall] [--seconds S]
 """
 from __future__ import annotations
 
 import argparse
 import statistics
-import threading
+import sys
 import time
+from pathlib import Path
 
 from damond.clock import VirtualClock, WallClock
 from damond.config import Config
@@ -21,6 +23,9 @@ from damond.damon import params
 from damond.damon.kdamond import Kdamond
 from damond.log import configure
 from damond.system import System
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mm_speed import sampling_loop  # noqa: E402
 
 T2 = """
 seed = 1
@@ -52,61 +57,77 @@ def fixed_regions(s: System, n: int) -> params.Ctx:
                       targets=[params.Target(pid=pid, regions=regs)])
 
 
-def virtual_ratio(thp: str, n: int, emulated_s: float, repeats: int = 3) -> float:
+def virtual_ratios(thp: str, n: int, emulated_s: float, rounds: int) -> list[float]:
+    """Emulated seconds per wall second of `Kdamond.run_for(emulated_s)`, one per round."""
     s = t2_system(thp, VirtualClock())
     s.machine.advance_to(1_000_000)              # populate, then the sparse loop
     s.clock.advance_to(1_000_000)
     k = Kdamond(s, 0)
     k.start(fixed_regions(s, n))
+    k.run_for(100_000)                           # warm-up: first plans, leaf caches
     ratios = []
-    for _ in range(repeats):
+    for _ in range(rounds):
         t = time.perf_counter()
         k.run_for(int(emulated_s * 1e6))
         ratios.append(emulated_s / (time.perf_counter() - t))
     k.stop()
-    return statistics.median(ratios)
+    return ratios
+
+
+def machine_ratios(thp: str, n: int, emulated_s: float, rounds: int) -> list[float]:
+    """The same sampling loop without the engine (bench/mm_speed.py's mkold -> 5 ms -> young)."""
+    s = t2_system(thp, VirtualClock())
+    m = s.machine
+    m.advance_to(1_000_000)
+    return [sampling_loop(m, m.processes()[0].pid, n, emulated_s, repeats=1) for _ in range(rounds)]
 
 
 def wall_cpu(thp: str, n: int, seconds: float) -> tuple[float, int, int]:
+    """One kdamond thread on the wall clock with the daemon's own ticker (System.start)."""
     s = t2_system(thp, WallClock(1.0))
     s.machine.advance_to(s.clock.now_us())
-    stop = threading.Event()
-
-    def ticker():
-        while not stop.wait(0.02):
-            s.machine.advance_to(s.clock.now_us())
-
-    th = threading.Thread(target=ticker, daemon=True)
-    th.start()
-    k = Kdamond(s, 0)
+    k = s.new_kdamond()
+    s.kdamonds.append(k)
+    s.start()
     k.start(fixed_regions(s, n))
     c0, w0 = time.process_time(), time.monotonic()
     time.sleep(seconds)
     c1, w1 = time.process_time(), time.monotonic()
     nsamples = k.ctx.passed_sample_intervals
     overruns = k.overruns
-    k.stop()
-    stop.set()
-    th.join()
+    s.stop()
     return (c1 - c0) / (w1 - w0), nsamples, overruns
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="0.5 s emulated x 3 rounds, 5 s wall-clock run")
+    ap.add_argument("--rounds", type=int, help="rounds per case (median reported)")
+    ap.add_argument("--seconds", type=float, help="wall-clock run length (default 30, quick 5)")
+    ap.add_argument("--no-wall", action="store_true", help="skip the wall-clock CPU run")
+    ap.add_argument("--only-wall", action="store_true", help="only the wall-clock CPU run")
     args = ap.parse_args()
     configure("warning")
     emu = 0.5 if args.quick else 2.0
-    for thp in ("never", "always"):
-        r = {n: virtual_ratio(thp, n, emu) for n in (10, 100, 1000)}
-        print(f"virtual  T2 8G sparse THP={thp:6s} " + "  ".join(f"{n:4d} regions: {x:6.1f}x" for n, x in r.items())
-              + "  (target >= 20x)")
-    secs = 5.0 if args.quick else 30.0
-    for thp in ("never", "always"):
-        frac, nsamples, overruns = wall_cpu(thp, 1000, secs)
-        print(f"wall     T2 8G sparse THP={thp:6s} 1000 regions, 5 ms sampling, {secs:.0f} s: "
-              f"CPU {frac * 100:5.1f} % of one core (target <= 25 %), {nsamples} samples "
-              f"(ideal {int(secs / 0.005)}), {overruns} overruns")
+    rounds = args.rounds or (3 if args.quick else 5)
+    if not args.only_wall:
+        print(f"virtual time, T2 (8 GB anon sparse-hotspot), 5 ms sampling, 100 ms aggregation; "
+              f"emulated s per wall s, median of {rounds} x {emu:g} s (target >= 20x)")
+        print(f"  {'pages':6s} {'regions':>7s}  {'engine':>7s}  {'min..max':>13s}  {'machine-only':>12s}  verdict")
+        for thp, pages in (("never", "4K"), ("always", "THP")):
+            for n in (10, 100, 1000):
+                e = virtual_ratios(thp, n, emu, rounds)
+                mo = statistics.median(machine_ratios(thp, n, emu, rounds))
+                me = statistics.median(e)
+                print(f"  {pages:6s} {n:7d}  {me:6.1f}x  {min(e):5.1f}..{max(e):5.1f}x  {mo:11.1f}x  "
+                      f"{'ok' if me >= 20 else 'BELOW 20x'}", flush=True)
+    if not args.no_wall:
+        secs = args.seconds or (5.0 if args.quick else 30.0)
+        for thp in ("never", "always"):
+            frac, nsamples, overruns = wall_cpu(thp, 1000, secs)
+            print(f"wall clock, T2 THP={thp:6s} 1000 regions, 5 ms sampling, {secs:.0f} s: "
+                  f"process CPU {frac * 100:5.1f} % of one core (target <= 25 %), {nsamples} samples "
+                  f"(ideal {int(secs / 0.005)}), {overruns} overruns", flush=True)
     return 0
 
 

@@ -6,6 +6,7 @@ the machine's workloads running when no kdamond is.
 """
 from __future__ import annotations
 
+import sys
 import threading
 from dataclasses import dataclass
 
@@ -15,7 +16,9 @@ from damond.log import get_logger
 
 FEATURE_LEVELS = ("6.18+rfc", "6.19+rfc", "7.0+rfc", "7.1+rfc")
 COLLAPSE_MODES = ("spe-guarded", "rfc")
-TICK_US = 20000
+TICK_US = 20000            # ticker step while a kdamond runs or an observer (SPE sampler) listens
+IDLE_TICK_US = 100000      # ticker step of an unobserved machine: the same emulation, fewer wake-ups
+SWITCH_INTERVAL_S = 0.0005  # GIL hand-over: a FUSE request waits at most this for the ticker/kdamonds
 
 log = get_logger("damond.system")
 
@@ -78,12 +81,22 @@ class System:
         return Kdamond(self, len(self.kdamonds))
 
     def start(self) -> None:
-        """Wall-clock mode: advance the machine in the background."""
+        """Wall-clock mode: advance the machine in the background. Also shortens the
+        interpreter's GIL switch interval so FUSE requests are not queued behind the
+        emulation threads."""
         if isinstance(self.clock, VirtualClock) or self._ticker:
             return
+        if sys.getswitchinterval() > SWITCH_INTERVAL_S:
+            sys.setswitchinterval(SWITCH_INTERVAL_S)
         self._stop.clear()
         self._ticker = threading.Thread(target=self._tick, name="damond-ticker", daemon=True)
         self._ticker.start()
+
+    def tick_us(self) -> int:
+        """The ticker's step: short while a kdamond runs or a step observer listens, else
+        IDLE_TICK_US (kdamonds advance the machine themselves every sample)."""
+        busy = any(kd.running for kd in self.kdamonds) or bool(getattr(self.machine, "observers", None))
+        return TICK_US if busy else IDLE_TICK_US
 
     def _tick(self) -> None:
         while not self._stop.is_set():
@@ -91,7 +104,7 @@ class System:
                 self.machine.advance_to(self.clock.now_us())
             except Exception:  # a bug: say so loudly, keep serving
                 log.exception("ticker_failed")
-            self._stop.wait(TICK_US / 1e6 / getattr(self.clock, "factor", 1.0))
+            self._stop.wait(self.tick_us() / 1e6 / getattr(self.clock, "factor", 1.0))
 
     def stop(self) -> None:
         for kd in self.kdamonds:

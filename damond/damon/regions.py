@@ -209,8 +209,11 @@ def update_access_rate(regions: Regions, accessed: np.ndarray, attrs) -> None:
     """Account one sample for every region: nr_accesses and the nr_accesses_bp moving sum."""
     len_window = _nr_samples_per_aggr(attrs) if attrs.sample_interval else 1
     acc = accessed.astype(np.int64)
-    regions.nr_accesses_bp = (regions.nr_accesses_bp - (regions.last_nr_accesses * 10000) // len_window
-                              + acc * 10000)
+    bp = regions.last_nr_accesses * 10000
+    bp //= len_window
+    np.subtract(regions.nr_accesses_bp, bp, out=bp)
+    bp += acc * 10000
+    regions.nr_accesses_bp = bp
     regions.nr_accesses = regions.nr_accesses + acc
 
 

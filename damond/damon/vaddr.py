@@ -91,29 +91,29 @@ def resolve_reuse(young: np.ndarray, folio_sz: np.ndarray, addrs: np.ndarray,
     if not n:
         return np.zeros(0, dtype=bool), last_key, last_young
     f0 = int(folio_sz[0])
-    if first_is_fresh and f0 > 0 and not f0 & (f0 - 1) and bool((folio_sz == folio_sz[0]).all()):
-        # one power-of-two folio size (the usual case): keys are addrs >> shift
-        shift = f0.bit_length() - 1
-        k = addrs >> shift
-        if bool((k[1:] != k[:-1]).all()):     # no two addresses share a folio: nothing reused
-            return young.copy(), int(k[-1]) << shift, bool(young[-1])
-    fsz = np.maximum(folio_sz.astype(np.uint64), np.uint64(1))
-    keys = addrs - addrs % fsz
-    fresh = np.ones(n, dtype=bool)
-    fresh[1:] = keys[1:] != keys[:-1]
-    if not first_is_fresh and last_key is not None and int(keys[0]) == last_key:
+    if f0 > 0 and not f0 & (f0 - 1) and bool((folio_sz == folio_sz[0]).all()):
+        shift = f0.bit_length() - 1          # one power-of-two folio size (the usual case)
+        keys = addrs >> shift                # folio numbers; the key is keys << shift
+    else:
+        shift = 0
+        fsz = np.maximum(folio_sz.astype(np.uint64), np.uint64(1))
+        keys = addrs - addrs % fsz
+    fresh = np.empty(n, dtype=bool)
+    fresh[0] = True
+    np.not_equal(keys[1:], keys[:-1], out=fresh[1:])
+    if not first_is_fresh and last_key is not None and int(keys[0]) << shift == last_key:
         fresh[0] = False
-    idx = np.where(fresh, np.arange(n), -1)
-    np.maximum.accumulate(idx, out=idx)
-    lead = idx < 0
-    acc = np.empty(n, dtype=bool)
-    acc[~lead] = young[idx[~lead]]
-    acc[lead] = last_young
+    if fresh.all():                          # no two addresses share a folio: nothing reused
+        return young.copy(), int(keys[-1]) << shift, bool(young[-1])
     fresh_idx = np.flatnonzero(fresh)
-    if len(fresh_idx):
-        k = int(fresh_idx[-1])
-        return acc, int(keys[k]), bool(young[k])
-    return acc, last_key, last_young
+    if not len(fresh_idx):
+        return np.full(n, last_young, dtype=bool), last_key, last_young
+    run = np.cumsum(fresh) - 1               # which fresh check each address falls under; -1: lead
+    acc = young[fresh_idx[np.maximum(run, 0)]]
+    if not fresh[0]:
+        acc[run < 0] = last_young
+    k = int(fresh_idx[-1])
+    return acc, int(keys[k]) << shift, bool(young[k])
 
 
 class VaddrOps:

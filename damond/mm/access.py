@@ -22,6 +22,7 @@ from damond.mm.tlb import characteristic_time, miss_probability
 from damond.mm.workload import Stream
 
 LEAF_COUNT_BATCH = 1 << 22
+MAX_RUNS = 16
 
 
 @dataclass
@@ -76,6 +77,32 @@ def touched_indices(s: Stream, phase_start: int, a: int, b: int, rng: np.random.
     return idx.astype(np.int64), (k / len(idx) if len(idx) else 0.0)
 
 
+def strided_runs(idx: np.ndarray, max_runs: int = MAX_RUNS) -> list[slice] | None:
+    """Sorted unique indices as at most `max_runs` strided slices (a stream's AF slots are
+    usually one stride over contiguous blocks), or None when they need more."""
+    n = len(idx)
+    if n < 2:
+        return [slice(int(idx[0]), int(idx[0]) + 1)] if n else []
+    d = np.diff(idx)
+    change = (np.flatnonzero(d[1:] != d[:-1]) + 1).tolist()
+    if len(change) > 2 * max_runs:
+        return None
+    runs, i, c = [], 0, 0
+    while i < n:
+        if len(runs) == max_runs:
+            return None
+        if i == n - 1:
+            runs.append(slice(int(idx[i]), int(idx[i]) + 1))
+            break
+        while c < len(change) and change[c] <= i:
+            c += 1
+        k = change[c] if c < len(change) else n - 1       # the run is idx[i..k]
+        st = int(d[i])
+        runs.append(slice(int(idx[i]), int(idx[k]) + 1, st))
+        i = k + 1
+    return runs
+
+
 class Stepper:
     """Advances the workloads of a Machine; holds no state of its own besides scratch."""
 
@@ -113,6 +140,7 @@ class Stepper:
         s.cache_gen, s.nr_leaves = key, max(total, 1)
         s.all_present, s.has_cold = all_present, cold
         s.af_all = afs[0] if afs and all_present else None
+        s.af_runs = strided_runs(s.af_all) if s.af_all is not None else None
         return s.nr_leaves
 
     # --- one step ----------------------------------------------------------------------------
@@ -156,7 +184,11 @@ class Stepper:
                 if pm == 0.0 and not s.has_cold:
                     return None
                 if pm >= 1.0 and s.cyclic and s.af_all is not None and s.rate * (b - a) / 1e6 >= s.n + 1:
-                    fl[s.af_all] |= P.AF
+                    if s.af_runs is not None:
+                        for run in s.af_runs:
+                            fl[run] |= P.AF
+                    else:
+                        fl[s.af_all] |= P.AF
                     if s.has_cold:
                         fl[s.af_all] &= ~np.uint8(P.COLD)
                         fl[pt.tlb_loc(s.af_all)] &= ~np.uint8(P.COLD)

@@ -271,16 +271,16 @@ class Machine:
         ok[ok] = (self.phys.flags[pidx[ok]] & P.PRESENT) != 0
         return a, ok, pidx
 
-    def _plan(self, pid: int, addrs: np.ndarray) -> SamplePlan | None:
-        """The translation of `addrs` for the access checks, reused from the last call while
-        the mapping is unchanged (see sample.py)."""
+    def _plan(self, pid: int, addrs: np.ndarray, reuse: bool = True) -> SamplePlan | None:
+        """The translation of `addrs` for the access checks; with `reuse`, the last one while
+        the addresses and the mapping are unchanged (see sample.py)."""
         proc = self._proc_or_none(pid)
         if proc is None:
             return None
         a = np.asarray(addrs, np.uint64)
         key = (proc.gen, self.phys.layout_gen, self.map_epoch)
         plan = self._last_plan
-        if plan is not None and plan.matches(pid, a, key):
+        if reuse and plan is not None and plan.matches(pid, a, key):
             return plan
         pidx = proc.translate_one_vma(a)
         ok = None
@@ -296,7 +296,7 @@ class Machine:
                 self.pt.mkold(pidx[ok], np.full(int(ok.sum()), pid))
                 self.map_epoch += 1
                 return
-            plan = self._plan(pid, addrs)
+            plan = self._plan(pid, addrs, reuse=False)      # a new sample: new addresses
             if plan is not None:
                 plan.mkold(self.phys.flags)
 

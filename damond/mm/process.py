@@ -133,13 +133,13 @@ class Process:
         if not len(addrs) or not self._vmas:
             return None
         ai = addrs.view(np.int64)
-        lo, hi = int(ai.min()), int(ai.max())
+        lo, hi = int(np.minimum.reduce(ai)), int(np.maximum.reduce(ai))
         i = bisect_right(self._start_list, lo) - 1
         if i < 0 or lo < 0 or hi >= self._vmas[i].end:
             return None
         v = self._vmas[i]
         blk = self.chunk_tbl[(ai >> BLOCK_SHIFT) + (v.tbl_off - v.chunk0)]
-        if blk.min() < 0:
+        if np.minimum.reduce(blk) < 0:
             return None
         blk <<= 9
         blk |= (ai >> PAGE_SHIFT) & (BLOCK_PAGES - 1)

@@ -27,7 +27,6 @@ NOT_IDLE = (_F & P.IDLE) == 0                                         # head byt
 YOUNG_OF = AF_SET | NOT_IDLE                                          # leaf == head: young()
 # leaf == head: mkold() in one step: PG_young if AF, PG_idle, AF cleared
 MKOLD_OF = ((_F & ~P.AF) | P.IDLE | np.where(AF_SET, P.YOUNG, 0)).astype(np.uint8)
-PRESENT_PMD = np.uint8(P.PRESENT | P.PMD)
 
 
 class SamplePlan:
@@ -40,25 +39,27 @@ class SamplePlan:
         """`ok` None: every address translated (pidx valid for all)."""
         self.pid, self.addrs, self.key, self.n = pid, addrs, key, len(addrs)
         self.cpos = self.groups = None
-        fl = phys.flags
-        f = fl[pidx]
-        if ok is None and ((f & PRESENT_PMD) == PRESENT_PMD).all():
-            # every page PMD-mapped: leaf = folio = the 2 MB block
+        f = phys.flags[pidx]
+        common = int(np.bitwise_and.reduce(f)) if len(f) else 0     # bits every page has
+        if ok is None and common & P.PRESENT:
             self.sel = None
-            self.af = self.heads = pidx & ~np.int64(BLOCK_PAGES - 1)
-            self.same = True
-            self.sz = np.full(self.n, PMD_SZ, np.uint64)
-            return
-        pres = (f & P.PRESENT) != 0
-        if ok is not None:
-            pres &= ok
-        if pres.all():
-            self.sel = None
+            if common & P.PMD:
+                # every page PMD-mapped: leaf = folio = the 2 MB block
+                self.af = self.heads = pidx & ~np.int64(BLOCK_PAGES - 1)
+                self.same = True
+                self.sz = np.full(self.n, PMD_SZ, np.uint64)
+                return
         else:
-            self.sel = np.flatnonzero(pres)
-            pidx, f = pidx[self.sel], f[self.sel]
+            pres = (f & P.PRESENT) != 0
+            if ok is not None:
+                pres &= ok
+            if pres.all():
+                self.sel = None
+            else:
+                self.sel = np.flatnonzero(pres)
+                pidx, f = pidx[self.sel], f[self.sel]
         o = phys.order[pidx]
-        if not o.any():
+        if not len(o) or not np.bitwise_or.reduce(o):
             # plain 4 KB pages: leaf = folio = the page
             self.af = self.heads = pidx
             self.same = True

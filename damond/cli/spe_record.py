@@ -21,7 +21,9 @@ def set_argparser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, required=True, metavar="SECONDS", help="how long to sample")
     parser.add_argument("--period", type=int, default=1024, help="sample one op every N (perf -c; default 1024)")
     parser.add_argument("-F", "--fields", default=None,
-                        help="perf script -F field list (default: comm,tid,cpu,time,period,event,ip,sym,symoff,dso)")
+                        help="perf script -F field list (default: perf's comm,tid,cpu,time,period,event,ip,sym,"
+                             "symoff,dso plus phys_addr, so that `| damond spe-hist --feed` works; perf itself "
+                             "prints phys_addr only with -F)")
     parser.add_argument("--itrace", default=None,
                         help="event groups as perf's --itrace letters: f m t b a M i (default: all but i)")
     parser.add_argument("--pid", type=int, default=-1, help="sample only this emulated pid (perf -p)")
@@ -32,7 +34,7 @@ def set_argparser(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     try:
-        fields = perf_script.parse_fields(args.fields)
+        fields = perf_script.parse_fields(args.fields or ("" if args.no_pa else ",+phys_addr"))
         terms = f"period={args.period} pa_enable={0 if args.no_pa else 1} ts_enable=1 {args.filter} pid={args.pid}"
         cfg = SpeConfig.parse(terms)
     except ValueError as e:
@@ -62,11 +64,17 @@ def main(args: argparse.Namespace) -> int:
             chunks.append(b)
     finally:
         os.close(fd)
-    recs, comms = parse_records(b"".join(chunks).decode())
+    recs, comms = parse_records(b"".join(chunks))
     groups = perf_script.itrace_groups(args.itrace)
     raw = f"arm_spe_0/{cfg.evsel_terms()}/"
-    out = sys.stdout
-    out.write(perf_script.format_records(recs, comms, fields, groups, raw, ns=args.ns))
-    out.flush()
+    out = sys.stdout.buffer
+    try:
+        for i in range(0, len(recs), perf_script.BATCH):
+            out.write(perf_script.format_records_bytes(recs[i:i + perf_script.BATCH], comms, fields, groups, raw,
+                                                       ns=args.ns))
+        out.flush()
+    except BrokenPipeError:          # the reader went away (| head): exit quietly, as perf does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     print(f"damond spe-record: {len(recs)} records", file=sys.stderr)
     return 0

@@ -17,7 +17,7 @@ import threading
 from damond.errors import ErrnoError
 from damond.log import get_logger
 from damond.spe import feed as F
-from damond.spe.sampler import Sampler, SpeConfig, records_text
+from damond.spe.sampler import Sampler, SpeConfig, records_bytes
 
 try:
     from damond.fs.tree import FsError
@@ -178,7 +178,7 @@ class SpeRecord:
                 st.synced = True
             recs = st.sampler.drain(DRAIN_BATCH)
             comms = {p.pid: p.comm for p in m.processes()}
-            st.buf = records_text(recs, comms).encode()
+            st.buf = records_bytes(recs, comms)
         out, st.buf = st.buf[:size], st.buf[size:]
         return out
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from damond.spe import sampler as S
+from damond.spe import textfmt as T
 
 ALL_FIELDS = ("comm", "pid", "tid", "cpu", "time", "period", "event", "addr", "weight", "ip", "sym",
               "symoff", "dso", "phys_addr")
@@ -26,9 +27,9 @@ GROUPS = (
     ("m", "llc-access", lambda ev, op: ev & S.EV_LLC_ACCESS),
     ("t", "tlb-miss", lambda ev, op: ev & S.EV_TLB_REFILL),
     ("t", "tlb-access", lambda ev, op: ev & S.EV_TLB_ACCESS),
-    ("b", "branch-miss", lambda ev, op: False),
-    ("a", "remote-access", lambda ev, op: False),
-    ("M", "memory", lambda ev, op: op in (S.OP_LOAD, S.OP_STORE)),
+    ("b", "branch-miss", lambda ev, op: np.zeros(np.shape(ev), bool)),
+    ("a", "remote-access", lambda ev, op: np.zeros(np.shape(ev), bool)),
+    ("M", "memory", lambda ev, op: (op == S.OP_LOAD) | (op == S.OP_STORE)),
 )
 DEFAULT_ITRACE = "fmtbaM"
 
@@ -78,9 +79,89 @@ def _ip_text(pc: int, comm: str, fields: tuple[str, ...]) -> str:
     return s
 
 
+BATCH = 50_000          # records formatted per vectorised pass (bounds the byte matrices)
+
+
 def format_records(recs: np.ndarray, comms: dict[int, str], fields: tuple[str, ...], groups: list[str],
                    raw_evsel: str, ns: bool = False) -> str:
-    """Every sample line perf script prints for these records.
+    """Every sample line perf script prints for these records (see `format_records_bytes`)."""
+    return format_records_bytes(recs, comms, fields, groups, raw_evsel, ns).decode()
+
+
+def format_records_bytes(recs: np.ndarray, comms: dict[int, str], fields: tuple[str, ...], groups: list[str],
+                         raw_evsel: str, ns: bool = False) -> bytes:
+    """Every sample line perf script prints for these records, vectorised per batch of
+    records (byte-identical to `format_records_loop`, the per-record reference).
+
+    Args: as `format_records_loop`.
+    """
+    return b"".join(_format_batch(recs[i:i + BATCH], comms, fields, groups, raw_evsel, ns)
+                    for i in range(0, len(recs), BATCH))
+
+
+def _format_batch(recs, comms, fields, groups, raw_evsel, ns) -> bytes:
+    n = len(recs)
+    if n == 0:
+        return b""
+    width = event_width(groups, raw_evsel)
+    f = set(fields)
+    upids, pinv = np.unique(recs["pid"], return_inverse=True)
+    comm = [comms.get(int(p), ":%d" % int(p)) for p in upids]
+    head: list = []
+    if "comm" in f:
+        head.append(T.table([f"{c:>16} ".encode() for c in comm], pinv))
+    if "pid" in f and "tid" in f:
+        head += [T.num(recs["pid"], 7), T.const(b"/", n), T.num(recs["tid"], 7, left=True), T.const(b" ", n)]
+    elif "pid" in f:
+        head += [T.num(recs["pid"], 7), T.const(b" ", n)]
+    elif "tid" in f:
+        head += [T.num(recs["tid"], 7), T.const(b" ", n)]
+    if "cpu" in f:
+        head += [T.const(b"[", n), T.num(recs["cpu"], 3, pad="0"), T.const(b"] ", n)]
+    if "time" in f:
+        t = recs["time_ns"].astype(np.uint64)
+        secs, nsec = t // np.uint64(1_000_000_000), t % np.uint64(1_000_000_000)
+        frac = T.num(nsec, 9, pad="0") if ns else T.num(nsec // np.uint64(1000), 6, pad="0")
+        head += [T.num(secs, 5), T.const(b".", n), frac, T.const(b": ", n)]
+    if "period" in f:
+        head.append(T.const(f"{1:10d} ".encode(), n))
+    tail: list = []
+    if "addr" in f:
+        tail.append(T.num(recs["va"], 16, 16))
+    if "weight" in f:
+        tail.append(T.num(recs["lat_tot"], 16))
+    if "ip" in f:
+        tail += [T.const(b" ", n), T.num(recs["pc"], 16, 16)]
+        if "sym" in f:
+            tail.append(T.const(b" access_loop", n))
+            if "symoff" in f:
+                tail += [T.const(b"+0x", n), T.num(recs["pc"] & np.uint64(0xff), 0, 16)]
+        if "dso" in f:
+            tail.append(T.table([f" (/usr/local/bin/{c})".encode() for c in comm], pinv))
+    if "phys_addr" in f:
+        tail.append(T.num(recs["pa"], 16, 16))
+    tail.append(T.const(b"\n", n))
+    gset = set(groups)
+    names = [name for _, name, _ in GROUPS if name in gset]
+    ev, op = recs["events"].astype(np.int64), recs["op"].astype(np.int64)
+    sel = [np.asarray(pred(ev, op), bool) for _, name, pred in GROUPS if name in gset]
+    if "instructions" in gset:
+        names.append("instructions")
+        sel.append(np.ones(n, bool))
+    if not names:
+        return b""
+    ri, gi = np.nonzero(np.stack(sel, axis=1))       # record-major, perf's group order within
+    cols = [T.take(c, ri) for c in head]
+    if "event" in f:
+        cols.append(T.table([f"{name:>{width}}: ".encode() for name in names], gi))
+    cols += [T.take(c, ri) for c in tail]
+    return T.join(cols)
+
+
+def format_records_loop(recs: np.ndarray, comms: dict[int, str], fields: tuple[str, ...], groups: list[str],
+                        raw_evsel: str, ns: bool = False) -> str:
+    """Every sample line perf script prints for these records, one record at a time (the
+    reference the vectorised printer is tested against).
 
     Args:
         recs: sampler.RECORD_DTYPE records.
@@ -124,7 +205,7 @@ def format_records(recs: np.ndarray, comms: dict[int, str], fields: tuple[str, .
         if "phys_addr" in f:
             tail += f"{pa:16x}"
         tail += "\n"
-        names = [name for name, pred in preds if pred(ev, op)]
+        names = [name for name, pred in preds if bool(pred(ev, op))]
         if want_instr:
             names.append("instructions")
         for name in names:

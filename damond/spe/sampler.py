@@ -217,26 +217,77 @@ class Sampler:
         return recs
 
 
+# The spe_record file's raw format: `#comm PID NAME` lines, then one fixed-width line per
+# record: time_ns pid tid cpu op va pa events lat_tot lat_xlat pc (decimal zero-padded
+# except va pa events pc in hex; op L or S). Fixed widths make both sides vectorised.
+_RAW = (("time_ns", 20, 10), ("pid", 10, 10), ("tid", 10, 10), ("cpu", 5, 10), ("op", 1, 0),
+        ("va", 16, 16), ("pa", 16, 16), ("events", 8, 16), ("lat_tot", 10, 10), ("lat_xlat", 10, 10),
+        ("pc", 16, 16))
+RAW_LINE = sum(w + 1 for _, w, _ in _RAW)
+
+
+def records_bytes(recs: np.ndarray, comms: dict[int, str]) -> bytes:
+    """The raw text of `recs`: a `#comm` line per pid, then one line per record."""
+    from damond.spe import textfmt as T
+    n = len(recs)
+    if n == 0:
+        return b""
+    head = "".join(f"#comm {p} {comms.get(p, '-')}\n" for p in np.unique(recs["pid"]).tolist()).encode()
+    cols = []
+    for name, width, base in _RAW:
+        if name == "op":
+            cols.append(T.table([b"L", b"S"], recs["op"] != OP_LOAD))
+        else:
+            cols.append(T.num(recs[name].astype(np.uint64), width, base or 10, pad="0"))
+        cols.append(T.const(b" " if name != "pc" else b"\n", n))
+    return head + T.join(cols)
+
+
 def records_text(recs: np.ndarray, comms: dict[int, str]) -> str:
-    """The spe_record file's raw format: one record per line,
-    `time_ns pid tid cpu op va pa events lat_tot lat_xlat pc comm` (hex: va pa events pc;
-    op L or S; comm last, it may contain spaces)."""
-    ops = "LS"
-    return "".join(
-        f"{t} {pid} {tid} {cpu} {ops[op]} {va:x} {pa:x} {ev:x} {lt} {lx} {pc:x} {comms.get(pid, '-')}\n"
-        for t, pid, tid, cpu, op, va, pa, ev, lt, lx, pc in recs.tolist())
+    """`records_bytes` as str."""
+    return records_bytes(recs, comms).decode()
 
 
-def parse_records(text: str) -> tuple[np.ndarray, dict[int, str]]:
-    """Inverse of `records_text`; malformed lines raise ValueError."""
-    rows, comms = [], {}
-    for line in text.splitlines():
-        if not line:
-            continue
-        f = line.split(" ", 11)
-        if len(f) < 12:
-            raise ValueError(f"bad record line: {line[:80]!r}")
-        rows.append((int(f[0]), int(f[1]), int(f[2]), int(f[3]), 0 if f[4] == "L" else 1, int(f[5], 16),
-                     int(f[6], 16), int(f[7], 16), int(f[8]), int(f[9]), int(f[10], 16)))
-        comms[int(f[1])] = f[11]
-    return np.array(rows, dtype=RECORD_DTYPE), comms
+_VAL = np.full(256, 255, np.uint8)
+for _i, _c in enumerate(b"0123456789abcdef"):
+    _VAL[_c] = _i
+
+
+def parse_records(text: str | bytes) -> tuple[np.ndarray, dict[int, str]]:
+    """Inverse of `records_bytes` (several concatenated outputs too); a malformed line raises
+    ValueError naming it."""
+    buf = text.encode() if isinstance(text, str) else bytes(text)
+    comms: dict[int, str] = {}
+    lines = buf.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    rows = []
+    for ln in lines:
+        if ln.startswith(b"#comm "):
+            _, pid, name = ln.decode("utf-8", "replace").split(" ", 2)
+            comms[int(pid)] = name
+        elif len(ln) != RAW_LINE - 1:
+            raise ValueError(f"bad record line: {ln[:80]!r}")
+        else:
+            rows.append(ln)
+    out = np.zeros(len(rows), dtype=RECORD_DTYPE)
+    if not rows:
+        return out, comms
+    mat = np.frombuffer(b"".join(rows), np.uint8).reshape(len(rows), RAW_LINE - 1)
+    pos = 0
+    for name, width, base in _RAW:
+        col = mat[:, pos:pos + width]
+        if name == "op":
+            if not np.isin(col[:, 0], np.frombuffer(b"LS", np.uint8)).all():
+                raise ValueError("bad record line: op is not L or S")
+            out["op"] = (col[:, 0] == ord("S")).astype(np.uint8)
+        else:
+            d = _VAL[col]
+            if (d >= base).any():
+                raise ValueError(f"bad record line: {name} is not a base-{base} number")
+            v = np.zeros(len(rows), np.uint64)
+            for k in range(width):
+                v = v * np.uint64(base) + d[:, k].astype(np.uint64)
+            out[name] = v.astype(out.dtype[name])
+        pos += width + 1
+    return out, comms

@@ -130,3 +130,46 @@ def test_hist_outputs():
     assert rep.endswith("  0-10% hot: 1 THPs\n  10-20% hot: 1 THPs\nTHPs with < 10% of 4KB pages accessed: 1/2 (50%)\n")
     text, n, total = hist.candidates_text(pfns, counts, 15)
     assert text == "PFN 0x820db800 hot_fraction:0 total:39794\n" and (n, total) == (1, 2)
+
+
+@pytest.mark.parametrize("spec,itrace,ns", [(None, None, False), ("phys_addr", None, False),
+                                            ("pid,tid,cpu,time,event,addr,weight,ip,sym,dso,phys_addr", "i", True),
+                                            ("comm,pid,time,ip,symoff,phys_addr", "tM", False), ("tid,event", "fmtbaM", False)])
+def test_vectorised_printer_equals_per_record_reference(spec, itrace, ns):
+    rng = np.random.default_rng(11)
+    n = 300
+    r = np.zeros(n, S.RECORD_DTYPE)
+    r["time_ns"] = np.sort(rng.integers(0, 10 ** 15, n))
+    r["pid"] = rng.choice([1, 48213, 9999999], n)
+    r["tid"] = r["pid"] + rng.integers(0, 3, n)
+    r["cpu"] = rng.integers(0, 1200, n)
+    r["op"] = rng.integers(0, 3, n)
+    r["va"] = rng.integers(0, 1 << 63, n, dtype=np.uint64) >> rng.integers(0, 60, n).astype(np.uint64)
+    r["pa"] = rng.integers(0, 1 << 52, n, dtype=np.uint64)
+    r["events"] = rng.integers(0, 1 << 12, n)
+    r["lat_tot"] = rng.integers(0, 1 << 31, n)
+    r["pc"] = rng.integers(0, 1 << 48, n, dtype=np.uint64)
+    comms = {1: "init", 48213: "a much longer comm name"}
+    fields, groups = perf_script.parse_fields(spec), perf_script.itrace_groups(itrace)
+    raw = "arm_spe_0/ts_enable=1,pa_enable=1/"
+    ref = perf_script.format_records_loop(r, comms, fields, groups, raw, ns)
+    assert perf_script.format_records(r, comms, fields, groups, raw, ns) == ref and ref
+
+
+def test_raw_records_round_trip_and_errors():
+    rng = np.random.default_rng(2)
+    r = np.zeros(500, S.RECORD_DTYPE)
+    for k in ("time_ns", "va", "pa", "pc"):
+        r[k] = rng.integers(0, 1 << 63, len(r), dtype=np.uint64)
+    for k in ("pid", "tid", "cpu", "lat_tot", "lat_xlat"):
+        r[k] = rng.integers(0, 1 << 16, len(r))
+    r["events"] = rng.integers(0, 1 << 31, len(r))
+    r["op"] = rng.integers(0, 2, len(r))
+    raw = S.records_bytes(r, {int(r["pid"][0]): "with space"})
+    back, comms = S.parse_records(raw + raw)          # two drained batches back to back
+    assert (back[:500] == r).all() and (back[500:] == r).all()
+    assert comms[int(r["pid"][0])] == "with space" and comms[int(r["pid"][1])] == "-"
+    with pytest.raises(ValueError, match="bad record line"):
+        S.parse_records(raw.replace(b" L ", b" X ", 1) if b" L " in raw else raw.replace(b" S ", b" X ", 1))
+    with pytest.raises(ValueError, match="bad record line"):
+        S.parse_records(b"1 2 3\n")

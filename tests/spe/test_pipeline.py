@@ -28,3 +28,23 @@ def test_record_hist_feed_pipeline(damond):
     dropped = int(stats.split("dropped_accesses=")[1].split()[0])
     assert recorded + dropped == total
     assert spe.startswith(f"nr_entries=") and f"total_accesses={recorded}\n" in spe.splitlines()[0] + "\n"
+
+
+def test_documented_pipe_at_default_period(damond):
+    """`damond spe-record --mount M --duration 2 | damond spe-hist --feed > M/.../spe_feed`
+    through a real `|` in sh, default period and fields: every record reaches spe_feed as
+    an access, recorded or counted as dropped (the tree holds 1024 THPs)."""
+    root = damond.root
+    py = f"{sys.executable} -m damond"
+    cmd = f"{py} spe-record --mount {root} --duration 2 | {py} spe-hist --feed > {root}/{DBG}/spe_feed"
+    r = subprocess.run(["sh", "-c", cmd], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    records = int(r.stderr.split("damond spe-record: ")[1].split()[0])
+    assert records > 1000, r.stderr
+    assert f", {records} records (memory dedupe)" in r.stderr
+    stats = dict(line.split("=", 1) for line in (root / DBG / "spe_feed_stats").read_text().split()[1:])
+    n = {k: int(v) for k, v in stats.items() if k != "parser"}
+    assert n["lines"] > 0 and n["malformed"] == 0 and n["lines"] == n["recorded"] + n["dropped_full"]
+    assert n["recorded_accesses"] + n["dropped_accesses"] == records
+    head = (root / DBG / "spe_stats").read_text().splitlines()[0]
+    assert head.endswith(f" total_accesses={n['recorded_accesses']}")

@@ -105,6 +105,16 @@ def resolve_reuse(young: np.ndarray, folio_sz: np.ndarray, addrs: np.ndarray,
         fresh[0] = False
     if fresh.all():                          # no two addresses share a folio: nothing reused
         return young.copy(), int(keys[-1]) << shift, bool(young[-1])
+    if fresh[0]:
+        dup = np.flatnonzero(~fresh)
+        if len(dup) <= 64:               # a few addresses share the folio of the one before
+            acc = young.copy()
+            for i in dup.tolist():
+                acc[i] = acc[i - 1]
+            k = n - 1
+            while not fresh[k]:
+                k -= 1
+            return acc, int(keys[k]) << shift, bool(young[k])
     fresh_idx = np.flatnonzero(fresh)
     if not len(fresh_idx):
         return np.full(n, last_young, dtype=bool), last_key, last_young

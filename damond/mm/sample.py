@@ -66,7 +66,7 @@ class SamplePlan:
             sz = np.full(len(pidx), PAGE_SIZE, np.uint64)
         else:
             pmd = (f & P.PMD) != 0
-            self.heads = pidx & HEAD_MASK[o]
+            self.heads = pidx & HEAD_MASK.take(o)
             self.af = np.where(pmd, pidx & ~np.int64(BLOCK_PAGES - 1), pidx)
             self.same = False
             cont = o >= 4
@@ -74,7 +74,7 @@ class SamplePlan:
             if cont.any():
                 self.cpos = np.flatnonzero(cont)
                 self.groups = ((pidx[self.cpos] & ~np.int64(15))[:, None] + GROUP).ravel()
-            sz = FOLIO_SZ[o]
+            sz = FOLIO_SZ.take(o)
             sz[pmd] = PMD_SZ
         if self.sel is None:
             self.sz = sz
@@ -87,15 +87,15 @@ class SamplePlan:
                 and bool((addrs == self.addrs).all()))
 
     def _leaf_young(self, fl: np.ndarray) -> np.ndarray:
-        y = AF_SET[fl[self.af]]
+        y = AF_SET.take(fl[self.af])
         if self.cpos is not None:
-            y[self.cpos] = AF_SET[fl[self.groups]].reshape(-1, 16).any(axis=1)
+            y[self.cpos] = AF_SET.take(fl[self.groups]).reshape(-1, 16).any(axis=1)
         return y
 
     def mkold(self, fl: np.ndarray) -> None:
         """pagetable.mkold without TLB flush: PG_young if the leaf was young, PG_idle, clear AF."""
         if self.same:
-            fl[self.af] = MKOLD_OF[fl[self.af]]
+            fl[self.af] = MKOLD_OF.take(fl[self.af])
             return
         was = self._leaf_young(fl)
         fl[self.heads[was]] |= P.YOUNG
@@ -107,10 +107,10 @@ class SamplePlan:
     def young(self, fl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(young, folio_sz) per address: AF || !PG_idle; False / PAGE_SIZE where not present."""
         if self.same:
-            y = YOUNG_OF[fl[self.af]]
+            y = YOUNG_OF.take(fl[self.af])
         else:
             y = self._leaf_young(fl)
-            y |= NOT_IDLE[fl[self.heads]]
+            y |= NOT_IDLE.take(fl[self.heads])
         if self.sel is not None:
             full = np.zeros(self.n, bool)
             full[self.sel] = y

@@ -143,30 +143,50 @@ def weighted_dest(dests, ilx: int) -> int | None:
 
 
 def va_migrate(ctx, pid: int, start: int, end: int, state) -> tuple[int, int]:
-    """damos_va_migrate(): to target_nid, or spread over the weighted dests."""
+    """damos_va_migrate(): to target_nid, or spread over the weighted dests.
+
+    The machine places memory on nodes per 2 MiB physical block, so the weighted-interleave
+    choice is made per PMD-sized chunk, with the interleave index of an order-9 folio at the
+    chunk (the kernel's choice exactly for PMD THPs). With ops filters, a chunk moves when
+    one of its folios passes them."""
     s, machine = state.params, ctx.machine
     if not s.dests and not s.ops_filters:
         if s.target_nid < 0:
             return 0, 0
         return int(machine.migrate_range(pid, start, end, s.target_nid)), 0
+    proc = machine.process(pid)
+    if proc is None:
+        return 0, 0
     applied = 0
-    for addr, fi, vma in iter_folios(machine, pid, start, end):
-        if _ops_out(ctx, state, fi, pid, addr):
-            continue
-        fstart = int(fi.va)
-        if not s.dests:
-            nid = s.target_nid
-        else:
-            order = int(fi.order)
-            ilx = ((vma.start >> 12) >> order) + ((fstart - vma.start) >> (12 + order))
-            i = weighted_dest(s.dests, ilx)
-            if i is None:
+    for v in sorted(proc.vmas(), key=lambda v: v.start):
+        lo, hi = max(start, v.start), min(end, v.end)
+        chunk = _align_down(lo, PMD_SIZE)
+        while chunk < hi:
+            a, b = max(chunk, lo), min(chunk + PMD_SIZE, hi)
+            chunk += PMD_SIZE
+            fi = _first_passing_folio(ctx, state, pid, a, b)
+            if fi is None:
                 continue
-            nid = s.dests[i].id
-        if nid < 0 or int(fi.nid) == nid:
-            continue
-        applied += int(machine.migrate_range(pid, fstart, fstart + folio_size(fi), nid))
+            if not s.dests:
+                nid = s.target_nid
+            else:
+                ilx = ((v.start >> 12) >> PMD_ORDER) + ((a - v.start) >> (12 + PMD_ORDER))
+                i = weighted_dest(s.dests, ilx)
+                if i is None:
+                    continue
+                nid = s.dests[i].id
+            if nid < 0 or int(fi.nid) == nid:
+                continue
+            applied += int(machine.migrate_range(pid, a, b, nid))
     return applied, 0
+
+
+def _first_passing_folio(ctx, state, pid: int, start: int, end: int):
+    """The first folio mapped in [start, end) that the scheme's ops filters let through."""
+    for addr, fi, _ in iter_folios(ctx.machine, pid, start, end):
+        if not state.params.ops_filters or not _ops_out(ctx, state, fi, pid, addr):
+            return fi
+    return None
 
 
 def _hot_threshold(s) -> int:

@@ -24,18 +24,28 @@ def set_argparser(parser: argparse.ArgumentParser) -> None:
 
 
 def _read(builder: hist.HistBuilder, stream) -> None:
-    rest = b""
+    """Feed complete lines in CHUNK-sized reads into one reused buffer (no copies of the
+    chunk; an unterminated tail moves to the front for the next read)."""
+    buf = bytearray(CHUNK + 65536)
+    view = memoryview(buf)
+    have = 0
     while True:
-        b = stream.read(CHUNK)
-        if not b:
+        if have == len(buf):                 # one line longer than the buffer: grow
+            buf.extend(bytes(len(buf)))
+            view = memoryview(buf)
+        got = stream.readinto(view[have:])
+        if not got:
             break
-        b = rest + b if rest else b
-        cut = b.rfind(b"\n") + 1
+        end = have + got
+        cut = buf.rfind(b"\n", 0, end) + 1
         if cut:
-            builder.feed(b[:cut])
-        rest = b[cut:]
-    if rest:
-        builder.feed(rest)
+            builder.feed(view[:cut])
+            buf[:end - cut] = view[cut:end]
+            have = end - cut
+        else:
+            have = end
+    if have:
+        builder.feed(bytes(view[:have]))
 
 
 def main(args: argparse.Namespace) -> int:
@@ -48,7 +58,8 @@ def main(args: argparse.Namespace) -> int:
     s = b.stats
     out = sys.stdout
     if args.feed:
-        out.write(hist.feed_text(pfns, counts))
+        out.flush()
+        out.buffer.write(hist.feed_bytes(pfns, counts))
     elif args.threshold is not None:
         text, n, total = hist.candidates_text(pfns, counts, args.threshold)
         out.write(text)

@@ -32,8 +32,8 @@
  *     -> (n_lines, n_header, n_other_event, n_out, consumed)
  *
  * The spe-hist scan of `perf script` text (damond/spe/hist.py has the fallback): for each
- * line, header/blank lines (`#...`, containing `Samples for`, only blanks) are counted;
- * `Samples for` is only looked for with check_header;
+ * line, header/blank lines (`#...`, perf's `[Warning: ]Samples for ...` message: starting
+ * with S or W after blanks and containing `Samples for`; only blanks) are counted; `Samples for` is only looked for with check_header;
  * with memory_only, lines without " memory: " are counted as other-event lines; every
  * other line yields the strtoul(last token, 16) value (optional 0x; 0 when it does not
  * parse fully) in pa_out, in line order. It stops when pa_out is full; `consumed` says
@@ -800,7 +800,7 @@ static PyObject *perf_pa(PyObject *self, PyObject *args)
             n_lines++;
             while (s < e && (*s == ' ' || *s == '\t' || *s == '\r'))
                 s++;
-            if (s == e || *p == '#' || (check_hdr && memmem(p, (size_t)(e - p), "Samples for", 11))) {
+            if (s == e || *p == '#' || (check_hdr && (*s == 'S' || *s == 'W') && memmem(s, (size_t)(e - s), "Samples for", 11))) {
                 n_hdr++;
                 goto next;
             }

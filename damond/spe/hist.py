@@ -11,6 +11,7 @@ silently (spe_hist.c's 4096-THP limit is gone).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,6 +52,13 @@ def parse_hex_tokens(toks: list[bytes]) -> np.ndarray:
     return v
 
 
+def _has(chunk, pat: bytes) -> bool:
+    """pat occurs in chunk (bytes or any buffer, e.g. a memoryview of the read buffer)."""
+    if isinstance(chunk, (bytes, bytearray)):
+        return pat in chunk
+    return re.search(re.escape(pat), chunk) is not None
+
+
 def _count(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """np.unique(keys, return_counts=True), a little faster."""
     s = np.sort(keys)
@@ -76,11 +84,12 @@ class HistBuilder:
     _parts: list = field(default_factory=list)
     _buf: np.ndarray | None = None
 
-    def feed(self, chunk: bytes) -> None:
-        """Count the records of `chunk` (complete lines; a last line without newline is a line)."""
+    def feed(self, chunk) -> None:
+        """Count the records of `chunk` (bytes or a buffer of complete lines; a last line
+        without newline is a line)."""
         st = self.stats
         if self.mode is None:
-            self.mode = "memory" if b" memory: " in chunk else "runs"
+            self.mode = "memory" if _has(chunk, b" memory: ") else "runs"
         if _feedparse is not None:
             pa = self._feed_c(chunk)
         else:
@@ -101,14 +110,13 @@ class HistBuilder:
         if len(pa):
             self._parts.append(_count(pa >> np.uint64(PAGE_SHIFT)))
 
-    def _feed_c(self, chunk: bytes) -> np.ndarray:
+    def _feed_c(self, chunk) -> np.ndarray:
         st = self.stats
         if self._buf is None:
             self._buf = np.empty(1 << 20, dtype=np.uint64)
-        hdr = b"Samples for" in chunk
         parts, view = [], memoryview(chunk)
         while len(view):
-            n_lines, n_hdr, n_other, n, used = _feedparse.perf_pa(view, self.mode == "memory", hdr, self._buf)
+            n_lines, n_hdr, n_other, n, used = _feedparse.perf_pa(view, self.mode == "memory", True, self._buf)
             st.lines += n_lines
             st.skipped_header += n_hdr
             st.duplicate_lines += n_other
@@ -116,13 +124,14 @@ class HistBuilder:
             view = view[used:]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
-    def _feed_py(self, chunk: bytes) -> np.ndarray:
-        lines = chunk.split(b"\n")
+    def _feed_py(self, chunk) -> np.ndarray:
+        lines = bytes(chunk).split(b"\n")
         if lines and lines[-1] == b"":
             lines.pop()
         st = self.stats
         st.lines += len(lines)
-        kept = [ln for ln in lines if ln.strip(b" \t\r") and not ln.startswith(b"#") and b"Samples for" not in ln]
+        kept = [ln for ln in lines if ln.strip(b" \t\r") and not ln.startswith(b"#")
+                and not (ln.lstrip(b" \t\r")[:1] in (b"S", b"W") and b"Samples for" in ln)]
         st.skipped_header += len(lines) - len(kept)
         if self.mode == "memory":
             sel = [ln for ln in kept if b" memory: " in ln]
@@ -180,9 +189,18 @@ def heatmap_row(pfns: np.ndarray, counts: np.ndarray) -> str:
     return "".join(np.array(list(".1234#"))[idx].tolist())
 
 
+def feed_bytes(pfns: np.ndarray, counts: np.ndarray) -> bytes:
+    """`PFN COUNT` lines for spe_feed (`0x%x %d`), ascending PFN, formatted vectorised."""
+    from damond.spe import textfmt as T
+    n = len(pfns)
+    if n == 0:
+        return b""
+    return T.join([T.const(b"0x", n), T.num(pfns, 0, 16), T.const(b" ", n), T.num(counts), T.const(b"\n", n)])
+
+
 def feed_text(pfns: np.ndarray, counts: np.ndarray) -> str:
     """`PFN COUNT` lines for spe_feed, ascending PFN."""
-    return "".join(f"{p:#x} {c}\n" for p, c in zip(pfns.tolist(), counts.tolist()))
+    return feed_bytes(pfns, counts).decode()
 
 
 def report_text(pfns: np.ndarray, counts: np.ndarray, top: int = 10) -> str:

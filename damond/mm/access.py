@@ -192,6 +192,7 @@ class Stepper:
                     if s.has_cold:
                         fl[s.af_all] &= ~np.uint8(P.COLD)
                         fl[pt.tlb_loc(s.af_all)] &= ~np.uint8(P.COLD)
+                        s.has_cold = False        # every leaf walked and was refilled
                     return None
         idx, per_page = touched_indices(s, phase_start, a, b, m.rng, exact_trace=exact)
         if not len(idx):

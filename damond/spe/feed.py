@@ -3,10 +3,11 @@
 A line is a PFN in kstrtoul base-0 syntax (optional `+`, `0x` hex, leading-`0` octal or
 decimal, no leading whitespace), optionally followed by blanks and a decimal count >= 1
 (a histogram line), optionally followed by blanks. PFN 0 is not recorded; anything else
-that does not match is malformed. The compiled `_feedparse` does this in one pass; the
-fallback here gives the same results with a regex per line. `FeedSession` joins partial
-lines across the writes of one open file; `rfc_write` is the RFC's one-PFN-per-write
-`spe_feed_write` (first 31 bytes, one trailing newline stripped, kstrtoul).
+that does not match is malformed. `Ingest` is the hot path: the compiled `_feedparse`
+parses, aggregates per THP and adds into the tree in one C pass; the fallback here
+(regex per line + `PfnTree.record_many`) gives the same tree and counts. `FeedSession`
+joins partial lines across the writes of one open file; `rfc_parse` is the RFC's
+one-PFN-per-write `spe_feed_write` (first 31 bytes, one trailing newline stripped, kstrtoul).
 """
 from __future__ import annotations
 

@@ -6,10 +6,10 @@
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from damond.fs import spe_files
 from damond.fs.files import ProcFs, control_files, thp_handler
 from damond.fs.state import StateFiles
 from damond.fs.tree import Tree
@@ -44,16 +44,9 @@ def build(system: Any, level: str | None = None, kdamond_factory: Callable | Non
     procfs = None
     if extras:
         tree.mkdir_p("/" + DEBUG_DAMON)
-        try:
-            spe_files = importlib.import_module("damond.fs.spe_files")
-        except ModuleNotFoundError as e:
-            if e.name != "damond.fs.spe_files":
-                raise
-            log.warning("spe_files_missing")
-        else:
-            for rel, handler in spe_files.handlers(system).items():
-                path = rel if "/" in rel else f"{DEBUG_DAMON}/{rel}"
-                tree.add_file("/" + path.lstrip("/"), handler)
+        for rel, handler in spe_files.handlers(system).items():
+            path = rel if "/" in rel else f"{DEBUG_DAMON}/{rel}"
+            tree.add_file("/" + path.lstrip("/"), handler)
         for f in thp.FILES:
             tree.add_file(f"{THP_DIR}/{f.name}", thp_handler(f, lambda: system.machine.thp))
         procfs = ProcFs(tree.mkdir_p("/proc"), system.machine)

@@ -11,6 +11,10 @@ import sys
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
+from damond.clock import VirtualClock
+from damond.config import Config
+from damond.spe.tree import PfnTree
+
 from damond.damon import params
 from damond.errors import DamonError
 
@@ -164,7 +168,7 @@ class FakeSystem:
     settings: FakeSettings = field(default_factory=FakeSettings)
     machine: FakeMachine = field(default_factory=FakeMachine)
     kdamonds: list = field(default_factory=list)
-    spe: object = None
+    spe: object = field(default_factory=lambda: PfnTree.from_config(Config.load(), VirtualClock()))
 
     def start(self):
         pass

@@ -136,7 +136,7 @@ def run_demo(root: Path, sh: Shell, seconds: float) -> None:
 
     print("== 2. SPE: record emulated arm_spe samples, histogram them, feed the PFN tree ==")
     dbg = "kernel/debug/damon"
-    sh.run(f"damond spe-record --mount . --duration {max(1.0, seconds / 2):g} -F phys_addr "
+    sh.run(f"damond spe-record --mount . --duration {max(1.0, seconds / 2):g} -F +phys_addr "
            f"| damond spe-hist --feed > {dbg}/spe_feed")
     sh.run(f"cat {dbg}/spe_feed_stats")
     sh.run(f"head -n 4 {dbg}/spe_stats")

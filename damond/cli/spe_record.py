@@ -21,9 +21,9 @@ def set_argparser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, required=True, metavar="SECONDS", help="how long to sample")
     parser.add_argument("--period", type=int, default=1024, help="sample one op every N (perf -c; default 1024)")
     parser.add_argument("-F", "--fields", default=None,
-                        help="perf script -F field list (default: perf's comm,tid,cpu,time,period,event,ip,sym,"
-                             "symoff,dso plus phys_addr, so that `| damond spe-hist --feed` works; perf itself "
-                             "prints phys_addr only with -F)")
+                        help="perf script -F field list; +f/-f edit the defaults (default, as perf: comm,tid,cpu,"
+                             "time,period,event,ip,sym,symoff,dso; like perf, phys_addr is printed only when asked: "
+                             "use -F +phys_addr before `| damond spe-hist --feed`)")
     parser.add_argument("--itrace", default=None,
                         help="event groups as perf's --itrace letters: f m t b a M i (default: all but i)")
     parser.add_argument("--pid", type=int, default=-1, help="sample only this emulated pid (perf -p)")
@@ -34,7 +34,7 @@ def set_argparser(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     try:
-        fields = perf_script.parse_fields(args.fields or ("" if args.no_pa else ",+phys_addr"))
+        fields = perf_script.parse_fields(args.fields or "")
         terms = f"period={args.period} pa_enable={0 if args.no_pa else 1} ts_enable=1 {args.filter} pid={args.pid}"
         cfg = SpeConfig.parse(terms)
     except ValueError as e:

@@ -31,12 +31,12 @@ def test_record_hist_feed_pipeline(damond):
 
 
 def test_documented_pipe_at_default_period(damond):
-    """`damond spe-record --mount M --duration 2 | damond spe-hist --feed > M/.../spe_feed`
+    """`damond spe-record --mount M --duration 2 -F +phys_addr | damond spe-hist --feed > M/.../spe_feed`
     through a real `|` in sh, default period and fields: every record reaches spe_feed as
     an access, recorded or counted as dropped (the tree holds 1024 THPs)."""
     root = damond.root
     py = f"{sys.executable} -m damond"
-    cmd = f"{py} spe-record --mount {root} --duration 2 | {py} spe-hist --feed > {root}/{DBG}/spe_feed"
+    cmd = f"{py} spe-record --mount {root} --duration 2 -F +phys_addr | {py} spe-hist --feed > {root}/{DBG}/spe_feed"
     r = subprocess.run(["sh", "-c", cmd], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     records = int(r.stderr.split("damond spe-record: ")[1].split()[0])

@@ -45,6 +45,7 @@ def split_folio(pt, proc, addr: int, new_order: int) -> int:
         pt.thp.vmstat["thp_split_pmd"] += 1
     idle, yg = fl[head] & P.IDLE, fl[head] & P.YOUNG
     pt.phys.order[sl] = new_order
+    pt.phys.any_large = True
     heads = np.arange(head, head + (1 << order), 1 << new_order)
     fl[heads] |= np.uint8(idle | yg)
     stat = "nr_anon"
@@ -94,6 +95,7 @@ def collapse(pt, proc, addr: int, order: int = PMD_ORDER, khugepaged: bool = Fal
     fl[n:n + BLOCK_PAGES] = P.PRESENT | P.AF | P.PMD | P.COLD
     fl[n:n + BLOCK_PAGES] |= f & P.ACTIVE
     pt.phys.order[n:n + BLOCK_PAGES] = PMD_ORDER
+    pt.phys.any_large = True
     pt.phys.account(np.array([new]), BLOCK_PAGES)
     pt.phys.account(np.array([old]), -present_before)
     fl[s:s + BLOCK_PAGES] = 0
@@ -218,6 +220,7 @@ def migrate_blocks(pt, proc, blocks: list[tuple[int, int]], nid: int) -> int:
         pres = int(((fl[s:s + BLOCK_PAGES] & P.PRESENT) != 0).sum())
         fl[n:n + BLOCK_PAGES] = fl[s:s + BLOCK_PAGES] | P.COLD
         od[n:n + BLOCK_PAGES] = od[s:s + BLOCK_PAGES]
+        pt.phys.any_large = True
         pt.phys.account(np.array([new]), pres)
         pt.phys.account(np.array([b]), -pres)
         pt.phys.release_blocks(np.array([b]))

@@ -190,6 +190,7 @@ class PageTables:
             rows = fl.reshape(-1, BLOCK_PAGES)
             rows[good] = P.PRESENT | P.AF | P.PMD
             self.phys.order.reshape(-1, BLOCK_PAGES)[good] = PMD_ORDER
+            self.phys.any_large = True
             self.phys.account(good, BLOCK_PAGES)
             n = len(good)
             if vma.anon:
@@ -235,6 +236,8 @@ class PageTables:
         self.phys.layout_gen += 1
         fl[idx] = P.PRESENT | P.AF
         self.phys.order[idx] = order
+        if order:
+            self.phys.any_large = True
         self.phys.account(idx // BLOCK_PAGES, 1)
         if order >= 2:
             n = len(heads) if heads is not None else len(idx) >> order

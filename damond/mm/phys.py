@@ -58,6 +58,7 @@ class PhysMem:
         # bumped on every change to what a VA translates to (block binding, PRESENT/PMD bits,
         # folio orders): the machine's per-sample translation cache keys on it
         self.layout_gen = 0
+        self.any_large = False     # some page was ever given folio order > 0 (else: every order is 0)
 
     # --- blocks ----------------------------------------------------------------------------
     def free_blocks(self, nid: int | None = None) -> int:

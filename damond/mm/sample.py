@@ -58,8 +58,8 @@ class SamplePlan:
             else:
                 self.sel = np.flatnonzero(pres)
                 pidx, f = pidx[self.sel], f[self.sel]
-        o = phys.order[pidx]
-        if not len(o) or not np.bitwise_or.reduce(o):
+        o = phys.order[pidx] if phys.any_large else None
+        if o is None or not len(o) or not np.bitwise_or.reduce(o):
             # plain 4 KB pages: leaf = folio = the page
             self.af = self.heads = pidx
             self.same = True

@@ -18,7 +18,7 @@ CHUNK = 8 << 20
 
 def set_argparser(parser: argparse.ArgumentParser) -> None:
     g = parser.add_mutually_exclusive_group()
-    g.add_argument("--feed", action="store_true", help="print `PFN COUNT` lines ready for spe_feed")
+    g.add_argument("--feed", action="store_true", help="print `PFN COUNT` lines ready for spe_feed, the most accessed THP first")
     g.add_argument("--threshold", type=int, metavar="N", help="print THPs whose hot fraction is below N percent")
     parser.add_argument("--top", type=int, default=10, help="THPs shown in the report (default 10)")
 
@@ -48,6 +48,21 @@ def _read(builder: hist.HistBuilder, stream) -> None:
         builder.feed(bytes(view[:have]))
 
 
+def _hottest_first(pfns, counts):
+    """Order feed lines THP by THP, the most accessed THP first (subpages ascending within
+    one): the kernel's tree holds 1024 THPs and drops what comes after, so it should keep
+    the THPs that carry the signal."""
+    import numpy as np
+
+    if len(pfns) == 0:
+        return pfns, counts
+    thp = pfns >> np.uint64(9)
+    keys, inv = np.unique(thp, return_inverse=True)
+    totals = np.bincount(inv, weights=counts.astype(np.float64), minlength=len(keys))
+    order = np.lexsort((pfns, -totals[inv]))
+    return pfns[order], counts[order]
+
+
 def main(args: argparse.Namespace) -> int:
     if args.threshold is not None and not 0 <= args.threshold <= 100:
         print("damond spe-hist: --threshold must be 0..100", file=sys.stderr)
@@ -59,7 +74,7 @@ def main(args: argparse.Namespace) -> int:
     out = sys.stdout
     if args.feed:
         out.flush()
-        out.buffer.write(hist.feed_bytes(pfns, counts))
+        out.buffer.write(hist.feed_bytes(*_hottest_first(pfns, counts)))
     elif args.threshold is not None:
         text, n, total = hist.candidates_text(pfns, counts, args.threshold)
         out.write(text)

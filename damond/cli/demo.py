@@ -69,14 +69,18 @@ def _human(n: int) -> str:
     return f"{n} B"
 
 
-def _truth(sh: Shell, pid: int) -> int:
+def _truth(sh: Shell, pids: list[int]) -> int:
+    """Bytes the workloads really touched in the last 100 ms (damond/truth)."""
     out = sh.cat("damond/truth", show=False)
+    total, seen = 0, set()
     for line in out.splitlines():
-        if re.search(rf"\bpid={pid}\b", line):
-            m = re.search(r"wss_100ms=(\d+)", line)
-            if m:
-                return int(m.group(1))
-    raise RuntimeError(f"no ground truth for pid {pid} in damond/truth:\n{out}")
+        m = re.search(r"\bpid=(\d+)\b.*\bwss_100ms=(\d+)", line)
+        if m and int(m.group(1)) in pids:
+            total += int(m.group(2))
+            seen.add(int(m.group(1)))
+    if seen != set(pids):
+        raise RuntimeError(f"no ground truth for pids {sorted(set(pids) - seen)} in damond/truth:\n{out}")
+    return total
 
 
 def _anon_huge_kb(sh: Shell, pid: int) -> int:
@@ -85,7 +89,7 @@ def _anon_huge_kb(sh: Shell, pid: int) -> int:
     return int(m.group(1)) if m else 0
 
 
-def _compare(sh: Shell, k: str, pid: int, label: str, snapshots: int = 10) -> tuple[int, int]:
+def _compare(sh: Shell, k: str, pids: list[int], label: str, snapshots: int = 10) -> tuple[int, int]:
     """Average `snapshots` tried-regions snapshots of scheme 0 (one apply interval each),
     as the kernel's WSS selftest does, beside the ground truth of the same moments."""
     tb = f"{k}/contexts/0/schemes/0/tried_regions/total_bytes"
@@ -96,7 +100,7 @@ def _compare(sh: Shell, k: str, pid: int, label: str, snapshots: int = 10) -> tu
         if i:
             sh.run(f"echo update_schemes_tried_regions > {k}/state", show=False)
         reported.append(int(sh.cat(tb, show=False)))
-        truth.append(_truth(sh, pid))
+        truth.append(_truth(sh, pids))
     rep, tru = sum(reported) // snapshots, sum(truth) // snapshots
     ratio = f"{rep / tru:.0f}x" if tru else "n/a"
     print(f"\n  {label}:\n  DAMON reports {_human(rep)} hot on average over {snapshots} snapshots"
@@ -105,72 +109,80 @@ def _compare(sh: Shell, k: str, pid: int, label: str, snapshots: int = 10) -> tu
     return rep, tru
 
 
+def _stage_schemes(sh: Shell, k: str, split: bool) -> None:
+    """Scheme 0: stat, 'hot' = nr_accesses >= 1. Scheme 1 (split): the RFC's split to
+    16 KiB folios for every THP whose SPE hot fraction is below 30 %."""
+    s = f"{k}/contexts/0/schemes"
+    cmds = [f"echo {2 if split else 1} > {s}/nr_schemes",
+            f"echo stat > {s}/0/action",
+            f"echo 18446744073709551615 > {s}/0/access_pattern/sz/max",
+            f"echo 1 > {s}/0/access_pattern/nr_accesses/min",
+            f"echo 4294967295 > {s}/0/access_pattern/nr_accesses/max",
+            f"echo 4294967295 > {s}/0/access_pattern/age/max"]
+    if split:
+        cmds += [f"echo split > {s}/1/action",
+                 f"echo 2 > {s}/1/target_order",
+                 f"echo 30 > {s}/1/hot_threshold",
+                 f"echo 18446744073709551615 > {s}/1/access_pattern/sz/max",
+                 f"echo 4294967295 > {s}/1/access_pattern/nr_accesses/max",
+                 f"echo 4294967295 > {s}/1/access_pattern/age/max"]
+    for cmd in cmds:
+        sh.run(cmd)
+
+
 def run_demo(root: Path, sh: Shell, seconds: float) -> None:
     k = "kernel/mm/damon/admin/kdamonds/0"
     print("== The machine: an arm64 box (Kunpeng 920 TLBs), THP=always, the RFC's workloads ==")
     sh.cat("kernel/mm/transparent_hugepage/enabled")
     procs = sh.cat("damond/processes")
-    pid = next(int(line.split()[0]) for line in procs.splitlines() if "sparse" in line)
-    print(f"\n  sparse workload: pid {pid}; AnonHugePages {_anon_huge_kb(sh, pid)} kB\n")
+    sparse = next(int(line.split()[0]) for line in procs.splitlines() if "sparse" in line)
+    hot = next(int(line.split()[0]) for line in procs.splitlines() if "thp-hot" in line)
+    pids = [sparse, hot]
+    print(f"\n  sparse_8g (pid {sparse}): 8 GiB of THPs, one 4 KiB page of each touched;"
+          f" AnonHugePages {_anon_huge_kb(sh, sparse)} kB")
+    print(f"  hot_workload (pid {hot}): 16 THPs, a quarter of every THP's pages touched;"
+          f" AnonHugePages {_anon_huge_kb(sh, hot)} kB\n")
 
-    print("== 1. A DAMOS `stat` scheme on the sparse workload (nr_accesses >= 1 = 'hot') ==")
-    s = f"{k}/contexts/0/schemes/0"
+    print("== 1. A DAMOS `stat` scheme on both (nr_accesses >= 1 = 'hot') ==")
     for cmd in (
         "echo 1 > kernel/mm/damon/admin/kdamonds/nr_kdamonds",
         f"echo 1 > {k}/contexts/nr_contexts",
         f"echo vaddr > {k}/contexts/0/operations",
-        f"echo 1 > {k}/contexts/0/targets/nr_targets",
-        f"echo {pid} > {k}/contexts/0/targets/0/pid_target",
-        f"echo 1 > {k}/contexts/0/schemes/nr_schemes",
-        f"echo stat > {s}/action",
-        f"echo 18446744073709551615 > {s}/access_pattern/sz/max",
-        f"echo 1 > {s}/access_pattern/nr_accesses/min",
-        f"echo 4294967295 > {s}/access_pattern/nr_accesses/max",
-        f"echo 4294967295 > {s}/access_pattern/age/max",
-        f"echo on > {k}/state",
+        f"echo 2 > {k}/contexts/0/targets/nr_targets",
+        f"echo {sparse} > {k}/contexts/0/targets/0/pid_target",
+        f"echo {hot} > {k}/contexts/0/targets/1/pid_target",
     ):
         sh.run(cmd)
+    _stage_schemes(sh, k, split=False)
+    sh.run(f"echo on > {k}/state")
     sh.cat(f"{k}/state")
     time.sleep(seconds)
-    before, truth = _compare(sh, k, pid, "THP-mapped (one Access Flag per 2 MiB)")
+    before, truth = _compare(sh, k, pids, "THP-mapped (one Access Flag per 2 MiB)")
 
     print("== 2. SPE: record emulated arm_spe samples, histogram them, feed the PFN tree ==")
     dbg = "kernel/debug/damon"
     sh.run(f"damond spe-record --mount . --duration {max(1.0, seconds / 2):g} -F +phys_addr "
            f"| damond spe-hist --feed > {dbg}/spe_feed")
     sh.run(f"cat {dbg}/spe_feed_stats")
-    sh.run(f"head -n 4 {dbg}/spe_stats")
+    sh.run(f"head -n 3 {dbg}/spe_stats; grep -v 'hot_pages=1/512' {dbg}/spe_stats | sed -n '2,4p'")
+    print("\n  (the tree holds 1024 THPs, as the RFC's: the hottest were fed first, the rest dropped and"
+          " counted; a THP without SPE data is split unconditionally, as the RFC does)")
 
     print("\n== 3. Split the THPs the SPE data calls sparse (hot fraction < hot_threshold) ==")
-    s1 = f"{k}/contexts/0/schemes/1"
-    sh.run(f"echo 2 > {k}/contexts/0/schemes/nr_schemes")
-    # nr_schemes recreates both schemes with defaults, as the kernel does: stage both again
-    for cmd in (
-        f"echo stat > {s}/action",
-        f"echo 18446744073709551615 > {s}/access_pattern/sz/max",
-        f"echo 1 > {s}/access_pattern/nr_accesses/min",
-        f"echo 4294967295 > {s}/access_pattern/nr_accesses/max",
-        f"echo 4294967295 > {s}/access_pattern/age/max",
-        f"echo split > {s1}/action",
-        f"echo 2 > {s1}/target_order",
-        f"echo 30 > {s1}/hot_threshold",
-        f"echo 18446744073709551615 > {s1}/access_pattern/sz/max",
-        f"echo 4294967295 > {s1}/access_pattern/nr_accesses/max",
-        f"echo 4294967295 > {s1}/access_pattern/age/max",
-        f"echo commit > {k}/state",
-    ):
-        sh.run(cmd)
+    _stage_schemes(sh, k, split=True)     # nr_schemes recreates both schemes with defaults
+    sh.run(f"echo commit > {k}/state")
     time.sleep(seconds)
     sh.run(f"echo update_schemes_stats > {k}/state")
-    sh.run(f"cd {s1}/stats && grep . nr_tried sz_tried nr_applied sz_applied")
-    print(f"\n  AnonHugePages now {_anon_huge_kb(sh, pid)} kB")
-    sh.run(f"grep -H . kernel/mm/transparent_hugepage/hugepages-16kB/stats/nr_anon "
-           f"kernel/mm/transparent_hugepage/hugepages-2048kB/stats/nr_anon")
+    sh.run(f"cd {k}/contexts/0/schemes/1/stats && grep . nr_tried sz_tried nr_applied sz_applied")
+    print(f"\n  AnonHugePages now: sparse_8g {_anon_huge_kb(sh, sparse)} kB (split),"
+          f" hot_workload {_anon_huge_kb(sh, hot)} kB (kept: every 16 KiB chunk is hot)")
+    sh.run("grep -H . kernel/mm/transparent_hugepage/hugepages-16kB/stats/nr_anon "
+           "kernel/mm/transparent_hugepage/hugepages-2048kB/stats/nr_anon")
     print("\n  (the split scheme stays in place; give DAMON a few aggregations at 16 KiB granularity)")
     time.sleep(seconds)
-    after, truth2 = _compare(sh, k, pid, "after the split (16 KiB folios, one AF per 4 KiB PTE)")
+    after, truth2 = _compare(sh, k, pids, "after the split (16 KiB folios, one AF per 4 KiB PTE)")
 
-    print("== Summary: DAMON vs ground truth on the sparse workload ==")
+    print("== Summary: DAMON vs ground truth ==")
     print(f"  {'':32} {'DAMON reports':>14} {'really hot':>12}")
     print(f"  {'THP (2 MiB, one AF)':32} {_human(before):>14} {_human(truth):>12}")
     print(f"  {'after SPE-guided split':32} {_human(after):>14} {_human(truth2):>12}")

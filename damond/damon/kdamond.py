@@ -56,6 +56,7 @@ class Kdamond:
         self._lag_window = [0, 0, 0]     # overruns, lag_us, max lag since the last report
         self._next_lag_report_us = 0
         self._resume: tuple[int, int, bool] | None = None   # iteration paused after sampling
+        self._deadline_us = 0             # wall clock: when the current sampling interval ends
         self.log = get_logger("damond.damon.kdamond", kdamond=index)
 
     # ------------------------------------------------------------------ lifecycle
@@ -81,6 +82,7 @@ class Kdamond:
             self.pid = self.system.machine.new_kthread_pid()
             self.running = True
             self.overruns = self.lag_us = 0
+            self._deadline_us = 0
             self.log.info("kdamond_started", pid=self.pid, ops=ctx.ops_id.value, nr_targets=len(ctx.targets),
                           nr_schemes=len(ctx.schemes), nr_regions=ctx.nr_regions(),
                           sample_us=ctx.attrs.sample_interval, aggr_us=ctx.attrs.aggr_interval,
@@ -241,9 +243,18 @@ class Kdamond:
         clock, machine = self.system.clock, self.system.machine
         next_aggr = ctx.next_aggregation_sis
         next_update = ctx.next_ops_update_sis
+        sample = ctx.attrs.sample_interval
+        # the machine first catches up, so what it did before the mkold stays before it
+        t_mkold = max(clock.now_us(), machine.now_us)
+        machine.advance_to(t_mkold)
         ctx.ops.prepare_access_checks(ctx)
-        clock.sleep_us(ctx.attrs.sample_interval)
-        machine.advance_to(clock.now_us())
+        if self.virtual:
+            clock.sleep_us(sample)
+        else:
+            self._sleep_to_deadline(sample)
+        # the access window is exactly one sampling interval of machine time, whatever the
+        # wall clock did (the ticker leaves the machine to running kdamonds)
+        machine.advance_to(t_mkold + sample)
         ctx.passed_sample_intervals += 1
         max_nr = ctx.ops.check_accesses(ctx)
         aggregated = ctx.passed_sample_intervals >= next_aggr
@@ -253,6 +264,19 @@ class Kdamond:
                 ctx.sz_limit_cached = core.apply_min_nr_regions(ctx)
         self._handle_calls()
         return next_aggr, next_update, aggregated
+
+    def _sleep_to_deadline(self, sample_us: int) -> None:
+        """Wall clock: one sampling interval per period, the loop's own work included (the
+        kernel's work per sample is negligible, ours is not). More than one interval late:
+        start a new schedule from now rather than rush to catch up."""
+        clock = self.system.clock
+        now = clock.now_us()
+        d = (self._deadline_us or now) + sample_us
+        if now > d + sample_us:
+            d = now + sample_us
+        self._deadline_us = d
+        if d > now:
+            clock.sleep_us(d - now)
 
     def _account_lag(self, t0: int, t1: int, sample_us: int) -> None:
         """Wall clock: an iteration longer than two sampling intervals is an overrun."""

@@ -108,11 +108,6 @@ def nr_tried_regions(d: DamondProcess, i: int = 0) -> int:
     return sum(1 for p in tr.iterdir() if p.is_dir())
 
 
-@pytest.mark.xfail(reason="kdamond wall-clock dilation: each sampling interval is sleep(5 ms) + the "
-                   "loop's work, so an aggregation takes ~125 ms, every 100 ms window is sampled and "
-                   "qt_exceeds (counted at the next window) trails the full samples by one "
-                   "(measured 22 < 23 in 1 of 4 runs); fix is in kdamond._sample (sleep to a deadline)",
-                   strict=False)
 def test_damos_quota(mount):
     """damos_quota.py (with the kernel's Feb 2025 fix "make real expectation of quota
     exceeds", Cc stable): 1 MiB per 100 ms; every tried_bytes <= 1 MiB, and qt_exceeds

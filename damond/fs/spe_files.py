@@ -4,7 +4,9 @@
 spe_feed (0200): in "lines" mode every line of every write is parsed (partial lines are
 joined across the writes of one open file, a pending last line is taken at close) and
 every line is accounted as recorded, malformed (incl. PFN 0) or dropped because the tree
-was full; a write never fails for bad lines. In "rfc" mode it is the RFC's
+was full; a write never fails for bad lines. A write hands its complete lines to the
+feed's `FeedWorker` and returns; close (release) and every read of spe_feed_stats or
+spe_stats first wait until the queued lines are recorded. In "rfc" mode it is the RFC's
 spe_feed_write: one PFN from the first 31 bytes of each write. spe_stats (0400) is
 `PfnTree.stats_text()`. spe_record (0600): a write of perf config terms starts an
 emulated arm_spe session for that open file; reads drain its raw records.
@@ -41,11 +43,12 @@ class SpeFeed:
     """kernel/debug/damon/spe_feed."""
     mode = 0o200
 
-    def __init__(self, spe, compiled: bool | None = None, max_rows: int = 1 << 15):
+    def __init__(self, spe, compiled: bool | None = None, max_rows: int = 1 << 15, depth: int = 8):
         self.spe = spe
         self.counters = F.FeedCounters()
-        self._mutex = threading.Lock()
-        self._ingest = F.Ingest(spe, compiled, max_rows)
+        self._mutex = threading.Lock()         # counters
+        self._ingest = F.Ingest(spe, compiled, max_rows)     # used by the worker thread only
+        self.worker = F.FeedWorker(depth)
 
     def open(self, flags: int) -> object:
         return (F.FeedSession(), F.FeedCounters())
@@ -59,11 +62,16 @@ class SpeFeed:
         if self.spe.feed == "rfc":
             self._rfc(data, mine)
             return n
+        parts, overlong = F.split_complete(sess, data)
         with self._mutex:
-            parts, overlong = F.split_complete(sess, data)
-            self._lines(parts, mine)
             self._add(mine, writes=1, bytes=n, lines=overlong, malformed=overlong)
+        if parts:
+            self.worker.submit(lambda: self._lines(parts, mine))
         return n
+
+    def drain(self) -> None:
+        """Wait until the lines of every write so far are recorded and accounted."""
+        self.worker.drain()
 
     def _rfc(self, data: bytes, mine: F.FeedCounters) -> None:
         pfn = F.rfc_parse(data)
@@ -78,15 +86,15 @@ class SpeFeed:
             self._add(mine, **d)
 
     def _lines(self, parts: list, mine: F.FeedCounters) -> None:
-        """Parse and record complete lines (caller holds the mutex)."""
-        if not parts:
-            return
+        """Parse, record and account complete lines (on the worker thread)."""
         ok, bad, zero, res = self._ingest.lines(parts)
-        self._add(mine, lines=ok + bad + zero, malformed=bad + zero, zero_pfn=zero,
-                  recorded=res.recorded, recorded_accesses=res.recorded_accesses,
-                  dropped_full=res.dropped, dropped_accesses=res.dropped_accesses)
+        with self._mutex:
+            self._add(mine, lines=ok + bad + zero, malformed=bad + zero, zero_pfn=zero,
+                      recorded=res.recorded, recorded_accesses=res.recorded_accesses,
+                      dropped_full=res.dropped, dropped_accesses=res.dropped_accesses)
 
     def _add(self, mine: F.FeedCounters, **kv) -> None:
+        """Add to the file's and this open file's counters (caller holds the mutex)."""
         for k, v in kv.items():
             m = _U64 if k.endswith("_accesses") else -1
             setattr(self.counters, k, (getattr(self.counters, k) + v) & m)
@@ -96,8 +104,8 @@ class SpeFeed:
         sess, mine = st
         if sess.pending and not sess.overlong:
             tail, sess.pending = bytes(sess.pending), bytearray()
-            with self._mutex:
-                self._lines([tail], mine)
+            self.worker.submit(lambda: self._lines([tail], mine))
+        self.worker.drain()
         if mine.writes:
             log.info("spe_feed_closed", mode=self.spe.feed, writes=mine.writes, lines=mine.lines,
                      recorded=mine.recorded, malformed=mine.malformed, dropped_full=mine.dropped_full)
@@ -105,6 +113,7 @@ class SpeFeed:
                 log.warning("spe_tree_full", dropped=mine.dropped_full, capacity=self.spe.capacity)
 
     def stats_text(self) -> bytes:
+        self.drain()
         with self._mutex:
             return self.counters.text(self.spe.feed, "compiled" if self._ingest.compiled else "python").encode()
 
@@ -194,7 +203,7 @@ def handlers(system) -> dict:
     feed = SpeFeed(system.spe)
     return {
         f"{DEBUG_DIR}/spe_feed": feed,
-        f"{DEBUG_DIR}/spe_stats": ReadOnly(lambda: system.spe.stats_text().encode()),
+        f"{DEBUG_DIR}/spe_stats": ReadOnly(lambda: (feed.drain(), system.spe.stats_text().encode())[1]),
         f"{DEBUG_DIR}/spe_feed_stats": ReadOnly(feed.stats_text),
         "damond/spe_record": SpeRecord(system),
     }

@@ -6,16 +6,22 @@ decimal, no leading whitespace), optionally followed by blanks and a decimal cou
 that does not match is malformed. `Ingest` is the hot path: the compiled `_feedparse`
 parses, aggregates per THP and adds into the tree in one C pass; the fallback here
 (regex per line + `PfnTree.record_many`) gives the same tree and counts. `FeedSession`
-joins partial lines across the writes of one open file; `rfc_parse` is the RFC's
-one-PFN-per-write `spe_feed_write` (first 31 bytes, one trailing newline stripped, kstrtoul).
+joins partial lines across the writes of one open file; `FeedWorker` records the
+complete lines on its own thread (the C pass runs without the GIL, so the FUSE thread
+takes the next write meanwhile); `rfc_parse` is the RFC's one-PFN-per-write
+`spe_feed_write` (first 31 bytes, one trailing newline stripped, kstrtoul).
 """
 from __future__ import annotations
 
+import queue
 import re
+import threading
+from typing import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from damond.log import get_logger
 from damond.spe.tree import FeedResult
 
 try:
@@ -240,6 +246,48 @@ class Ingest:
 
 def _sum(a, b):
     return b if a is None else a + b
+
+
+class FeedWorker:
+    """Runs feed jobs in submission order on one daemon thread (started at the first job).
+
+    At most `depth` jobs wait: `submit` blocks the caller when the queue is full (the FUSE
+    thread, hence the writer, waits: backpressure). `drain` returns once every job
+    submitted before it is done, so readers of the accounting see complete figures. A job
+    that raises is logged (`spe_feed_worker_failed`) and the thread goes on.
+    """
+
+    def __init__(self, depth: int = 8, name: str = "damond-spe-feed"):
+        self._q: queue.Queue = queue.Queue(maxsize=depth)
+        self._name = name
+        self._thread: threading.Thread | None = None
+        self._start = threading.Lock()
+        self._log = get_logger("damond.spe")
+
+    def submit(self, job: Callable[[], None]) -> None:
+        """Queue `job` (blocks while `depth` jobs wait)."""
+        if self._thread is None:
+            with self._start:
+                if self._thread is None:
+                    t = threading.Thread(target=self._run, name=self._name, daemon=True)
+                    t.start()
+                    self._thread = t
+        self._q.put(job)
+
+    def drain(self) -> None:
+        """Wait until every job submitted so far has run (not from inside a job)."""
+        if self._thread is not None:
+            self._q.join()
+
+    def _run(self) -> None:
+        while True:
+            job = self._q.get()
+            try:
+                job()
+            except Exception:
+                self._log.exception("spe_feed_worker_failed")
+            finally:
+                self._q.task_done()
 
 
 def rfc_parse(data: bytes) -> int | None:

@@ -159,6 +159,7 @@ def test_compiled_ingest_equals_fallback(seed):
         for f, st in zip(feeds, sts):
             for piece in pieces:
                 assert f.write(st, piece) == len(piece)
+            f.drain()                  # writes are recorded by the worker thread
         if rng.random() < 0.3:
             dt = int(rng.integers(0, 3_000_000))
             for c in clocks:

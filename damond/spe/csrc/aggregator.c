@@ -1,19 +1,8 @@
 /*
- * damond.spe._feedparse: the single-pass spe_feed line parser (optional, compiled by
- * setup.py; damond/spe/feed.py holds the identical pure-Python/numpy fallback).
+ * damond.spe._feedparse.Aggregator: the spe_feed hot path (damond/spe/feed.py `Ingest`;
+ * the fallback there is parse_py + PfnTree.record_many, with identical results).
  *
- * parse(data, pfns_out, counts_out) -> (n_ok, n_malformed, n_zero, has_counts)
- *
- * data: bytes-like of lines separated by '\n' (a last line without '\n' is a line too,
- * an empty buffer has no lines). Each line is a PFN in kstrtoul base-0 syntax (optional
- * '+', then 0x/0X hex, leading-0 octal or decimal; no leading whitespace), optionally
- * followed by blanks and a decimal count >= 1, optionally followed by blanks/'\r'.
- * PFNs != 0 go to pfns_out (uint64), their counts to counts_out (uint64); pfn 0 counts
- * as n_zero, anything else (overflow, empty line, count 0) as n_malformed.
- * The output buffers must hold at least (len(data) + 1) / 2 + 1 entries.
- *
- * Aggregator(max_rows=32768): the spe_feed hot path. `feed(data)` parses lines exactly
- * as `parse` does and, in the same pass, sums lines and counts per distinct THP key
+ * Aggregator(max_rows=32768, map_capacity=1024): `feed(data)` parses lines exactly as `parse` does and, in the same pass, sums lines and counts per distinct THP key
  * (pfn & ~511, a small open-addressing hash table; keys in order of first appearance)
  * and keeps one row (key index, subpage, count) per recorded line. It stops before a
  * line when max_rows rows are held and returns (consumed, n_ok, n_malformed, n_zero).
@@ -27,198 +16,12 @@
  * When every key of a batch was direct (`n_direct == n_keys`) the batch is done. The
  * caller must `forget()` when the tree's layout changes, and `undo(counts, total, last)`
  * (exact: subtracts, restores the old stamps) to take the general path instead.
- *
- * perf_pa(data, memory_only, check_header, pa_out)
- *     -> (n_lines, n_header, n_other_event, n_out, consumed)
- *
- * The spe-hist scan of `perf script` text (damond/spe/hist.py has the fallback): for each
- * line, header/blank lines (`#...`, perf's `[Warning: ]Samples for ...` message: starting
- * with S or W after blanks and containing `Samples for`; only blanks) are counted; `Samples for` is only looked for with check_header;
- * with memory_only, lines without " memory: " are counted as other-event lines; every
- * other line yields the strtoul(last token, 16) value (optional 0x; 0 when it does not
- * parse fully) in pa_out, in line order. It stops when pa_out is full; `consumed` says
- * how many bytes of data were scanned (call again with the rest).
+ * feed() releases the GIL while it scans and adds: the caller must hold the tree's mutex
+ * (no other thread may move or resize counts/total/last meanwhile) and must not use the
+ * same Aggregator from two threads (a second call while one runs raises RuntimeError).
  */
 #define _GNU_SOURCE
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <stdint.h>
-#include <string.h>
-
-static signed char digit_val[256];
-
-static inline int is_blank(unsigned char c) { return c == ' ' || c == '\t' || c == '\r'; }
-
-/* Parse one line [p, e). Returns 1 ok, 0 malformed. */
-static inline int parse_line(const unsigned char *p, const unsigned char *e,
-                             uint64_t *pfn, uint64_t *count, int *has_count)
-{
-    uint64_t v = 0;
-    unsigned base = 10;
-    const unsigned char *q;
-
-    if (p < e && *p == '+')
-        p++;
-    if (p >= e)
-        return 0;
-    if (p[0] == '0') {
-        if (p + 2 < e && (p[1] | 0x20) == 'x' && digit_val[p[2]] >= 0) {
-            base = 16;
-            p += 2;
-        } else {
-            base = 8;
-        }
-    }
-    q = p;
-    while (p < e) {
-        int d = digit_val[*p];
-        if (d < 0 || (unsigned)d >= base)
-            break;
-        if (v > (UINT64_MAX - (uint64_t)d) / base)
-            return 0;               /* -ERANGE */
-        v = v * base + (uint64_t)d;
-        p++;
-    }
-    if (p == q)
-        return 0;
-    *pfn = v;
-    *count = 1;
-    if (p == e)
-        return 1;
-    if (!is_blank(*p))
-        return 0;
-    while (p < e && (*p == ' ' || *p == '\t'))
-        p++;
-    if (p < e && *p >= '0' && *p <= '9') {
-        uint64_t c = 0;
-        while (p < e && *p >= '0' && *p <= '9') {
-            uint64_t d = (uint64_t)(*p - '0');
-            if (c > (UINT64_MAX - d) / 10)
-                return 0;
-            c = c * 10 + d;
-            p++;
-        }
-        if (c == 0)
-            return 0;
-        *count = c;
-        *has_count = 1;
-    }
-    while (p < e && is_blank(*p))
-        p++;
-    return p == e;
-}
-
-/* The common shapes in one pass without memchr: `0x<1..16 hex>` or `<1-9><..18 digits>`,
- * optionally one or more blanks and a decimal count 1..19 digits != 0, then '\n'. Returns
- * the start of the next line, or NULL when the line must take the general path (which
- * gives the same result for these shapes). */
-static inline __attribute__((always_inline)) const unsigned char *fast_line(const unsigned char *p, const unsigned char *end,
-                                             uint64_t *pfn, uint64_t *count, int *has_count)
-{
-    const unsigned char *q, *lim;
-    uint64_t v = 0, c;
-    int d;
-
-    if (end - p >= 4 && p[0] == '0' && (p[1] | 0x20) == 'x') {
-        q = p + 2;
-        lim = end - q > 16 ? q + 16 : end;
-        while (q < lim && (d = digit_val[*q]) >= 0) {
-            v = (v << 4) | (uint64_t)d;
-            q++;
-        }
-        if (q == p + 2)
-            return NULL;
-    } else if (p < end && *p >= '1' && *p <= '9') {
-        q = p;
-        lim = end - q > 19 ? q + 19 : end;
-        while (q < lim && *q >= '0' && *q <= '9') {
-            v = v * 10 + (uint64_t)(*q - '0');
-            q++;
-        }
-    } else {
-        return NULL;
-    }
-    if (q >= end)
-        return NULL;
-    if (*q == '\n') {
-        *pfn = v;
-        *count = 1;
-        return q + 1;
-    }
-    if (*q != ' ')
-        return NULL;
-    while (q < end && *q == ' ')
-        q++;
-    p = q;
-    lim = end - q > 19 ? q + 19 : end;
-    c = 0;
-    while (q < lim && *q >= '0' && *q <= '9') {
-        c = c * 10 + (uint64_t)(*q - '0');
-        q++;
-    }
-    if (q == p || c == 0 || q >= end || *q != '\n')
-        return NULL;
-    *pfn = v;
-    *count = c;
-    *has_count = 1;
-    return q + 1;
-}
-
-static PyObject *parse(PyObject *self, PyObject *args)
-{
-    Py_buffer data, pfns, counts;
-    Py_ssize_t n_ok = 0, n_bad = 0, n_zero = 0, cap;
-    int has_count = 0;
-
-    if (!PyArg_ParseTuple(args, "y*w*w*", &data, &pfns, &counts))
-        return NULL;
-    cap = (data.len + 1) / 2 + 1;
-    if (pfns.len < cap * 8 || counts.len < cap * 8) {
-        PyBuffer_Release(&data); PyBuffer_Release(&pfns); PyBuffer_Release(&counts);
-        PyErr_SetString(PyExc_ValueError, "output buffers too small");
-        return NULL;
-    }
-    {
-        const unsigned char *p = data.buf, *end = p + data.len;
-        uint64_t *po = pfns.buf, *co = counts.buf;
-        Py_BEGIN_ALLOW_THREADS
-        while (p < end) {
-            const unsigned char *nl, *e, *f;
-            uint64_t pfn, cnt;
-            if ((f = fast_line(p, end, &pfn, &cnt, &has_count)) != NULL) {
-                if (pfn) {
-                    po[n_ok] = pfn;
-                    co[n_ok] = cnt;
-                    n_ok++;
-                } else {
-                    n_zero++;
-                }
-                p = f;
-                continue;
-            }
-            nl = memchr(p, '\n', (size_t)(end - p));
-            e = nl ? nl : end;
-            if (parse_line(p, e, &pfn, &cnt, &has_count)) {
-                if (pfn) {
-                    po[n_ok] = pfn;
-                    co[n_ok] = cnt;
-                    n_ok++;
-                } else {
-                    n_zero++;
-                }
-            } else {
-                n_bad++;
-            }
-            p = nl ? nl + 1 : end;
-        }
-        Py_END_ALLOW_THREADS
-    }
-    PyBuffer_Release(&data); PyBuffer_Release(&pfns); PyBuffer_Release(&counts);
-    return Py_BuildValue("nnni", n_ok, n_bad, n_zero, has_count);
-}
-
-
-/* ---- Aggregator ------------------------------------------------------------------- */
+#include "feedparse.h"
 
 #define ROW_CNT 0x80000000u
 #define ROW_KEY(w) (((w) & ~ROW_CNT) >> 9)
@@ -250,9 +53,19 @@ typedef struct {
     int32_t *mtab;
     uint64_t *mkey;
     int64_t *mslot;
+    int busy;                     /* a feed is running without the GIL */
     uint64_t *counts;             /* the tree's counters during one feed (NULL: no direct adds) */
     Py_ssize_t counts_rows;
 } Aggregator;
+
+/* Methods other than feed must not run while a feed scans without the GIL. */
+#define AGG_IDLE_OR_FAIL(a, ret)                                                  \
+    do {                                                                          \
+        if ((a)->busy) {                                                          \
+            PyErr_SetString(PyExc_RuntimeError, "Aggregator in use by another thread"); \
+            return ret;                                                           \
+        }                                                                         \
+    } while (0)
 
 static inline uint64_t hash64(uint64_t x)
 {
@@ -292,6 +105,8 @@ static int agg_init(Aggregator *a, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"max_rows", "map_capacity", NULL};
     Py_ssize_t maxr = 32768, mapc = 1024, tsize = 2, msize = 2, i;
+
+    AGG_IDLE_OR_FAIL(a, -1);
 
     if (!PyArg_ParseTupleAndKeywords(args, kw, "|nn", kwlist, &maxr, &mapc))
         return -1;
@@ -463,9 +278,10 @@ static PyObject *agg_feed(Aggregator *a, PyObject *args)
 
     if (!PyArg_ParseTuple(args, "y*|OOOL", &data, &counts, &total, &last, &now))
         return NULL;
-    if (a->ktab == NULL) {
+    if (a->ktab == NULL || a->busy) {
         PyBuffer_Release(&data);
-        PyErr_SetString(PyExc_RuntimeError, "Aggregator not initialised");
+        PyErr_SetString(PyExc_RuntimeError, a->busy ? "Aggregator in use by another thread"
+                                                    : "Aggregator not initialised");
         return NULL;
     }
     a->counts = NULL;
@@ -501,6 +317,8 @@ static PyObject *agg_feed(Aggregator *a, PyObject *args)
     }
     p = data.buf;
     end = p + data.len;
+    a->busy = 1;
+    Py_BEGIN_ALLOW_THREADS
     while (p < end && a->n_rows < a->max_rows) {
         const unsigned char *nl, *e, *f;
         uint64_t pfn, cnt;
@@ -528,9 +346,11 @@ static PyObject *agg_feed(Aggregator *a, PyObject *args)
         }
         p = nl ? nl + 1 : end;
     }
+    agg_flush_direct(a);
+    Py_END_ALLOW_THREADS
+    a->busy = 0;
     consumed = (Py_ssize_t)(p - (const unsigned char *)data.buf);
     PyBuffer_Release(&data);
-    agg_flush_direct(a);
     if (a->counts != NULL) {
         PyBuffer_Release(&cb); PyBuffer_Release(&tb); PyBuffer_Release(&lb);
         a->counts = NULL;
@@ -546,6 +366,8 @@ static PyObject *agg_keys(Aggregator *a, PyObject *args)
     uint64_t *src[3];
     Py_ssize_t nk = a->n_keys;
     int got, i;
+
+    AGG_IDLE_OR_FAIL(a, NULL);
 
     if (!PyArg_ParseTuple(args, "OOO", &o[0], &o[1], &o[2]))
         return NULL;
@@ -571,6 +393,8 @@ static PyObject *agg_apply(Aggregator *a, PyObject *args)
     Py_ssize_t i, nslots, applied = 0;
     const int64_t *slot;
     uint64_t *counts;
+
+    AGG_IDLE_OR_FAIL(a, NULL);
 
     if (!PyArg_ParseTuple(args, "OO", &oc, &os))
         return NULL;
@@ -618,6 +442,8 @@ static PyObject *agg_undo(Aggregator *a, PyObject *args)
     Py_ssize_t i, rows, undone = 0;
     uint64_t *counts, *total;
     int64_t *last;
+
+    AGG_IDLE_OR_FAIL(a, NULL);
 
     if (!PyArg_ParseTuple(args, "OOO", &oc, &ot, &ol))
         return NULL;
@@ -670,6 +496,8 @@ static PyObject *agg_learn(Aggregator *a, PyObject *args)
     const uint64_t *key;
     const int64_t *slot;
 
+    AGG_IDLE_OR_FAIL(a, NULL);
+
     if (!PyArg_ParseTuple(args, "OO", &ok, &os))
         return NULL;
     if (get_buf(ok, &bk, PyBUF_SIMPLE, 0, "keys") < 0)
@@ -709,6 +537,8 @@ static PyObject *agg_learn(Aggregator *a, PyObject *args)
 static PyObject *agg_forget(Aggregator *a, PyObject *noargs)
 {
     Py_ssize_t i;
+
+    AGG_IDLE_OR_FAIL(a, NULL);
     for (i = 0; i <= (Py_ssize_t)a->map_mask; i++)
         a->mtab[i] = -1;
     a->map_n = 0;
@@ -717,6 +547,7 @@ static PyObject *agg_forget(Aggregator *a, PyObject *noargs)
 
 static PyObject *agg_clear(Aggregator *a, PyObject *noargs)
 {
+    AGG_IDLE_OR_FAIL(a, NULL);
     agg_reset(a);
     Py_RETURN_NONE;
 }
@@ -767,105 +598,15 @@ static PyTypeObject AggregatorType = {
     .tp_getset = agg_getset,
 };
 
-/* " memory: " in [p, e): look at each ':' only (a perf line has two or three). */
-static inline int has_memory_event(const unsigned char *p, const unsigned char *e)
+
+int spe_add_aggregator(PyObject *m)
 {
-    const unsigned char *c = p;
-    while ((c = memchr(c, ':', (size_t)(e - c))) != NULL) {
-        if (c - p >= 7 && c + 1 < e && c[1] == ' ' && memcmp(c - 7, " memory", 7) == 0)
-            return 1;
-        c++;
+    if (PyType_Ready(&AggregatorType) < 0)
+        return -1;
+    Py_INCREF(&AggregatorType);
+    if (PyModule_AddObject(m, "Aggregator", (PyObject *)&AggregatorType) < 0) {
+        Py_DECREF(&AggregatorType);
+        return -1;
     }
     return 0;
-}
-
-static PyObject *perf_pa(PyObject *self, PyObject *args)
-{
-    Py_buffer data, out;
-    int memory_only, check_hdr;
-    Py_ssize_t n_lines = 0, n_hdr = 0, n_other = 0, n_out = 0, cap, consumed;
-
-    if (!PyArg_ParseTuple(args, "y*ppw*", &data, &memory_only, &check_hdr, &out))
-        return NULL;
-    cap = out.len / 8;
-    {
-        const unsigned char *p = data.buf, *end = p + data.len;
-        uint64_t *o = out.buf;
-        Py_BEGIN_ALLOW_THREADS
-        while (p < end && n_out < cap) {
-            const unsigned char *nl = memchr(p, '\n', (size_t)(end - p));
-            const unsigned char *e = nl ? nl : end, *s = p, *t;
-            uint64_t v = 0;
-            int ok = 1;
-            n_lines++;
-            while (s < e && (*s == ' ' || *s == '\t' || *s == '\r'))
-                s++;
-            if (s == e || *p == '#' || (check_hdr && (*s == 'S' || *s == 'W') && memmem(s, (size_t)(e - s), "Samples for", 11))) {
-                n_hdr++;
-                goto next;
-            }
-            if (memory_only && !has_memory_event(p, e)) {
-                n_other++;
-                goto next;
-            }
-            t = e;
-            while (t > s && (t[-1] == ' ' || t[-1] == '\t' || t[-1] == '\r'))
-                t--;
-            s = t;
-            while (s > p && s[-1] != ' ' && s[-1] != '\t')
-                s--;
-            if (t - s > 2 && s[0] == '0' && (s[1] | 0x20) == 'x')
-                s += 2;
-            if (s == t || t - s > 16)
-                ok = 0;
-            for (; ok && s < t; s++) {
-                int d = digit_val[*s];
-                if (d < 0) { ok = 0; break; }
-                v = (v << 4) | (uint64_t)d;
-            }
-            o[n_out++] = ok ? v : 0;
-next:
-            p = nl ? nl + 1 : end;
-        }
-        Py_END_ALLOW_THREADS
-        consumed = (Py_ssize_t)(p - (const unsigned char *)data.buf);
-    }
-    PyBuffer_Release(&data); PyBuffer_Release(&out);
-    return Py_BuildValue("nnnnn", n_lines, n_hdr, n_other, n_out, consumed);
-}
-
-static PyMethodDef methods[] = {
-    {"perf_pa", perf_pa, METH_VARARGS, "perf_pa(data, memory_only, check_header, pa_out) -> (n_lines, n_header, n_other_event, n_out, consumed)"},
-    {"parse", parse, METH_VARARGS, "parse(data, pfns_out, counts_out) -> (n_ok, n_malformed, n_zero, has_counts)"},
-    {NULL, NULL, 0, NULL},
-};
-
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_feedparse", NULL, -1, methods};
-
-PyMODINIT_FUNC PyInit__feedparse(void)
-{
-    int i;
-    for (i = 0; i < 256; i++)
-        digit_val[i] = -1;
-    for (i = 0; i < 10; i++)
-        digit_val['0' + i] = (signed char)i;
-    for (i = 0; i < 6; i++) {
-        digit_val['a' + i] = (signed char)(10 + i);
-        digit_val['A' + i] = (signed char)(10 + i);
-    }
-    {
-        PyObject *m;
-        if (PyType_Ready(&AggregatorType) < 0)
-            return NULL;
-        m = PyModule_Create(&module);
-        if (m == NULL)
-            return NULL;
-        Py_INCREF(&AggregatorType);
-        if (PyModule_AddObject(m, "Aggregator", (PyObject *)&AggregatorType) < 0) {
-            Py_DECREF(&AggregatorType);
-            Py_DECREF(m);
-            return NULL;
-        }
-        return m;
-    }
 }

@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from damond.cli.mount import spawn_daemon, wait_ready
+
 MiB = 1 << 20
 
 
@@ -48,18 +50,6 @@ class Shell:
 
     def cat(self, rel: str, show: bool = True) -> str:
         return self.run(f"cat {rel}", show=show).strip()
-
-
-def _wait_ready(root: Path, proc: subprocess.Popen, timeout: float = 30.0) -> None:
-    ready = root / "kernel/mm/damon/admin/kdamonds/nr_kdamonds"
-    t_end = time.monotonic() + timeout
-    while time.monotonic() < t_end:
-        if ready.exists():
-            return
-        if proc.poll() is not None:
-            raise RuntimeError(f"damond mount exited with {proc.returncode}")
-        time.sleep(0.05)
-    raise RuntimeError("damond did not become ready in time")
 
 
 def _human(n: int) -> str:
@@ -206,17 +196,15 @@ def main(args: argparse.Namespace) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="damond-demo-"))
     root = tmp / "sys"
     root.mkdir()
-    cmd = [sys.executable, "-m", "damond", "mount", str(root), "--foreground"]
-    if args.config:
-        cmd += ["--config", args.config]
     log = open(tmp / "damond.log", "w")
     print(f"# damond mount {root}" + (f" --config {args.config}" if args.config else ""))
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    proc = spawn_daemon(str(root), args.config, None, log)
     env = dict(os.environ)
     env["PATH"] = f"{_damond_bin(tmp)}{os.pathsep}{env.get('PATH', '')}"
     rc = 0
     try:
-        _wait_ready(root, proc)
+        if not wait_ready(str(root), proc, timeout=60):
+            raise RuntimeError("damond did not become ready")
         print(f"# cd {root}")
         run_demo(root, Shell(root, env), args.seconds)
     except (RuntimeError, StopIteration) as e:

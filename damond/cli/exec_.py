@@ -20,8 +20,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from damond.cli.mount import spawn_daemon, wait_ready
 
 FUSE_SUPER_MAGIC = 0x65735546
 ADMIN = Path("/sys/kernel/mm/damon/admin")
@@ -67,20 +68,11 @@ def _inside(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="damond-exec-"))
     root = work / "sys"
     root.mkdir()
-    cmd = [sys.executable, "-m", "damond", "mount", str(root), "--foreground"]
-    if args.config:
-        cmd += ["--config", args.config]
-    if args.feature_level:
-        cmd += ["--feature-level", args.feature_level]
     log = open(work / "damond.log", "w")
-    daemon = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)                  # 4. daemon in the ns
+    daemon = spawn_daemon(str(root), args.config, args.feature_level, log)               # 4. daemon in the ns
     try:
-        ready = root / "kernel/mm/damon/admin/kdamonds/nr_kdamonds"
-        t_end = time.monotonic() + 30
-        while not ready.exists():
-            if daemon.poll() is not None or time.monotonic() > t_end:
-                raise ExecError(f"damond did not come up; see {work / 'damond.log'}")
-            time.sleep(0.05)
+        if not wait_ready(str(root), daemon, timeout=60):
+            raise ExecError(f"damond did not come up; see {work / 'damond.log'}")
         ADMIN.mkdir()                                                                      # 5. bind (in the tmpfs)
         _sh("mount", "--bind", str(root / "kernel/mm/damon/admin"), str(ADMIN))
         if DEBUG.is_dir():

@@ -18,6 +18,7 @@ from damond.config import Config
 from damond.errors import ConfigError
 
 READY_TIMEOUT_S = 120.0
+READY_FILE = "kernel/mm/damon/admin/kdamonds/nr_kdamonds"
 
 
 def set_argparser(p: argparse.ArgumentParser) -> None:
@@ -81,29 +82,43 @@ def _foreground(config: Config, mp: str) -> int:
         system.stop()
 
 
-def _background(args, mp: str) -> int:
+def spawn_daemon(mp: str, config: str | None, feature_level: str | None, log) -> subprocess.Popen:
+    """Start `damond mount MP --foreground` as a child process logging to `log`."""
     cmd = [sys.executable, "-m", "damond", "mount", mp, "--foreground"]
-    if args.config:
-        cmd += ["--config", os.path.abspath(args.config)]
-    if args.feature_level:
-        cmd += ["--feature-level", args.feature_level]
-    log = open(args.log_file, "ab") if args.log_file else tempfile.TemporaryFile()
-    child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-    ready = os.path.join(mp, "kernel/mm/damon/admin/kdamonds/nr_kdamonds")
-    deadline = time.monotonic() + READY_TIMEOUT_S
+    if config:
+        cmd += ["--config", os.path.abspath(config)]
+    if feature_level:
+        cmd += ["--feature-level", feature_level]
+    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+
+
+def wait_ready(mp: str, child: subprocess.Popen, timeout: float = READY_TIMEOUT_S) -> bool:
+    """True once MP serves the tree; False if the child exited first or time ran out."""
+    ready = os.path.join(mp, READY_FILE)
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if child.poll() is not None:
-            log.seek(0) if not args.log_file else None
-            tail = b"" if args.log_file else log.read()
-            text = [ln for ln in tail.decode(errors="replace").splitlines() if ln.strip()]
-            lines = [ln for ln in text if ln.startswith("damond:")] or [f"damond: {ln}" for ln in text[-1:]]
-            print(lines[-1] if lines else f"damond: the daemon exited with status {child.returncode}"
-                  + (f" (see {args.log_file})" if args.log_file else ""), file=sys.stderr)
-            return 1
         if os.path.exists(ready):
-            print(child.pid)
-            return 0
+            return True
+        if child.poll() is not None:
+            return False
         time.sleep(0.05)
-    child.terminate()
-    print(f"damond: {mp} not ready after {READY_TIMEOUT_S:.0f} s", file=sys.stderr)
+    return os.path.exists(ready)
+
+
+def _background(args, mp: str) -> int:
+    log = open(args.log_file, "ab") if args.log_file else tempfile.TemporaryFile()
+    child = spawn_daemon(mp, args.config, args.feature_level, log)
+    if wait_ready(mp, child):
+        print(child.pid)
+        return 0
+    if child.poll() is None:
+        child.terminate()
+        print(f"damond: {mp} not ready after {READY_TIMEOUT_S:.0f} s", file=sys.stderr)
+        return 1
+    log.seek(0) if not args.log_file else None
+    tail = b"" if args.log_file else log.read()
+    text = [ln for ln in tail.decode(errors="replace").splitlines() if ln.strip()]
+    lines = [ln for ln in text if ln.startswith("damond:")] or [f"damond: {ln}" for ln in text[-1:]]
+    print(lines[-1] if lines else f"damond: the daemon exited with status {child.returncode}"
+          + (f" (see {args.log_file})" if args.log_file else ""), file=sys.stderr)
     return 1

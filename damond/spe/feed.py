@@ -191,6 +191,7 @@ class Ingest:
             self._out = (np.empty(max_rows, np.uint64), np.empty(max_rows, np.uint64),
                          np.empty(max_rows, np.uint64))
             self._gen = -1
+            tree.add_settle_hook(lambda: self._agg.fold(self.tree._counts))
 
     def lines(self, parts: list):
         """Record the complete lines in `parts` (buffers, in order).

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from sortedcontainers import SortedDict
@@ -162,6 +163,7 @@ class PfnTree:
         self._free: list[int] = list(range(n - 1, -1, -1))
         self._cache: tuple[np.ndarray, np.ndarray] | None = None   # sorted keys, slots
         self.layout_gen = 0       # bumped when a key's slot or the counters array changes
+        self._settle_hooks: list[Callable[[], None]] = []
 
     @classmethod
     def from_config(cls, config: Config, clock: Clock) -> "PfnTree":
@@ -183,10 +185,22 @@ class PfnTree:
         return cls(clock, cap, ttl, feed)
 
     # ---- storage -------------------------------------------------------------------------
+    def add_settle_hook(self, fn: Callable[[], None]) -> None:
+        """Register `fn`, called (under the mutex) before the counters are read, zeroed or
+        moved: a feeder that keeps pending additions outside `_counts` (the compiled spe_feed
+        path's small per-slot deltas) adds them in there."""
+        with self._mutex:
+            self._settle_hooks.append(fn)
+
+    def _settle(self) -> None:
+        for fn in self._settle_hooks:
+            fn()
+
     def __len__(self) -> int:
         return len(self._index)
 
     def _grow(self) -> None:
+        self._settle()
         old = len(self._total)
         new = min(self.capacity, old * 2)
         self._counts = np.concatenate([self._counts, np.zeros((new - old, MAX_CHUNKS), np.uint64)])
@@ -205,6 +219,7 @@ class PfnTree:
         return self._insert_slot(key, pid, now)
 
     def _insert_slot(self, key: int, pid: int, now: int) -> int:
+        self._settle()
         if not self._free:
             self._grow()
         slot = self._free.pop()
@@ -320,6 +335,7 @@ class PfnTree:
     def _prune_locked(self, now: int) -> int:
         if not self._index:
             return 0
+        self._settle()
         keys, slots = self._lookup()
         stale = self._last[slots] < now - self.ttl_us      # time_before(last, jiffies - TTL)
         if not stale.any():
@@ -345,6 +361,7 @@ class PfnTree:
     def clear(self) -> None:
         """Drop every entry (not in the RFC; for tests and experiments)."""
         with self._mutex:
+            self._settle()
             self._free.extend(self._index.values())
             self._index.clear()
             self._cache = None
@@ -358,12 +375,14 @@ class PfnTree:
     def get(self, pfn: int) -> Entry | None:
         """The entry whose key is exactly `pfn` (the RFC's lookup by folio_pfn), or None."""
         with self._mutex:
+            self._settle()
             slot = self._index.get(pfn)
             return None if slot is None else self._entry(pfn, slot)
 
     def entries_in(self, pfn_lo: int, pfn_hi: int) -> list[Entry]:
         """Entries whose 512 subpages overlap [pfn_lo, pfn_hi), in ascending PFN order."""
         with self._mutex:
+            self._settle()
             lo = max(0, pfn_lo - MAX_CHUNKS + 1)
             return [self._entry(k, self._index[k])
                     for k in self._index.irange(lo, pfn_hi, inclusive=(True, False))
@@ -372,6 +391,7 @@ class PfnTree:
     def counts_of(self, folio_pfn: int) -> np.ndarray | None:
         """The 512 counters of the entry keyed exactly `folio_pfn` when it has accesses."""
         with self._mutex:
+            self._settle()
             slot = self._index.get(folio_pfn)
             if slot is None or self._total[slot] == 0:
                 return None
@@ -408,6 +428,7 @@ class PfnTree:
     def stats_text(self) -> str:
         """The spe_stats file: header, then every entry in ascending PFN order."""
         with self._mutex:
+            self._settle()
             keys, slots = self._lookup()
             total = int(self._total[slots].sum()) if len(slots) else 0
             hot = np.count_nonzero(self._counts[slots], axis=1) if len(slots) else []

@@ -26,6 +26,7 @@
 #define ROW_CNT 0x80000000u
 #define ROW_KEY(w) (((w) & ~ROW_CNT) >> 9)
 #define ROW_SUB(w) ((w) & 511u)
+#define DELTA_MAX 255u
 #define ROW_COUNT(a, i) (((a)->row[i] & ROW_CNT) ? (a)->rcnt[i] : 1)
 
 typedef struct {
@@ -54,6 +55,12 @@ typedef struct {
     uint64_t *mkey;
     int64_t *mslot;
     int busy;                     /* a feed is running without the GIL */
+    /* per-slot small deltas of the direct adds, folded into the u64 counters by fold() */
+    Py_ssize_t delta_rows, n_dirty;
+    uint8_t *delta;               /* [delta_rows, 512]: added since the slot's last fold */
+    uint32_t *dsum;               /* per slot: sum of its deltas (bounds each, <= DELTA_MAX) */
+    int32_t *dirty;               /* slots with deltas since the last fold() */
+    uint8_t *indirty;
     uint64_t *counts;             /* the tree's counters during one feed (NULL: no direct adds) */
     Py_ssize_t counts_rows;
 } Aggregator;
@@ -81,6 +88,11 @@ static void agg_free_buffers(Aggregator *a)
     PyMem_Free(a->key); PyMem_Free(a->klines); PyMem_Free(a->kacc); PyMem_Free(a->kpos);
     PyMem_Free(a->kold); a->kold = NULL;
     PyMem_Free(a->kslot); PyMem_Free(a->mtab); PyMem_Free(a->mkey); PyMem_Free(a->mslot);
+    PyMem_Free(a->delta); PyMem_Free(a->dsum); PyMem_Free(a->dirty); PyMem_Free(a->indirty);
+    a->delta = a->indirty = NULL;
+    a->dsum = NULL;
+    a->dirty = NULL;
+    a->delta_rows = a->n_dirty = 0;
     a->kslot = a->mslot = NULL;
     a->mtab = NULL;
     a->mkey = NULL;
@@ -118,6 +130,10 @@ static int agg_init(Aggregator *a, PyObject *args, PyObject *kw)
         tsize <<= 1;
     while (msize < 2 * mapc)
         msize <<= 1;
+    if (a->n_dirty) {
+        PyErr_SetString(PyExc_RuntimeError, "deltas pending: fold() before re-initialising");
+        return -1;
+    }
     agg_free_buffers(a);
     a->max_rows = maxr;
     a->tmask = (uint64_t)tsize - 1;
@@ -176,8 +192,6 @@ static __attribute__((noinline)) Py_ssize_t agg_key(Aggregator *a, uint64_t k)
     a->ktab[h] = j;
     a->kpos[j] = (uint32_t)h;
     a->key[j] = k;
-    a->klines[j] = 0;
-    a->kacc[j] = 0;
     a->kslot[j] = -1;
     if (a->counts != NULL && a->map_n) {
         int32_t m;
@@ -222,12 +236,9 @@ static inline __attribute__((always_inline)) void agg_row(Aggregator *a, uint64_
     Py_ssize_t kidx = (a->ckidx[c] >= 0 && a->ckey[c] == k) ? a->ckidx[c] : agg_key(a, k);
     Py_ssize_t r = a->n_rows;
     unsigned sub = (unsigned)(pfn & 511);
-    uint64_t *restrict klines = a->klines, *restrict kacc = a->kacc;
 
     a->n_rows = r + 1;
     a->acc_all += cnt;
-    klines[kidx] += 1;
-    kacc[kidx] += cnt;
     if (cnt == 1) {
         a->row[r] = (uint32_t)kidx << 9 | sub;
     } else {
@@ -236,11 +247,69 @@ static inline __attribute__((always_inline)) void agg_row(Aggregator *a, uint64_
     }
 }
 
+/* Per-key lines and summed counts of the rows held (computed when needed, not per line). */
+static void agg_sums(Aggregator *a)
+{
+    Py_ssize_t i;
+
+    memset(a->klines, 0, a->n_keys * sizeof(uint64_t));
+    memset(a->kacc, 0, a->n_keys * sizeof(uint64_t));
+    for (i = 0; i < a->n_rows; i++) {
+        uint32_t k = ROW_KEY(a->row[i]);
+        a->klines[k] += 1;
+        a->kacc[k] += ROW_COUNT(a, i);
+    }
+}
+
+/* counts[s] += delta[s]; delta[s] = 0 (the slot stays on the dirty list). */
+static void fold_slot(uint64_t *restrict counts, uint8_t *restrict delta, uint32_t *restrict dsum, int64_t s)
+{
+    uint64_t *c = counts + s * 512;
+    uint8_t *d = delta + s * 512;
+    int j;
+
+    if (dsum[s] == 0)
+        return;
+    for (j = 0; j < 512; j++)
+        c[j] += d[j];
+    memset(d, 0, 512);
+    dsum[s] = 0;
+}
+
+/* Size the deltas for a counters array of `rows` rows (they must be folded if it changed). */
+static int delta_size(Aggregator *a, Py_ssize_t rows)
+{
+    if (rows == a->delta_rows)
+        return 0;
+    if (a->n_dirty) {
+        PyErr_SetString(PyExc_RuntimeError, "the counters changed size with deltas pending: fold() first");
+        return -1;
+    }
+    PyMem_Free(a->delta); PyMem_Free(a->dsum); PyMem_Free(a->dirty); PyMem_Free(a->indirty);
+    a->delta = PyMem_Calloc(rows * 512, 1);
+    a->dsum = PyMem_Calloc(rows, sizeof(uint32_t));
+    a->dirty = PyMem_Calloc(rows, sizeof(int32_t));
+    a->indirty = PyMem_Calloc(rows, 1);
+    a->delta_rows = rows;
+    if (!a->delta || !a->dsum || !a->dirty || !a->indirty) {
+        PyMem_Free(a->delta); PyMem_Free(a->dsum); PyMem_Free(a->dirty); PyMem_Free(a->indirty);
+        a->delta = a->indirty = NULL;
+        a->dsum = NULL;
+        a->dirty = NULL;
+        a->delta_rows = 0;
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
 /* The direct adds of the rows fed since the last flush, in a tight loop that prefetches
  * ahead: the counters are spread over megabytes, so overlapping the misses matters. */
 static void agg_flush_direct(Aggregator *a)
 {
     uint64_t *restrict counts = a->counts, *restrict total = a->total;
+    uint8_t *restrict delta = a->delta;
+    uint32_t *restrict dsum = a->dsum;
     const int64_t *restrict kslot = a->kslot;
     const uint32_t *restrict row = a->row;
     Py_ssize_t i, n = a->n_rows;
@@ -256,13 +325,25 @@ static void agg_flush_direct(Aggregator *a)
             uint32_t w = row[i + AHEAD];
             int64_t t = kslot[ROW_KEY(w)];
             if (t >= 0)
-                __builtin_prefetch(&counts[t * 512 + ROW_SUB(w)], 1);
+                __builtin_prefetch(&delta[t * 512 + ROW_SUB(w)], 1);
         }
         s = kslot[ROW_KEY(row[i])];
         if (s >= 0) {
             uint64_t c = ROW_COUNT(a, i);
-            counts[s * 512 + ROW_SUB(row[i])] += c;
             total[s] += c;
+            if (c > DELTA_MAX - dsum[s]) {
+                if (c > DELTA_MAX) {           /* a big histogram count: straight in */
+                    counts[s * 512 + ROW_SUB(row[i])] += c;
+                    continue;
+                }
+                fold_slot(counts, delta, dsum, s);
+            }
+            if (!a->indirty[s]) {
+                a->indirty[s] = 1;
+                a->dirty[a->n_dirty++] = (int32_t)s;
+            }
+            dsum[s] += (uint32_t)c;
+            delta[s * 512 + ROW_SUB(row[i])] += (uint8_t)c;
         }
     }
     a->flushed = n;
@@ -297,6 +378,10 @@ static PyObject *agg_feed(Aggregator *a, PyObject *args)
         }
         if (get_buf(last, &lb, PyBUF_WRITABLE, a->counts_rows * 8, "last") < 0) {
             PyBuffer_Release(&data); PyBuffer_Release(&cb); PyBuffer_Release(&tb);
+            return NULL;
+        }
+        if (delta_size(a, a->counts_rows) < 0) {
+            PyBuffer_Release(&data); PyBuffer_Release(&cb); PyBuffer_Release(&tb); PyBuffer_Release(&lb);
             return NULL;
         }
         a->counts = cb.buf;
@@ -371,6 +456,7 @@ static PyObject *agg_keys(Aggregator *a, PyObject *args)
 
     if (!PyArg_ParseTuple(args, "OOO", &o[0], &o[1], &o[2]))
         return NULL;
+    agg_sums(a);
     src[0] = a->key; src[1] = a->klines; src[2] = a->kacc;
     for (got = 0; got < 3; got++)
         if (get_buf(o[got], &b[got], PyBUF_WRITABLE, nk * 8, names[got]) < 0)
@@ -475,6 +561,7 @@ static PyObject *agg_undo(Aggregator *a, PyObject *args)
             undone++;
         }
     }
+    agg_sums(a);
     for (i = 0; i < a->n_keys; i++) {
         int64_t s = a->kslot[i];
         if (s >= 0) {
@@ -534,6 +621,34 @@ static PyObject *agg_learn(Aggregator *a, PyObject *args)
     return PyLong_FromSsize_t(learned);
 }
 
+static PyObject *agg_fold(Aggregator *a, PyObject *args)
+{
+    PyObject *oc;
+    Py_buffer bc;
+    Py_ssize_t i, n = a->n_dirty;
+
+    AGG_IDLE_OR_FAIL(a, NULL);
+    if (!PyArg_ParseTuple(args, "O", &oc))
+        return NULL;
+    if (n == 0)
+        return PyLong_FromSsize_t(0);
+    if (get_buf(oc, &bc, PyBUF_WRITABLE, 0, "counts") < 0)
+        return NULL;
+    if (bc.len / (512 * 8) != a->delta_rows) {
+        PyBuffer_Release(&bc);
+        PyErr_SetString(PyExc_ValueError, "counts is not the array the deltas were added for");
+        return NULL;
+    }
+    for (i = 0; i < n; i++) {
+        int32_t s = a->dirty[i];
+        fold_slot(bc.buf, a->delta, a->dsum, s);
+        a->indirty[s] = 0;
+    }
+    a->n_dirty = 0;
+    PyBuffer_Release(&bc);
+    return PyLong_FromSsize_t(n);
+}
+
 static PyObject *agg_forget(Aggregator *a, PyObject *noargs)
 {
     Py_ssize_t i;
@@ -557,6 +672,7 @@ static PyObject *agg_get_keys(Aggregator *a, void *closure) { return PyLong_From
 static PyObject *agg_get_max(Aggregator *a, void *closure) { return PyLong_FromSsize_t(a->max_rows); }
 static PyObject *agg_get_map(Aggregator *a, void *closure) { return PyLong_FromSsize_t(a->map_n); }
 static PyObject *agg_get_direct(Aggregator *a, void *closure) { return PyLong_FromSsize_t(a->n_direct); }
+static PyObject *agg_get_dirty(Aggregator *a, void *closure) { return PyLong_FromSsize_t(a->n_dirty); }
 static PyObject *agg_get_acc(Aggregator *a, void *closure) { return PyLong_FromUnsignedLongLong(a->acc_all); }
 
 static PyGetSetDef agg_getset[] = {
@@ -565,6 +681,7 @@ static PyGetSetDef agg_getset[] = {
     {"max_rows", (getter)agg_get_max, NULL, "row capacity", NULL},
     {"map_size", (getter)agg_get_map, NULL, "keys in the key -> slot map", NULL},
     {"n_direct", (getter)agg_get_direct, NULL, "keys of this batch added directly", NULL},
+    {"n_dirty", (getter)agg_get_dirty, NULL, "slots with deltas not yet folded", NULL},
     {"acc_all", (getter)agg_get_acc, NULL, "summed counts of the rows held (mod 2**64)", NULL},
     {NULL},
 };
@@ -582,6 +699,8 @@ static PyMethodDef agg_methods[] = {
     {"learn", (PyCFunction)agg_learn, METH_VARARGS,
      "learn(keys, slots) -> n: remember key -> slot (slot >= 0) for direct adds in later feeds"},
     {"forget", (PyCFunction)agg_forget, METH_NOARGS, "drop the key -> slot map"},
+    {"fold", (PyCFunction)agg_fold, METH_VARARGS,
+     "fold(counts) -> slots: add the pending per-slot deltas of direct adds into counts"},
     {NULL},
 };
 

@@ -177,3 +177,70 @@ def test_compiled_ingest_equals_fallback(seed):
     assert c.lines == c.recorded + c.malformed + c.dropped_full and c.recorded and c.malformed
     if seed % 2:
         assert c.dropped_full and trees[0].stats.pruned
+
+
+def _hex_line(rng, alphabet):
+    n = int(rng.integers(1, 19))
+    digits = bytes(rng.choice(np.frombuffer(b"0123456789abcdefABCDEF", np.uint8), n))
+    line = b"0" + (b"x" if rng.random() < 0.8 else b"X") + digits
+    if rng.random() < 0.3:
+        line += b" " * int(rng.integers(1, 3)) + b"%d" % int(rng.integers(0, 1 << 62))
+    if rng.random() < 0.2:          # a stray byte right after the digits (incl. non-ASCII, control)
+        line += bytes([int(rng.choice(alphabet))])
+    return line
+
+
+@pytest.mark.skipif(F._feedparse is None, reason="compiled parser not built")
+def test_compiled_hex_lines_of_every_length_equal_fallback():
+    """The 8-bytes-at-a-time hex path (1..18 digits, mixed case, stray bytes such as 0x10-0x19
+    or 0xb0 that look like digits to naive bit tricks) parses exactly as the regex parser."""
+    rng = np.random.default_rng(11)
+    stray = np.frombuffer(b"gG:@`/ \t\r+xX\x10\x19\x00\xb0\xc6\xe6", np.uint8)
+    for _ in range(300):
+        data = b"\n".join(_hex_line(rng, stray) for _ in range(int(rng.integers(1, 40)))) + b"\n"
+        a, b = F.parse_c(data), F.parse_py(data)
+        ca = a.counts if a.counts is not None else np.ones(len(a.pfns), np.uint64)
+        cb = b.counts if b.counts is not None else np.ones(len(b.pfns), np.uint64)
+        assert (a.pfns.tolist(), ca.tolist(), a.malformed, a.zero) == \
+            (b.pfns.tolist(), cb.tolist(), b.malformed, b.zero), data
+
+
+@pytest.mark.skipif(F._feedparse is None, reason="compiled parser not built")
+def test_compiled_deltas_fold_exactly():
+    """Thousands of lines on a few subpages between reads (the compiled path's small per-slot
+    deltas fold many times, big histogram counts bypass them) give the fallback's counters."""
+    from damond.fs.spe_files import SpeFeed
+    trees = [PfnTree(VirtualClock(), capacity=4), PfnTree(VirtualClock(), capacity=4)]
+    feeds = [SpeFeed(trees[0], compiled=True), SpeFeed(trees[1], compiled=False)]
+    rng = np.random.default_rng(7)
+    lines = [b"0x%x\n" % (0x10000 + int(rng.integers(0, 3)) * 512 + int(rng.integers(0, 4)))
+             for _ in range(6000)]
+    lines += [b"0x10001 300\n", b"0x10002 255\n", b"0x10200 18446744073709551615\n"]
+    data = b"".join(lines)
+    for f in feeds:
+        st = f.open(0o1)
+        for k in range(0, len(data), 4096):       # unaligned pieces: lines split across writes
+            f.write(st, data[k:k + 4096])
+        f.release(st)
+    assert trees[0].stats_text() == trees[1].stats_text()
+    assert _entries(trees[0]) == _entries(trees[1])
+    assert feeds[0].counters == feeds[1].counters
+    e = trees[0].get(0x10000)
+    assert int(e.counts.sum()) == e.total and int(e.counts[4:].sum()) == 0 and e.counts[1] > 300
+
+
+def test_writes_are_recorded_before_stats_reads():
+    """A write returns before its lines are recorded (the worker thread does it); spe_stats
+    and spe_feed_stats reads wait for them, and so does close."""
+    system, hs = files()
+    feed = hs["kernel/debug/damon/spe_feed"]
+    st = feed.open(0o1)
+    data = b"".join(b"0x%x\n" % (0x40000 + i) for i in range(20000))
+    for k in range(0, len(data), 1000):
+        feed.write(st, data[k:k + 1000])
+    assert read(hs["kernel/debug/damon/spe_stats"]).splitlines()[0] == "nr_entries=40 total_accesses=20000"
+    assert counters(hs)["recorded"] == "20000"
+    feed.write(st, b"0x1 5")            # unterminated: taken at close
+    feed.release(st)
+    assert system.spe.get(0).total == 5
+    assert counters(hs)["lines"] == "20001"

@@ -10,5 +10,5 @@ from setuptools import Extension, setup
 CSRC = "damond/spe/csrc"
 
 setup(ext_modules=[Extension("damond.spe._feedparse",
-                             [f"{CSRC}/feedparse.c", f"{CSRC}/aggregator.c", f"{CSRC}/perfscan.c"],
-                             depends=[f"{CSRC}/feedparse.h"], extra_compile_args=["-O2"], optional=True)])
+                             [f"{CSRC}/{n}.c" for n in ("feedparse", "aggregator", "aggregator_ops", "perfscan")],
+                             depends=[f"{CSRC}/feedparse.h", f"{CSRC}/aggregator.h"], extra_compile_args=["-O2"], optional=True)])

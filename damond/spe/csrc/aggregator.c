@@ -19,68 +19,10 @@
  * feed() releases the GIL while it scans and adds: the caller must hold the tree's mutex
  * (no other thread may move or resize counts/total/last meanwhile) and must not use the
  * same Aggregator from two threads (a second call while one runs raises RuntimeError).
+ * This file: state, feed and the type; aggregator_ops.c: the batch methods.
  */
 #define _GNU_SOURCE
-#include "feedparse.h"
-
-#define ROW_CNT 0x80000000u
-#define ROW_KEY(w) (((w) & ~ROW_CNT) >> 9)
-#define ROW_SUB(w) ((w) & 511u)
-#define DELTA_MAX 255u
-#define ROW_COUNT(a, i) (((a)->row[i] & ROW_CNT) ? (a)->rcnt[i] : 1)
-
-typedef struct {
-    PyObject_HEAD
-    Py_ssize_t max_rows, n_rows, n_keys;
-    uint64_t tmask;               /* key table size - 1 */
-    int32_t *ktab;                /* -1 empty, else index into keys */
-    uint32_t *row;                /* per row: key index << 9 | subpage, ROW_CNT: count in rcnt */
-    uint64_t *rcnt;               /* per row with ROW_CNT: its count (else 1) */
-    uint64_t *key, *klines, *kacc;
-    uint32_t *kpos;               /* table position of each key (to clear) */
-    int64_t *kslot;               /* per key: tree slot it was added to during feed, or -1 */
-#define KCACHE 1024
-    uint64_t ckey[KCACHE];        /* direct-mapped cache THP key -> key index (ckidx -1: empty) */
-    int32_t ckidx[KCACHE];
-    uint64_t *total;              /* the tree's totals and last-update stamps during one feed */
-    int64_t *last, now;
-    int64_t *kold;                /* per direct key: its last stamp before this batch */
-    uint64_t acc_all;             /* sum of counts of all rows (mod 2**64) */
-    Py_ssize_t flushed;           /* rows whose direct adds are done */
-    Py_ssize_t n_direct;
-    /* persistent map THP key -> tree slot (learned after each batch), for direct adds */
-    Py_ssize_t map_cap, map_n;
-    uint64_t map_mask;
-    int32_t *mtab;
-    uint64_t *mkey;
-    int64_t *mslot;
-    int busy;                     /* a feed is running without the GIL */
-    /* per-slot small deltas of the direct adds, folded into the u64 counters by fold() */
-    Py_ssize_t delta_rows, n_dirty;
-    uint8_t *delta;               /* [delta_rows, 512]: added since the slot's last fold */
-    uint32_t *dsum;               /* per slot: sum of its deltas (bounds each, <= DELTA_MAX) */
-    int32_t *dirty;               /* slots with deltas since the last fold() */
-    uint8_t *indirty;
-    uint64_t *counts;             /* the tree's counters during one feed (NULL: no direct adds) */
-    Py_ssize_t counts_rows;
-} Aggregator;
-
-/* Methods other than feed must not run while a feed scans without the GIL. */
-#define AGG_IDLE_OR_FAIL(a, ret)                                                  \
-    do {                                                                          \
-        if ((a)->busy) {                                                          \
-            PyErr_SetString(PyExc_RuntimeError, "Aggregator in use by another thread"); \
-            return ret;                                                           \
-        }                                                                         \
-    } while (0)
-
-static inline uint64_t hash64(uint64_t x)
-{
-    x ^= x >> 29;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 32;
-    return x;
-}
+#include "aggregator.h"
 
 static void agg_free_buffers(Aggregator *a)
 {
@@ -102,7 +44,7 @@ static void agg_free_buffers(Aggregator *a)
     a->kpos = NULL;
 }
 
-static void agg_reset(Aggregator *a)
+void agg_reset(Aggregator *a)
 {
     Py_ssize_t i;
     for (i = 0; i < a->n_keys; i++)
@@ -216,7 +158,7 @@ found:
     return j;
 }
 
-static int get_buf(PyObject *o, Py_buffer *b, int flags, Py_ssize_t need, const char *name)
+int get_buf(PyObject *o, Py_buffer *b, int flags, Py_ssize_t need, const char *name)
 {
     if (PyObject_GetBuffer(o, b, flags | PyBUF_C_CONTIGUOUS) < 0)
         return -1;
@@ -245,35 +187,6 @@ static inline __attribute__((always_inline)) void agg_row(Aggregator *a, uint64_
         a->row[r] = ROW_CNT | (uint32_t)kidx << 9 | sub;
         a->rcnt[r] = cnt;
     }
-}
-
-/* Per-key lines and summed counts of the rows held (computed when needed, not per line). */
-static void agg_sums(Aggregator *a)
-{
-    Py_ssize_t i;
-
-    memset(a->klines, 0, a->n_keys * sizeof(uint64_t));
-    memset(a->kacc, 0, a->n_keys * sizeof(uint64_t));
-    for (i = 0; i < a->n_rows; i++) {
-        uint32_t k = ROW_KEY(a->row[i]);
-        a->klines[k] += 1;
-        a->kacc[k] += ROW_COUNT(a, i);
-    }
-}
-
-/* counts[s] += delta[s]; delta[s] = 0 (the slot stays on the dirty list). */
-static void fold_slot(uint64_t *restrict counts, uint8_t *restrict delta, uint32_t *restrict dsum, int64_t s)
-{
-    uint64_t *c = counts + s * 512;
-    uint8_t *d = delta + s * 512;
-    int j;
-
-    if (dsum[s] == 0)
-        return;
-    for (j = 0; j < 512; j++)
-        c[j] += d[j];
-    memset(d, 0, 512);
-    dsum[s] = 0;
 }
 
 /* Size the deltas for a counters array of `rows` rows (they must be folded if it changed). */
@@ -441,230 +354,6 @@ static PyObject *agg_feed(Aggregator *a, PyObject *args)
         a->counts = NULL;
     }
     return Py_BuildValue("nnnn", consumed, n_ok, n_bad, n_zero);
-}
-
-static PyObject *agg_keys(Aggregator *a, PyObject *args)
-{
-    PyObject *o[3];
-    Py_buffer b[3];
-    static const char *names[3] = {"keys", "key_lines", "key_acc"};
-    uint64_t *src[3];
-    Py_ssize_t nk = a->n_keys;
-    int got, i;
-
-    AGG_IDLE_OR_FAIL(a, NULL);
-
-    if (!PyArg_ParseTuple(args, "OOO", &o[0], &o[1], &o[2]))
-        return NULL;
-    agg_sums(a);
-    src[0] = a->key; src[1] = a->klines; src[2] = a->kacc;
-    for (got = 0; got < 3; got++)
-        if (get_buf(o[got], &b[got], PyBUF_WRITABLE, nk * 8, names[got]) < 0)
-            goto fail;
-    for (i = 0; i < 3; i++) {
-        memcpy(b[i].buf, src[i], nk * 8);
-        PyBuffer_Release(&b[i]);
-    }
-    return PyLong_FromSsize_t(nk);
-fail:
-    for (i = 0; i < got; i++)
-        PyBuffer_Release(&b[i]);
-    return NULL;
-}
-
-static PyObject *agg_apply(Aggregator *a, PyObject *args)
-{
-    PyObject *oc, *os;
-    Py_buffer bc, bs;
-    Py_ssize_t i, nslots, applied = 0;
-    const int64_t *slot;
-    uint64_t *counts;
-
-    AGG_IDLE_OR_FAIL(a, NULL);
-
-    if (!PyArg_ParseTuple(args, "OO", &oc, &os))
-        return NULL;
-    if (get_buf(oc, &bc, PyBUF_WRITABLE, 0, "counts") < 0)
-        return NULL;
-    if (get_buf(os, &bs, PyBUF_SIMPLE, a->n_keys * 8, "slots") < 0) {
-        PyBuffer_Release(&bc);
-        return NULL;
-    }
-    nslots = bc.len / (512 * 8);
-    slot = bs.buf;
-    counts = bc.buf;
-    for (i = 0; i < a->n_keys; i++) {
-        if (slot[i] >= nslots) {
-            PyBuffer_Release(&bc); PyBuffer_Release(&bs);
-            PyErr_SetString(PyExc_IndexError, "slot out of range of counts");
-            return NULL;
-        }
-    }
-    for (i = 0; i < a->n_keys; i++) {
-        if (a->kslot[i] >= 0 && a->kslot[i] != slot[i]) {
-            PyBuffer_Release(&bc); PyBuffer_Release(&bs);
-            PyErr_SetString(PyExc_RuntimeError, "a key added during feed moved: undo() first");
-            return NULL;
-        }
-    }
-    for (i = 0; i < a->n_rows; i++) {
-        uint32_t k = ROW_KEY(a->row[i]);
-        int64_t s = slot[k];
-        if (s >= 0 && a->kslot[k] < 0) {
-            counts[s * 512 + ROW_SUB(a->row[i])] += ROW_COUNT(a, i);
-            applied++;
-        }
-    }
-    PyBuffer_Release(&bc);
-    PyBuffer_Release(&bs);
-    agg_reset(a);
-    return PyLong_FromSsize_t(applied);
-}
-
-static PyObject *agg_undo(Aggregator *a, PyObject *args)
-{
-    PyObject *oc, *ot, *ol;
-    Py_buffer bc, bt, bl;
-    Py_ssize_t i, rows, undone = 0;
-    uint64_t *counts, *total;
-    int64_t *last;
-
-    AGG_IDLE_OR_FAIL(a, NULL);
-
-    if (!PyArg_ParseTuple(args, "OOO", &oc, &ot, &ol))
-        return NULL;
-    if (get_buf(oc, &bc, PyBUF_WRITABLE, 0, "counts") < 0)
-        return NULL;
-    rows = bc.len / (512 * 8);
-    if (get_buf(ot, &bt, PyBUF_WRITABLE, rows * 8, "total") < 0) {
-        PyBuffer_Release(&bc);
-        return NULL;
-    }
-    if (get_buf(ol, &bl, PyBUF_WRITABLE, rows * 8, "last") < 0) {
-        PyBuffer_Release(&bc); PyBuffer_Release(&bt);
-        return NULL;
-    }
-    for (i = 0; i < a->n_keys; i++) {
-        if (a->kslot[i] >= rows) {
-            PyBuffer_Release(&bc); PyBuffer_Release(&bt); PyBuffer_Release(&bl);
-            PyErr_SetString(PyExc_IndexError, "slot out of range of counts");
-            return NULL;
-        }
-    }
-    counts = bc.buf;
-    total = bt.buf;
-    last = bl.buf;
-    for (i = 0; i < a->n_rows; i++) {
-        int64_t s = a->kslot[ROW_KEY(a->row[i])];
-        if (s >= 0) {
-            counts[s * 512 + ROW_SUB(a->row[i])] -= ROW_COUNT(a, i);
-            undone++;
-        }
-    }
-    agg_sums(a);
-    for (i = 0; i < a->n_keys; i++) {
-        int64_t s = a->kslot[i];
-        if (s >= 0) {
-            total[s] -= a->kacc[i];
-            last[s] = a->kold[i];
-            a->kslot[i] = -1;
-        }
-    }
-    a->n_direct = 0;
-    PyBuffer_Release(&bc); PyBuffer_Release(&bt); PyBuffer_Release(&bl);
-    return PyLong_FromSsize_t(undone);
-}
-
-static PyObject *agg_learn(Aggregator *a, PyObject *args)
-{
-    PyObject *ok, *os;
-    Py_buffer bk, bs;
-    Py_ssize_t i, n, learned = 0;
-    const uint64_t *key;
-    const int64_t *slot;
-
-    AGG_IDLE_OR_FAIL(a, NULL);
-
-    if (!PyArg_ParseTuple(args, "OO", &ok, &os))
-        return NULL;
-    if (get_buf(ok, &bk, PyBUF_SIMPLE, 0, "keys") < 0)
-        return NULL;
-    if (get_buf(os, &bs, PyBUF_SIMPLE, bk.len, "slots") < 0) {
-        PyBuffer_Release(&bk);
-        return NULL;
-    }
-    n = bk.len / 8;
-    key = bk.buf;
-    slot = bs.buf;
-    for (i = 0; i < n; i++) {
-        uint64_t g;
-        int32_t m;
-        if (slot[i] < 0)
-            continue;
-        g = hash64(key[i] >> 9) & a->map_mask;
-        while ((m = a->mtab[g]) >= 0 && a->mkey[m] != key[i])
-            g = (g + 1) & a->map_mask;
-        if (m >= 0) {
-            a->mslot[m] = slot[i];
-        } else {
-            if (a->map_n >= a->map_cap)
-                continue;
-            m = (int32_t)a->map_n++;
-            a->mtab[g] = m;
-            a->mkey[m] = key[i];
-            a->mslot[m] = slot[i];
-        }
-        learned++;
-    }
-    PyBuffer_Release(&bk);
-    PyBuffer_Release(&bs);
-    return PyLong_FromSsize_t(learned);
-}
-
-static PyObject *agg_fold(Aggregator *a, PyObject *args)
-{
-    PyObject *oc;
-    Py_buffer bc;
-    Py_ssize_t i, n = a->n_dirty;
-
-    AGG_IDLE_OR_FAIL(a, NULL);
-    if (!PyArg_ParseTuple(args, "O", &oc))
-        return NULL;
-    if (n == 0)
-        return PyLong_FromSsize_t(0);
-    if (get_buf(oc, &bc, PyBUF_WRITABLE, 0, "counts") < 0)
-        return NULL;
-    if (bc.len / (512 * 8) != a->delta_rows) {
-        PyBuffer_Release(&bc);
-        PyErr_SetString(PyExc_ValueError, "counts is not the array the deltas were added for");
-        return NULL;
-    }
-    for (i = 0; i < n; i++) {
-        int32_t s = a->dirty[i];
-        fold_slot(bc.buf, a->delta, a->dsum, s);
-        a->indirty[s] = 0;
-    }
-    a->n_dirty = 0;
-    PyBuffer_Release(&bc);
-    return PyLong_FromSsize_t(n);
-}
-
-static PyObject *agg_forget(Aggregator *a, PyObject *noargs)
-{
-    Py_ssize_t i;
-
-    AGG_IDLE_OR_FAIL(a, NULL);
-    for (i = 0; i <= (Py_ssize_t)a->map_mask; i++)
-        a->mtab[i] = -1;
-    a->map_n = 0;
-    Py_RETURN_NONE;
-}
-
-static PyObject *agg_clear(Aggregator *a, PyObject *noargs)
-{
-    AGG_IDLE_OR_FAIL(a, NULL);
-    agg_reset(a);
-    Py_RETURN_NONE;
 }
 
 static PyObject *agg_get_rows(Aggregator *a, void *closure) { return PyLong_FromSsize_t(a->n_rows); }

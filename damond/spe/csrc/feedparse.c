@@ -2,7 +2,8 @@
  * damond.spe._feedparse: the compiled spe_feed / spe-hist scanners (optional, built by
  * setup.py from the C files in damond/spe/csrc; damond/spe/feed.py and hist.py hold the identical
  * pure-Python/numpy fallbacks). This file: the module, its digit table and `parse`;
- * aggregator.c: the `Aggregator` type (the spe_feed hot path); perfscan.c: `perf_pa`.
+ * aggregator.c / aggregator_ops.c: the `Aggregator` type (the spe_feed hot path);
+ * perfscan.c: `perf_pa`.
  *
  * parse(data, pfns_out, counts_out) -> (n_ok, n_malformed, n_zero, has_counts)
  *

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import errno
 import threading
-from dataclasses import dataclass
-
 import numpy as np
 
 from damond.config import Config
 from damond.errors import ConfigError
 from damond.log import get_logger
-from damond.mm import folio_ops, mconfig, procfs
+from damond.mm import folio_ops, folios, mconfig, procfs
 from damond.mm import phys as P
 from damond.mm.access import Stepper, StepAccesses
+from damond.mm.folios import FolioArray, FolioInfo, memcg_norm
 from damond.mm.pagetable import PageTables
 from damond.mm.phys import uniq, BLOCK_PAGES, BLOCK_SHIFT, PAGE_SHIFT, PAGE_SIZE, PhysMem
 from damond.mm.sample import SamplePlan
@@ -33,33 +32,6 @@ MAX_STEP_US = 1_000_000
 COMMS = {"mmap": "mmap_idle", "sparse-hotspot": "sparse_8g", "uniform": "uniform", "thp-hot": "hot_workload",
          "access_memory": "access_memory", "access_memory_even": "access_memory_even", "masim": "masim"}
 log = get_logger("damond.mm")
-
-
-@dataclass
-class FolioInfo:
-    pfn: int
-    order: int
-    level: str          # "pmd" | "pte"
-    young: bool
-    anon: bool
-    shmem: bool
-    nid: int
-    va: int
-    pid: int
-    active: bool
-    memcg: str
-
-
-@dataclass
-class FolioArray:
-    pfn: np.ndarray
-    order: np.ndarray
-    mapped: np.ndarray
-    anon: np.ndarray
-    young: np.ndarray
-    active: np.ndarray
-    nid: np.ndarray
-    memcg_id: np.ndarray
 
 
 class Machine:
@@ -173,7 +145,7 @@ class Machine:
                 raise SpecError("cpu", f"cpu must be in [0, {self.spec.nr_cpus - 1}]")
             if not isinstance(node, int) or not 0 <= node < self.spec.numa_nodes:
                 raise SpecError("node", f"node must be in [0, {self.spec.numa_nodes - 1}]")
-            memcg = spec.get("memcg", "/")
+            memcg = memcg_norm(spec.get("memcg", "/"))
             if memcg not in self.memcgs:
                 self.memcgs.append(memcg)
             comm = spec.get("comm", COMMS[kind])
@@ -357,42 +329,20 @@ class Machine:
     # --- folios -------------------------------------------------------------------------------------
     def folio_walk(self, pid: int, addr: int) -> FolioInfo | None:
         with self._mutex:
-            a, ok, pidx = self._present(pid, np.array([addr], np.uint64))
-            if not ok[0]:
-                return None
-            p = int(pidx[0])
-            proc = self.pt.procs[pid]
-            vma = proc.find_vma(addr)
-            head = int(self.pt.folio_heads(np.array([p]))[0])
-            f = int(self.phys.flags[p])
-            return FolioInfo(pfn=self.phys.base_pfn + head, order=int(self.phys.order[p]),
-                             level="pmd" if f & P.PMD else "pte",
-                             young=bool(self.pt.leaf_young(np.array([p]))[0]), anon=vma.anon, shmem=vma.shmem,
-                             nid=int(self.phys.blk_node[p // BLOCK_PAGES]),
-                             va=int(self.pt.vaddr_of(np.array([head]))[0]), pid=pid,
-                             active=bool(self.phys.flags[head] & P.ACTIVE), memcg=proc.memcg)
+            return folios.folio_walk(self, pid, addr)
+
+    def va_folios(self, pid: int, start: int, end: int) -> FolioArray:
+        """Every folio mapped in [start, end) of pid, in address order, with `va` and `addr`
+        (see folios.FolioArray); empty for a dead or unknown pid."""
+        with self._mutex:
+            proc = self._proc_or_none(pid)
+            if proc is None:
+                return folios.va_folios(self, None, 0, 0)
+            return folios.va_folios(self, proc, int(start), int(end))
 
     def pa_folios(self, start: int, end: int) -> FolioArray:
         with self._mutex:
-            base = self.phys.base_pfn
-            s = max((start >> PAGE_SHIFT) - base, 0)
-            e = min(((end + PAGE_SIZE - 1) >> PAGE_SHIFT) - base, self.phys.nr_pages)
-            idx = np.arange(s, max(e, s), dtype=np.int64)
-            fl = self.phys.flags
-            pres = idx[(fl[idx] & P.PRESENT) != 0]
-            heads = uniq(self.pt.folio_heads(pres))
-            owners = self.pt.owner_of(heads)
-            anon = np.array([self.pt.vma_by_uid[o][1].anon if o in self.pt.vma_by_uid else False
-                             for o in owners.tolist()], bool)
-            memcg = np.array([self.memcgs.index(self.pt.vma_by_uid[o][0].memcg) + 1 if o in self.pt.vma_by_uid else 0
-                              for o in owners.tolist()], np.int64)
-            young = np.zeros(len(heads), bool)
-            for sel, rows in self._folio_pages(heads):
-                young[sel] = (fl[rows] & P.AF).any(axis=1)
-            return FolioArray(pfn=heads + base, order=self.phys.order[heads].astype(np.int64),
-                              mapped=np.ones(len(heads), bool), anon=anon, young=young,
-                              active=(fl[heads] & P.ACTIVE) != 0,
-                              nid=self.phys.blk_node[heads // BLOCK_PAGES].astype(np.int64), memcg_id=memcg)
+            return folios.pa_folios(self, start, end)
 
     # --- actions ------------------------------------------------------------------------------------
     def _proc_or_none(self, pid):
@@ -548,7 +498,13 @@ class Machine:
             return (act if active else pres - act) * 10000 // pres
 
     def memcg_exists(self, path: str) -> bool:
-        return (path.rstrip("/") or "/") in self.memcgs
+        return memcg_norm(path) in self.memcgs
+
+    def memcg_id(self, path: str) -> int | None:
+        """The id pa_folios/va_folios report for folios charged to memcg `path` (its index
+        in `memcgs` + 1); None if no such memcg."""
+        p = memcg_norm(path)
+        return self.memcgs.index(p) + 1 if p in self.memcgs else None
 
     # --- ground truth -----------------------------------------------------------------------------------
     def truth_accessed(self, pid: int, start: int, end: int, t0_us: int, t1_us: int) -> int:

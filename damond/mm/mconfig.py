@@ -119,8 +119,9 @@ def parse(config: Config) -> MachineSpec:
             check_spec(spec)
         except SpecError as e:
             raise ConfigError(config.path, e.problem, workload_line(config, i, e.key)) from None
-        if spec.get("memcg") and spec["memcg"] not in m.memcgs:
-            m.memcgs.append(spec["memcg"])
+        cg = (spec.get("memcg") or "/").rstrip("/") or "/"
+        if cg not in m.memcgs:
+            m.memcgs.append(cg)
     m.workloads = list(wl)
     return m
 

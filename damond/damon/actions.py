@@ -13,6 +13,8 @@ and collapses a 2 MiB range only when its hot fraction reaches the scheme's
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 
 from damond.damon import filter as dfilter
@@ -92,7 +94,8 @@ def _vma_at(vmas, addr: int):
 
 
 def iter_folios(machine, pid: int, start: int, end: int):
-    """Every folio mapped in [start, end) of pid, in address order: (addr, FolioInfo, vma)."""
+    """Every folio mapped in [start, end) of pid, in address order, by folio_walk: (addr, FolioInfo, vma).
+    The per-folio path for machines without `va_folios`."""
     proc = machine.process(pid)
     if proc is None:
         return
@@ -109,24 +112,48 @@ def iter_folios(machine, pid: int, start: int, end: int):
             addr = nxt if nxt > addr else addr + PAGE_SIZE
 
 
-def _ops_out(ctx, state, folio, pid, addr) -> bool:
-    return dfilter.ops_filter_out(ctx.machine, state.params.ops_filters, state.ops_default_reject,
-                                  state.core_filters_allowed, folio, pid, addr)
+def va_folios(machine, pid: int, start: int, end: int):
+    """The folios mapped in [start, end) of pid as a FolioArray with `va` and `addr`:
+    `machine.va_folios`, or built from `iter_folios` on a machine without it."""
+    if hasattr(machine, "va_folios"):
+        return machine.va_folios(pid, start, end)
+    got = list(iter_folios(machine, pid, start, end))
+
+    def col(fn, dt):
+        return np.array([fn(a, fi) for a, fi, _ in got], dtype=dt)
+    return SimpleNamespace(
+        pfn=col(lambda a, fi: fi.pfn, np.int64), order=col(lambda a, fi: fi.order, np.int64),
+        mapped=np.ones(len(got), bool), anon=col(lambda a, fi: fi.anon, bool),
+        young=col(lambda a, fi: fi.young, bool), active=col(lambda a, fi: getattr(fi, "active", False), bool),
+        nid=col(lambda a, fi: fi.nid, np.int64),
+        memcg_id=col(lambda a, fi: dfilter.memcg_id_of(machine, fi.memcg) or 0, np.int64),
+        va=col(lambda a, fi: fi.va, np.int64), addr=col(lambda a, fi: a, np.int64))
 
 
 def va_stat(ctx, pid: int, start: int, end: int, state) -> int:
     """damos_va_stat(): bytes of folios passing the ops filters (0 without ops filters)."""
     if not state.params.ops_filters:
         return 0
-    passed = 0
-    for addr, fi, _ in iter_folios(ctx.machine, pid, start, end):
-        key = (pid, int(fi.pfn))
-        if key == state.last_applied:
-            continue
-        if not _ops_out(ctx, state, fi, pid, addr):
-            passed += folio_size(fi)
-        state.last_applied = key
-    return passed
+    fa = va_folios(ctx.machine, pid, start, end)
+    n = len(fa.pfn)
+    if not n:
+        return 0
+    pfns = np.asarray(fa.pfn, dtype=np.int64)
+    keep = np.ones(n, dtype=bool)
+    if state.last_applied == (pid, int(pfns[0])):
+        keep[0] = False                 # the folio the last region ended with
+    state.last_applied = (pid, int(pfns[-1]))
+    if not keep.all():
+        fa = _take(fa, keep)
+    out = dfilter.ops_filter_out_array(ctx.machine, state.params.ops_filters, state.ops_default_reject,
+                                       state.core_filters_allowed, fa, pid)
+    orders = np.asarray(fa.order, dtype=np.int64)[~out]
+    return int((np.int64(PAGE_SIZE) << orders).sum())
+
+
+def _take(fa, sel: np.ndarray):
+    """The folios of a FolioArray selected by a mask or index array."""
+    return SimpleNamespace(**{k: (None if v is None else np.asarray(v)[sel]) for k, v in vars(fa).items()})
 
 
 def weighted_dest(dests, ilx: int) -> int | None:
@@ -160,12 +187,16 @@ def va_migrate(ctx, pid: int, start: int, end: int, state) -> tuple[int, int]:
     applied = 0
     for v in sorted(proc.vmas(), key=lambda v: v.start):
         lo, hi = max(start, v.start), min(end, v.end)
+        if lo >= hi:
+            continue
+        fa = va_folios(machine, pid, lo, hi)
+        first = _first_passing_per_chunk(ctx, state, pid, fa)
         chunk = _align_down(lo, PMD_SIZE)
         while chunk < hi:
             a, b = max(chunk, lo), min(chunk + PMD_SIZE, hi)
+            j = first.get(chunk)
             chunk += PMD_SIZE
-            fi = _first_passing_folio(ctx, state, pid, a, b)
-            if fi is None:
+            if j is None:
                 continue
             if not s.dests:
                 nid = s.target_nid
@@ -175,18 +206,34 @@ def va_migrate(ctx, pid: int, start: int, end: int, state) -> tuple[int, int]:
                 if i is None:
                     continue
                 nid = s.dests[i].id
-            if nid < 0 or int(fi.nid) == nid:
+            if nid < 0 or int(fa.nid[j]) == nid:
                 continue
             applied += int(machine.migrate_range(pid, a, b, nid))
     return applied, 0
 
 
-def _first_passing_folio(ctx, state, pid: int, start: int, end: int):
-    """The first folio mapped in [start, end) that the scheme's ops filters let through."""
-    for addr, fi, _ in iter_folios(ctx.machine, pid, start, end):
-        if not state.params.ops_filters or not _ops_out(ctx, state, fi, pid, addr):
-            return fi
-    return None
+def _first_passing_per_chunk(ctx, state, pid: int, fa) -> dict[int, int]:
+    """PMD chunk address -> index in `fa` of the chunk's first folio the scheme's ops filters
+    let through. Folios after a chunk's first passing one are not examined: only the
+    folios before it (and it) get the `young` filter's mkold, as a per-folio walk would."""
+    n = len(fa.pfn)
+    if not n:
+        return {}
+    chunks = np.asarray(fa.addr, dtype=np.int64) & ~np.int64(PMD_SIZE - 1)
+    if state.params.ops_filters:
+        out, touched = dfilter.ops_filter_eval(ctx.machine, state.params.ops_filters, state.ops_default_reject,
+                                               state.core_filters_allowed, fa)
+    else:
+        out, touched = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    passing = np.flatnonzero(~out)
+    keys, pos = np.unique(chunks[passing], return_index=True)
+    first = dict(zip(keys.tolist(), passing[pos].tolist()))
+    if touched.any():
+        # examined: every folio of a chunk up to its first passing one (all if none passes)
+        idx = np.arange(n)
+        limit = np.array([first.get(c, n) for c in chunks.tolist()], dtype=np.int64)
+        dfilter.mkold_touched(ctx.machine, fa, touched & (idx <= limit), pid)
+    return first
 
 
 def _hot_threshold(s) -> int:

@@ -5,9 +5,10 @@
 
 Core filters (`addr`, `target`) decide per region and may split it at an `addr` range
 edge. Ops filters (`anon`, `active`, `memcg`, `young`, `hugepage_size`, `unmapped`)
-decide per folio: one `FolioInfo` (vaddr, from `machine.folio_walk`) or a whole
-`FolioArray` at once (paddr, from `machine.pa_folios`). The first matching filter
-decides; unmatched memory gets the default computed from the last installed filter.
+decide per folio, over a whole `FolioArray` at once (`machine.va_folios` for vaddr,
+`machine.pa_folios` for paddr); a folio's memcg is compared by `machine.memcg_id`. The
+first matching filter decides; unmatched memory gets the default computed from the last
+installed filter.
 """
 from __future__ import annotations
 
@@ -67,66 +68,27 @@ def core_filter_out(scheme: Scheme, default_rej: bool, target_idx: int, regions:
     return default_rej, False
 
 
-def memcg_matches(machine, f: Filter, memcg) -> bool:
-    """Whether a folio's memcg (a path string or an id, as the machine reports it) is the filter's."""
-    if memcg is None or memcg == "" or memcg == -1:
-        return False
-    if isinstance(memcg, str):
-        return memcg.rstrip("/") == f.memcg_path.rstrip("/") or (memcg in ("", "/") and f.memcg_path == "/")
+def memcg_id_of(machine, path: str) -> int | None:
+    """The machine's id for memcg `path` (Machine.memcg_id); None: no such memcg, or a
+    machine without memcgs."""
     id_of = getattr(machine, "memcg_id", None)
-    return id_of is not None and int(memcg) == id_of(f.memcg_path)
+    return id_of(path) if id_of is not None else None
 
 
-def folio_filter_match(machine, f: Filter, folio, pid: int | None, addr: int) -> bool:
-    """damos_folio_filter_match() / damos_va_filter_young_match() for one FolioInfo.
-
-    A `young` match clears the accessed bit it found (mkold), as the kernel does."""
-    t = f.type
-    if t == FilterType.ANON:
-        matched = bool(folio.anon)
-    elif t == FilterType.ACTIVE:
-        matched = bool(getattr(folio, "active", False))
-    elif t == FilterType.MEMCG:
-        matched = memcg_matches(machine, f, getattr(folio, "memcg", None))
-    elif t == FilterType.YOUNG:
-        matched = bool(folio.young)
-        if matched:
-            if pid is not None:
-                machine.va_mkold(pid, np.array([addr], dtype=np.uint64))
-            else:
-                machine.pa_mkold(np.array([int(folio.pfn) << 12], dtype=np.uint64))
-    elif t == FilterType.HUGEPAGE_SIZE:
-        sz = 4096 << int(folio.order)
-        matched = f.sz_min <= sz <= f.sz_max
-    elif t == FilterType.UNMAPPED:
-        matched = not bool(getattr(folio, "mapped", True))
-    else:
-        matched = False
-    return matched == f.matching
-
-
-def ops_filter_out(machine, filters: list[Filter], default_rej: bool, core_allowed: bool, folio,
-                   pid: int | None, addr: int) -> bool:
-    """damos_va_filter_out() / damos_pa_filter_out() for one folio."""
-    if core_allowed:
-        return False
-    for f in filters:
-        if folio_filter_match(machine, f, folio, pid, addr):
-            return not f.allow
-    return default_rej
-
-
-def ops_filter_out_array(machine, filters: list[Filter], default_rej: bool, core_allowed: bool,
-                         folios) -> np.ndarray:
-    """damos_pa_filter_out() over a FolioArray: bool mask of folios filtered out.
+def ops_filter_eval(machine, filters: list[Filter], default_rej: bool, core_allowed: bool,
+                    folios) -> tuple[np.ndarray, np.ndarray]:
+    """damos_folio_filter_match() over a FolioArray, without side effects.
 
     Filters are evaluated in order; each folio is decided by its first matching filter.
-    The `young` filter mkolds the young folios it examines, as damon_folio_mkold()."""
+    Returns (filtered_out, young_touched): young_touched marks the folios the `young`
+    filter found young while still undecided, which the kernel mkolds on the way
+    (damon_folio_mkold / damos_va_filter_young_match); callers apply that."""
     n = len(folios.pfn)
-    if core_allowed or n == 0:
-        return np.zeros(n, dtype=bool)
     undecided = np.ones(n, dtype=bool)
     out = np.zeros(n, dtype=bool)
+    touched = np.zeros(n, dtype=bool)
+    if core_allowed or n == 0:
+        return out, touched
     for f in filters:
         if not undecided.any():
             break
@@ -136,15 +98,11 @@ def ops_filter_out_array(machine, filters: list[Filter], default_rej: bool, core
         elif t == FilterType.ACTIVE:
             m = np.asarray(folios.active, dtype=bool)
         elif t == FilterType.MEMCG:
-            ids = np.asarray(folios.memcg_id)
-            id_of = getattr(machine, "memcg_id", None)
-            want = id_of(f.memcg_path) if id_of is not None else None
-            m = ids == want if want is not None else np.zeros(n, dtype=bool)
+            want = memcg_id_of(machine, f.memcg_path)
+            m = np.asarray(folios.memcg_id) == want if want is not None else np.zeros(n, dtype=bool)
         elif t == FilterType.YOUNG:
             m = np.asarray(folios.young, dtype=bool)
-            touched = m & undecided
-            if touched.any():
-                machine.pa_mkold((np.asarray(folios.pfn)[touched].astype(np.uint64) << np.uint64(12)))
+            touched |= m & undecided
         elif t == FilterType.HUGEPAGE_SIZE:
             sz = np.left_shift(np.int64(4096), np.asarray(folios.order, dtype=np.int64))
             m = (sz >= f.sz_min) & (sz <= f.sz_max)
@@ -156,4 +114,24 @@ def ops_filter_out_array(machine, filters: list[Filter], default_rej: bool, core
         out[hit] = not f.allow
         undecided &= ~hit
     out[undecided] = default_rej
+    return out, touched
+
+
+def mkold_touched(machine, folios, touched: np.ndarray, pid: int | None) -> None:
+    """Clear the accessed bits the `young` filter found: per walk address (vaddr) or per
+    folio (paddr)."""
+    if not touched.any():
+        return
+    if pid is not None:
+        machine.va_mkold(pid, np.asarray(folios.addr)[touched].astype(np.uint64))
+    else:
+        machine.pa_mkold(np.asarray(folios.pfn)[touched].astype(np.uint64) << np.uint64(12))
+
+
+def ops_filter_out_array(machine, filters: list[Filter], default_rej: bool, core_allowed: bool,
+                         folios, pid: int | None = None) -> np.ndarray:
+    """damos_pa_filter_out() / damos_va_filter_out() over a FolioArray: bool mask of folios
+    filtered out; the `young` filter mkolds the young folios it examines."""
+    out, touched = ops_filter_eval(machine, filters, default_rej, core_allowed, folios)
+    mkold_touched(machine, folios, touched, pid)
     return out

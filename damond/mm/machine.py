@@ -23,12 +23,13 @@ from damond.mm.folios import FolioArray, FolioInfo, memcg_norm
 from damond.mm.pagetable import PageTables
 from damond.mm.phys import uniq, BLOCK_PAGES, BLOCK_SHIFT, PAGE_SHIFT, PAGE_SIZE, PhysMem
 from damond.mm.sample import SamplePlan
-from damond.mm.process import HEAP_SIZE, STACK_SIZE, STACK_TOP, TEXT_BASE, Process, Vma
+from damond.mm.process import HEAP_SIZE, STACK_SIZE, STACK_TOP, TEXT_BASE, Process, Vma, page_index
 from damond.mm.thp import ThpSettings
 from damond.mm.workload import Builder, SpecError, check_spec
 
 __all__ = ["Machine", "FolioInfo", "FolioArray", "StepAccesses", "Vma", "Process", "PAGE_SIZE"]
 MAX_STEP_US = 1_000_000
+PMD_SZ = np.uint64(2 << 20)
 COMMS = {"mmap": "mmap_idle", "sparse-hotspot": "sparse_8g", "uniform": "uniform", "thp-hot": "hot_workload",
          "access_memory": "access_memory", "access_memory_even": "access_memory_even", "masim": "masim"}
 log = get_logger("damond.mm")
@@ -254,11 +255,24 @@ class Machine:
         plan = self._last_plan
         if reuse and plan is not None and plan.matches(pid, a, key):
             return plan
-        pidx = proc.translate_one_vma(a)
-        ok = None
-        if pidx is None:
+        blk = proc.one_vma_blocks(a)
+        if blk is None:
             ok, _, pidx = proc.translate(a)
-        plan = self._last_plan = SamplePlan(pid, a.copy(), key, ok, pidx, self.phys)
+            plan = self._last_plan = SamplePlan(pid, a.copy(), key, ok, pidx, self.phys)
+            return plan
+        kinds = self.phys.block_kinds()
+        if kinds is not None:
+            k = kinds.take(blk)
+            kind = int(np.bitwise_and.reduce(k))
+            if kind and kind == int(np.bitwise_or.reduce(k)):     # one kind of block throughout
+                if kind == P.KIND_PMD:
+                    blk <<= 9
+                    plan = SamplePlan.uniform(pid, a.copy(), key, blk, PMD_SZ)
+                else:
+                    plan = SamplePlan.uniform(pid, a.copy(), key, page_index(blk, a), np.uint64(PAGE_SIZE))
+                self._last_plan = plan
+                return plan
+        plan = self._last_plan = SamplePlan(pid, a.copy(), key, None, page_index(blk, a), self.phys)
         return plan
 
     def va_mkold(self, pid: int, addrs: np.ndarray) -> None:

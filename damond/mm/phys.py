@@ -28,6 +28,9 @@ SWAP = 0x20      # paged out: not resident, a later access faults it back in
 COLD = 0x40      # the leaf is not in any TLB (invalidated): the next access walks
 YOUNG = 0x80     # PG_young of the folio (head): mkold found the leaf young (page_idle semantics)
 
+KIND_PMD = 1     # block_kinds(): one PMD-mapped THP
+KIND_SMALL = 2   # block_kinds(): 512 present 4 KB pages
+
 
 class OutOfMemory(Exception):
     """No free 2 MB block on any allowed node."""
@@ -59,6 +62,8 @@ class PhysMem:
         # folio orders): the machine's per-sample translation cache keys on it
         self.layout_gen = 0
         self.any_large = False     # some page was ever given folio order > 0 (else: every order is 0)
+        self._kinds: np.ndarray | None = None       # block_kinds() cache, valid for layout _kinds_gen
+        self._kinds_gen = self._kinds_seen = -1
 
     # --- blocks ----------------------------------------------------------------------------
     def free_blocks(self, nid: int | None = None) -> int:
@@ -119,6 +124,30 @@ class PhysMem:
 
     def ram_ranges(self) -> list[tuple[int, int]]:
         return [(RAM_BASE, RAM_BASE + self.nr_pages * PAGE_SIZE)]
+
+    def block_kinds(self) -> np.ndarray | None:
+        """Per 2 MB block (uint8): KIND_PMD when all its pages are PRESENT and PMD-mapped (one
+        order-9 folio), KIND_SMALL when all are PRESENT 4 KB folios (order 0, no PMD), 0
+        otherwise. Lets a translation classify many pages from one small array. Cached for
+        the current `layout_gen`; None while the layout keeps changing (built once two
+        queries in a row see the same layout, so a churning machine pays nothing)."""
+        gen = self.layout_gen
+        if self._kinds_gen == gen:
+            return self._kinds
+        if self._kinds_seen != gen:
+            self._kinds_seen = gen
+            return None
+        rows = self.flags.reshape(-1, BLOCK_PAGES) & np.uint8(PRESENT | PMD)
+        every = np.bitwise_and.reduce(rows, axis=1)
+        some = np.bitwise_or.reduce(rows, axis=1)
+        kinds = np.zeros(self.nr_blocks, np.uint8)
+        kinds[every == PRESENT | PMD] = KIND_PMD
+        small = (every == PRESENT) & (some == PRESENT)
+        if self.any_large:
+            small &= np.maximum.reduce(self.order.reshape(-1, BLOCK_PAGES), axis=1) == 0
+        kinds[small] = KIND_SMALL
+        self._kinds, self._kinds_gen = kinds, gen
+        return kinds
 
     def pidx_of_paddr(self, paddrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(valid mask, pidx) for physical addresses."""

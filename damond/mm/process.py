@@ -127,9 +127,9 @@ class Process:
         pidx[~ok] = 0
         return ok, vi.astype(np.int64), pidx
 
-    def translate_one_vma(self, addrs: np.ndarray) -> np.ndarray | None:
-        """pidx of `addrs` (uint64) when they all lie in one VMA on bound blocks (the common
-        case of DAMON's sampling addresses); None otherwise (use `translate`)."""
+    def one_vma_blocks(self, addrs: np.ndarray) -> np.ndarray | None:
+        """The physical block of each of `addrs` (uint64) when they all lie in one VMA on
+        bound blocks (the common case of DAMON's sampling addresses); None otherwise."""
         if not len(addrs) or not self._vmas:
             return None
         ai = addrs.view(np.int64)
@@ -141,9 +141,22 @@ class Process:
         blk = self.chunk_tbl[(ai >> BLOCK_SHIFT) + (v.tbl_off - v.chunk0)]
         if np.minimum.reduce(blk) < 0:
             return None
-        blk <<= 9
-        blk |= (ai >> PAGE_SHIFT) & (BLOCK_PAGES - 1)
         return blk
+
+    def translate_one_vma(self, addrs: np.ndarray) -> np.ndarray | None:
+        """pidx of `addrs` (uint64) when they all lie in one VMA on bound blocks; None
+        otherwise (use `translate`)."""
+        blk = self.one_vma_blocks(addrs)
+        if blk is None:
+            return None
+        return page_index(blk, addrs)
 
     def vma_blocks(self, vma: Vma) -> np.ndarray:
         return self.chunk_tbl[vma.tbl_off:vma.tbl_off + vma.nr_chunks]
+
+
+def page_index(blk: np.ndarray, addrs: np.ndarray) -> np.ndarray:
+    """pidx of each of `addrs` (uint64) given its physical block (overwrites `blk`)."""
+    blk <<= 9
+    blk |= (addrs.view(np.int64) >> PAGE_SHIFT) & (BLOCK_PAGES - 1)
+    return blk

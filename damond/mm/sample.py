@@ -82,6 +82,18 @@ class SamplePlan:
             self.sz = np.full(self.n, PAGE_SIZE, np.uint64)
             self.sz[self.sel] = sz
 
+    @classmethod
+    def uniform(cls, pid: int, addrs: np.ndarray, key: tuple, leaf: np.ndarray, folio_sz: np.uint64) -> "SamplePlan":
+        """Every address present in a folio that is its own leaf (a PMD THP: `leaf` is the
+        block head; a 4 KB page: `leaf` is the page), as the constructor finds for such pages."""
+        self = cls.__new__(cls)
+        self.pid, self.addrs, self.key, self.n = pid, addrs, key, len(addrs)
+        self.sel = self.cpos = self.groups = None
+        self.af = self.heads = leaf
+        self.same = True
+        self.sz = np.full(self.n, folio_sz, np.uint64)
+        return self
+
     def matches(self, pid: int, addrs: np.ndarray, key: tuple) -> bool:
         return (pid == self.pid and key == self.key and len(addrs) == self.n
                 and bool((addrs == self.addrs).all()))

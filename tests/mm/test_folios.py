@@ -114,3 +114,31 @@ populate = true
     assert by_id[1] == set(m.va_folios(root, 0, 1 << 48).pfn.tolist()) and len(by_id[1]) == 512
     assert by_id[2] == set()
     assert (m.va_folios(a, 0, 1 << 48).memcg_id == 3).all()
+
+
+def test_block_kinds_and_the_uniform_sample_plans_change_no_result():
+    """The per-2 MB block summary classifies PMD, all-4 KB and mixed blocks; access checks
+    through it give what the page-by-page plan gives."""
+    results = []
+    for use_kinds in (True, False):
+        m, pid, s = mixed_machine()
+        m.access(pid, np.array([s + 6 * MB + 8 * KB], np.uint64))    # fault the 4 KB page back: block 3 all 4 KB
+        if not use_kinds:
+            m.phys.block_kinds = lambda: None
+        else:
+            assert m.phys.block_kinds() is None                  # first sight of this layout
+            kinds = m.phys.block_kinds()
+            v = big_vma(m, pid)
+            blocks = m.process(pid).vma_blocks(v)
+            assert kinds[blocks].tolist() == [1, 0, 0, 2, 1, 1, 1, 1]   # blocks 1, 2: mTHPs (mixed)
+        rng = np.random.default_rng(4)
+        out = []
+        for lo, hi in ((s + 8 * MB, s + 16 * MB), (s, s + 16 * MB), (s + 6 * MB, s + 8 * MB), (s + 2 * MB, s + 4 * MB)):
+            for _ in range(3):
+                a = np.sort(rng.integers(lo, hi, size=64, dtype=np.uint64))
+                m.va_mkold(pid, a)
+                m.access(pid, a[::3])
+                y, sz = m.va_young(pid, a)
+                out.append((y.tolist(), sz.tolist()))
+        results.append(out)
+    assert results[0] == results[1]

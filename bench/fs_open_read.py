@@ -5,7 +5,6 @@ Usage: python bench/fs_open_read.py [--rounds N] [--seconds S] [--config FILE | 
 from __future__ import annotations
 
 import argparse
-import errno
 import os
 import statistics
 import subprocess

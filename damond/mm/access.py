@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from damond.mm import phys as P
-from damond.mm.phys import uniq, BLOCK_PAGES, PAGE_SHIFT
+from damond.mm.phys import uniq, PAGE_SHIFT
 from damond.mm.tlb import characteristic_time, miss_probability
 from damond.mm.workload import Stream
 

@@ -3,7 +3,6 @@
 whose first N MiB are always accessed (what `access_memory` makes DAMON see)."""
 from __future__ import annotations
 
-import statistics
 
 from damond.damon import params
 from damond.damon.kdamond import Kdamond

@@ -2,7 +2,7 @@
 the Machine / PfnTree contract calls DAMOS makes (docs/ARCHITECTURE.md)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import numpy as np

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 
-import numpy as np
 
 from damond.clock import VirtualClock
 from damond.config import Config

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from test_damos_fakes import PMD, FakeCtx, FakeMachine, MiB, Vma
-from damond.damon import damos
+from test_damos_fakes import PMD, FakeCtx, FakeMachine, Vma
 from damond.damon.params import AccessPattern, Action, Filter, FilterType, Scheme
 
 ALL = AccessPattern(0, (1 << 64) - 1, 0, (1 << 32) - 1, 0, (1 << 32) - 1)

@@ -27,7 +27,7 @@ def test_record_hist_feed_pipeline(damond):
     recorded = int(stats.split("recorded_accesses=")[1].split()[0])
     dropped = int(stats.split("dropped_accesses=")[1].split()[0])
     assert recorded + dropped == total
-    assert spe.startswith(f"nr_entries=") and f"total_accesses={recorded}\n" in spe.splitlines()[0] + "\n"
+    assert spe.startswith("nr_entries=") and f"total_accesses={recorded}\n" in spe.splitlines()[0] + "\n"
 
 
 def test_documented_pipe_at_default_period(damond):

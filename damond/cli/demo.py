@@ -79,6 +79,19 @@ def _anon_huge_kb(sh: Shell, pid: int) -> int:
     return int(m.group(1)) if m else 0
 
 
+def _wait_populated(sh: Shell, pid: int, timeout: float = 60.0) -> None:
+    """sparse_8g first touches all of its memory (phase A), as the RFC's binary does before it
+    prints its PID: wait until its AnonHugePages stops growing."""
+    print(f"# (waiting until pid {pid} has populated its memory: AnonHugePages in proc/{pid}/smaps_rollup)")
+    last, t_end = -1, time.monotonic() + timeout
+    while time.monotonic() < t_end:
+        kb = _anon_huge_kb(sh, pid)
+        if kb == last and kb > 0:
+            return
+        last = kb
+        time.sleep(1.0)
+
+
 def _compare(sh: Shell, k: str, pids: list[int], label: str, snapshots: int = 10) -> tuple[int, int]:
     """Average `snapshots` tried-regions snapshots of scheme 0 (one apply interval each),
     as the kernel's WSS selftest does, beside the ground truth of the same moments."""
@@ -128,6 +141,7 @@ def run_demo(root: Path, sh: Shell, seconds: float) -> None:
     sparse = next(int(line.split()[0]) for line in procs.splitlines() if "sparse" in line)
     hot = next(int(line.split()[0]) for line in procs.splitlines() if "thp-hot" in line)
     pids = [sparse, hot]
+    _wait_populated(sh, sparse)
     print(f"\n  sparse_8g (pid {sparse}): 8 GiB of THPs, one 4 KiB page of each touched;"
           f" AnonHugePages {_anon_huge_kb(sh, sparse)} kB")
     print(f"  hot_workload (pid {hot}): 16 THPs, a quarter of every THP's pages touched;"

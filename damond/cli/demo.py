@@ -178,8 +178,13 @@ def run_demo(root: Path, sh: Shell, seconds: float) -> None:
     time.sleep(seconds)
     sh.run(f"echo update_schemes_stats > {k}/state")
     sh.run(f"cd {k}/contexts/0/schemes/1/stats && grep . nr_tried sz_tried nr_applied sz_applied")
-    print(f"\n  AnonHugePages now: sparse_8g {_anon_huge_kb(sh, sparse)} kB (split),"
+    left = _anon_huge_kb(sh, sparse)
+    print(f"\n  AnonHugePages now: sparse_8g {left} kB (split),"
           f" hot_workload {_anon_huge_kb(sh, hot)} kB (kept: every 16 KiB chunk is hot)")
+    if left:
+        print("  (what is left of sparse_8g as THPs was collapsed again by khugepaged, 8 PMDs every 10 s:"
+              " the split/collapse ping-pong the RFC warns about. khugepaged/defrag=0, the RFC's suggestion,"
+              " only stops compaction; `echo never > kernel/mm/transparent_hugepage/enabled` stops khugepaged)")
     sh.run("grep -H . kernel/mm/transparent_hugepage/hugepages-16kB/stats/nr_anon "
            "kernel/mm/transparent_hugepage/hugepages-2048kB/stats/nr_anon")
     print("\n  (the split scheme stays in place; give DAMON a few aggregations at 16 KiB granularity)")

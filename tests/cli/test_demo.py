@@ -30,7 +30,9 @@ def test_demo_reports_thp_inflation_and_the_split(tmp_path):
     m = re.search(r"THP \(2 MiB, one AF\)\s+(\S+ \S+)\s+(\S+ \S+)", out)
     assert m and m.group(1) == "8.0 GiB" and m.group(2) == "24.0 MiB", out
     # the SPE-guided split: the sparse THPs are gone, the hot_workload's THPs (every 16 KiB chunk hot) kept
-    assert "AnonHugePages now: sparse_8g 0 kB (split), hot_workload 32768 kB (kept" in out
+    m = re.search(r"AnonHugePages now: sparse_8g (\d+) kB \(split\), hot_workload 32768 kB \(kept", out)
+    # all 4096 split; khugepaged may have collapsed a few again (8 PMDs per 10 s)
+    assert m and int(m.group(1)) <= 8 * 2048 * 2, out
     applied = int(re.search(r"sz_applied:(\d+)", out).group(1))
     assert applied > 0 and applied % (2 << 20) == 0
     # and DAMON's estimate shrinks by far once each 4 KiB page has its own AF

@@ -269,3 +269,17 @@ size = "1G"
     assert len(pa.vaddrs) == 512 and (pa.vaddrs % (2 << 20) == v.start % (2 << 20)).all()
     assert abs(pa.counts.sum() - 2e7 * 0.005) < 1
     assert (pa.paddrs >> 12 == np.array([m.folio_walk(pid, int(x)).pfn for x in pa.vaddrs])).all()
+
+
+def test_khugepaged_defrag_off_still_collapses_enabled_never_stops_it():
+    """khugepaged/defrag only governs compaction for its allocations (the RFC's suggested
+    mitigation does not stop the ping-pong on a kernel with free memory); THP `never`
+    leaves khugepaged nothing to do."""
+    m, pid, s = populated("32M", thp="madvise", kh="enabled = true")
+    m.madvise(pid, s, s + 32 * MB, "hugepage")
+    m.thp.khugepaged.defrag = 0
+    m.advance_to(10_000_001)
+    assert m.thp.khugepaged.pages_collapsed == 8
+    m.thp.enabled = "never"
+    m.advance_to(20_000_001)
+    assert m.thp.khugepaged.pages_collapsed == 8

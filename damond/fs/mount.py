@@ -3,7 +3,9 @@ the clean exit (libfuse3's `RuntimeError(8)` on a signal is a normal exit).
 
 Options (fuse-damo-systemd.md section 1): direct_io (reads past a short value are EOF,
 values longer than st_size are not cut), attr/entry/negative timeouts 0 (nr_* writes
-are visible at once), nothreads (faster for small ops on a GIL, no op concurrency),
+are visible at once), the multi-threaded loop with every op serialised on
+`tree.op_lock` (released while a tried-regions walk waits for the kdamond, so other files
+answer meanwhile and the lock-taking ones get EBUSY, as on a kernel),
 fsname=damond (findmnt SOURCE). Owns no tree logic.
 """
 from __future__ import annotations
@@ -22,7 +24,7 @@ READY_FILE = "kernel/mm/damon/admin/kdamonds/nr_kdamonds"
 
 
 def fuse_options() -> dict:
-    opts = dict(foreground=True, nothreads=True, direct_io=True, attr_timeout=0, entry_timeout=0,
+    opts = dict(foreground=True, nothreads=False, direct_io=True, attr_timeout=0, entry_timeout=0,
                 negative_timeout=0, fsname="damond", default_permissions=True)
     if fuse.fuse_version_major == 2:
         opts["big_writes"] = True

@@ -10,6 +10,7 @@ Attribute names never collide with FUSE op names (no `lock`, `read`, ...).
 from __future__ import annotations
 
 import errno
+import functools
 import os
 from typing import Any
 
@@ -30,6 +31,15 @@ class _OpenFile:
 
     def __init__(self, node: Node, st: Any):
         self.node, self.st, self.snap = node, st, b""
+
+
+def _serial(fn):
+    """Run the op under the tree's op lock: FUSE threads never interleave inside the tree."""
+    @functools.wraps(fn)
+    def op(self, *args):
+        with self._tree.op_lock:
+            return fn(self, *args)
+    return op
 
 
 class DamondOps(fuse.Operations):
@@ -57,6 +67,7 @@ class DamondOps(fuse.Operations):
         self._log.info("mounted", notified=sd_notify("READY=1"))
 
     @fuse.overrides(fuse.Operations)
+    @_serial
     def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:
         node = self._nodes.get(path)
         if node is None:
@@ -64,6 +75,7 @@ class DamondOps(fuse.Operations):
         return node.st
 
     @fuse.overrides(fuse.Operations)
+    @_serial
     def readdir(self, path: str, fh: int) -> list[str]:
         node = self._node(path)
         if not isinstance(node, DirNode):
@@ -74,6 +86,7 @@ class DamondOps(fuse.Operations):
         return names
 
     @fuse.overrides(fuse.Operations)
+    @_serial
     def open(self, path: str, flags: int) -> int:
         node = self._node(path)
         if node.is_dir:
@@ -90,6 +103,7 @@ class DamondOps(fuse.Operations):
         return fh
 
     @fuse.overrides(fuse.Operations)
+    @_serial
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
         f = self._files[fh]
         node = f.node
@@ -100,6 +114,7 @@ class DamondOps(fuse.Operations):
         return f.snap[offset:offset + size]
 
     @fuse.overrides(fuse.Operations)
+    @_serial
     def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
         if not data:
             return 0
@@ -129,6 +144,7 @@ class DamondOps(fuse.Operations):
             raise fuse.FuseOSError(errno.EINVAL) from None
 
     @fuse.overrides(fuse.Operations)
+    @_serial
     def release(self, path: str, fh: int) -> int:
         f = self._files.pop(fh, None)
         if f is not None and isinstance(f.node, HandlerNode):
@@ -136,6 +152,7 @@ class DamondOps(fuse.Operations):
         return 0
 
     @fuse.overrides(fuse.Operations)
+    @_serial
     def truncate(self, path: str, length: int, fh: int | None = None) -> int:
         self._node(path)
         return 0

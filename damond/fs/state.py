@@ -147,7 +147,8 @@ class StateFiles:
     def _walk(self, kd_dir: DirNode, c: DirNode, total_only: bool) -> None:
         kd = self._running(kd_dir)
         commit_schemes.clear_tried_regions(self.tree, c)
-        result = kd.walk_tried_regions(self._walk_timeout(c))
+        with self.tree.ops_released():
+            result = kd.walk_tried_regions(self._walk_timeout(c))
         commit_schemes.update_tried_regions(self.tree, c, result, total_only)
 
     def cmd_update_schemes_tried_regions(self, kd_dir: DirNode, c: DirNode) -> None:

@@ -8,11 +8,12 @@ state commands (state.py). Paths are FUSE paths ("/kernel/mm/damon/admin/...").
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import stat
 import threading
 import time
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import fs_layout
 from damond.errors import ErrnoError
@@ -140,6 +141,9 @@ class Tree:
         self.root = DirNode("", None)
         self.nodes["/"] = self.root
         self.tree_mutex = threading.Lock()
+        # serialises FUSE ops (the FUSE loop is multi-threaded); a state command that waits
+        # for the kdamond releases it (ops_released) so other files stay usable meanwhile
+        self.op_lock = threading.RLock()
         self.on_destroy: list[Callable[[DirNode], None]] = []   # called for each destroyed item dir
         self.roles: dict[str, Any] = {}     # role name -> object with show(node) / store(node, data)
         self._size_cache: dict[int, int] = {}
@@ -227,6 +231,20 @@ class Tree:
 
     def unlock(self) -> None:
         self.tree_mutex.release()
+
+    @contextlib.contextmanager
+    def ops_released(self) -> Iterator[None]:
+        """Let other FUSE ops run while this one waits for the kdamond (the kernel's
+        damon_sysfs_lock is still held, so nr_*/state/pid/path ops get EBUSY meanwhile)."""
+        try:
+            self.op_lock.release()
+        except RuntimeError:          # not called from a FUSE op (tests, virtual time)
+            yield
+            return
+        try:
+            yield
+        finally:
+            self.op_lock.acquire()
 
     # ---- show / store
     def show(self, node: Node) -> bytes:

@@ -82,16 +82,22 @@ def thp_handler(spec: ThpFile, get_thp: Callable[[], Any]) -> TextFile:
             v: Any = next((c for c in spec.choices if sysfs_streq(s, c.encode())), None)
             if v is None:
                 raise FsError(errno.EINVAL, f"not one of {' '.join(spec.choices)}")
+        elif spec.kind == "flag":
+            v = parse.kstrtoul(s, 10)
+            if v > 1:
+                raise FsError(errno.EINVAL, "0 or 1")
         else:
-            v = parse.kstrtoul(s) if spec.kind == "u64" else parse.kstrtouint(s)
-            if spec.kind == "flag":
-                if v > 1:
-                    raise FsError(errno.EINVAL, "0 or 1")
+            try:
+                v = parse.kstrtouint(s, 10)
+            except ParseError as e:
+                raise FsError(errno.EINVAL, e.msg) from None
+            if not spec.lo <= v <= spec.hi:
+                raise FsError(errno.EINVAL, f"not in [{spec.lo}, {spec.hi}]")
         thp = get_thp()
         obj, key = _resolve(thp, spec.bind)
         try:
             if isinstance(obj, dict):
-                setter = getattr(thp, "set_size_enabled", None)
+                setter = getattr(thp, "set_" + spec.bind.partition("[")[0], None)
                 if setter is not None:
                     setter(key, v)
                 else:

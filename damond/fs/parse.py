@@ -38,14 +38,15 @@ def _digit(c: int) -> int:
     return 99
 
 
-def _kstrtoull(s: bytes) -> int:
-    """_parse_integer_fixup_radix + _parse_integer + the trailing-newline rule, base 0."""
-    base = 10
-    if s[:1] == b"0":
-        if s[1:2] in (b"x", b"X") and len(s) > 2 and _digit(s[2]) < 16:
-            base, s = 16, s[2:]
-        else:
-            base = 8
+def _kstrtoull(s: bytes, base: int = 0) -> int:
+    """_parse_integer_fixup_radix + _parse_integer + the trailing-newline rule (base 0 or 10)."""
+    if base == 0:
+        base = 10
+        if s[:1] == b"0":
+            if s[1:2] in (b"x", b"X") and len(s) > 2 and _digit(s[2]) < 16:
+                base, s = 16, s[2:]
+            else:
+                base = 8
     res, n, overflow = 0, 0, False
     for c in s:
         d = _digit(c)
@@ -67,15 +68,16 @@ def _kstrtoull(s: bytes) -> int:
     return res
 
 
-def kstrtoul(s: bytes) -> int:
-    """kstrtoul(s, 0, &v) on a 64-bit kernel (== kstrtoull): optional '+', 0x/0 prefixes."""
+def kstrtoul(s: bytes, base: int = 0) -> int:
+    """kstrtoul(s, base, &v) on a 64-bit kernel (== kstrtoull): optional '+'; base 0 takes
+    0x/0 prefixes, base 10 (the THP files) only decimal digits."""
     if s[:1] == b"+":
         s = s[1:]
-    return _kstrtoull(s)
+    return _kstrtoull(s, base)
 
 
-def kstrtouint(s: bytes) -> int:
-    v = kstrtoul(s)
+def kstrtouint(s: bytes, base: int = 0) -> int:
+    v = kstrtoul(s, base)
     if v > UINT_MAX:
         raise ParseError(errno.ERANGE, "value out of range")
     return v

@@ -75,3 +75,45 @@ def test_other_files_answer_while_a_tried_regions_walk_waits(damond):
     assert not errs and read(kd / "state") == "on\n"
     assert int(read(s / "tried_regions/total_bytes")) > 0
     write(kd / "state", "off\n")
+
+
+def test_thp_per_size_shmem_enabled_files(damond):
+    """6.18 has hugepages-<size>kB/shmem_enabled (0644, always inherit within_size advise
+    never; PMD size inherit, the others never), as on the live tree."""
+    t = damond.root / THP
+    assert read(t / "hugepages-2048kB/shmem_enabled") == "always [inherit] within_size advise never\n"
+    f = t / "hugepages-64kB/shmem_enabled"
+    assert oct(f.stat().st_mode & 0o777) == "0o644"
+    assert read(f) == "always inherit within_size advise [never]\n"
+    write(f, "within_size\n")
+    assert read(f) == "always inherit [within_size] advise never\n"
+    with pytest.raises(OSError) as e:
+        write(f, "deny\n")
+    assert e.value.errno == errno.EINVAL
+
+
+@pytest.mark.parametrize("name, value, err", [
+    ("khugepaged/pages_to_scan", "0x10", errno.EINVAL),        # kstrtouint(buf, 10): no 0x
+    ("khugepaged/pages_to_scan", "99999999999", errno.EINVAL),  # any parse error is EINVAL
+    ("khugepaged/pages_to_scan", "0", errno.EINVAL),
+    ("khugepaged/max_ptes_none", "512", errno.EINVAL),
+    ("khugepaged/scan_sleep_millisecs", "99999999999", errno.EINVAL),
+    ("use_zero_page", "0x1", errno.EINVAL),                     # kstrtoul(buf, 10)
+    ("use_zero_page", "99999999999999999999", errno.ERANGE),    # kstrtoul's own errno
+    ("khugepaged/defrag", "2", errno.EINVAL),
+])
+def test_thp_numeric_stores_are_base_10(damond, name, value, err):
+    f = damond.root / THP / name
+    before = read(f)
+    with pytest.raises(OSError) as e:
+        write(f, value + "\n")
+    assert e.value.errno == err
+    assert read(f) == before
+
+
+def test_thp_decimal_with_leading_zero_is_decimal(damond):
+    t = damond.root / THP
+    write(t / "khugepaged/max_ptes_none", "010\n")
+    assert read(t / "khugepaged/max_ptes_none") == "10\n"
+    write(t / "khugepaged/pages_to_scan", "+4096\n")
+    assert read(t / "khugepaged/pages_to_scan") == "4096\n"

@@ -21,7 +21,7 @@ def _header(start: int, end: int, perms: str, name: str, dev: str = "00:00", ino
     s = f"{start:08x}-{end:08x} {perms} 00000000 {dev} {ino} "
     if name:
         s = s.ljust(73) + name
-    return s.rstrip() + "\n" if not name else s + "\n"
+    return s + "\n"
 
 
 def _dev(v) -> tuple[str, int]:

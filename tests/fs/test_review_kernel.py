@@ -117,3 +117,16 @@ def test_thp_decimal_with_leading_zero_is_decimal(damond):
     assert read(t / "khugepaged/max_ptes_none") == "10\n"
     write(t / "khugepaged/pages_to_scan", "+4096\n")
     assert read(t / "khugepaged/pages_to_scan") == "4096\n"
+
+
+def test_proc_maps_unnamed_vma_keeps_the_trailing_space(damond):
+    """show_vma_header_prefix prints "... %lu " (a space after the inode); an unnamed
+    mapping adds nothing after it, so the line ends in "0 " (fs/proc/task_mmu.c)."""
+    pid = _spawn(damond.root, "mmap size=4M populate=true")
+    maps = read(damond.root / f"proc/{pid}/maps").splitlines()
+    anon = [ln for ln in maps if ln.split()[4:5] == ["0"] and len(ln.split()) == 5]
+    assert anon and all(ln.endswith(" 00:00 0 ") for ln in anon)
+    smaps = read(damond.root / f"proc/{pid}/smaps").splitlines()
+    assert set(anon) <= set(smaps)
+    named = [ln for ln in maps if len(ln.split()) == 6]
+    assert named and all(not ln.endswith(" ") and len(ln) > 73 for ln in named)

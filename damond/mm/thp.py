@@ -132,11 +132,19 @@ class ThpSettings:
         return PMD_ORDER in self.anon_orders(hint)
 
     def shmem_pmd(self, hint: str | None, huge: str | None) -> bool:
-        """A shmem/tmpfs fault gets a PMD folio (mount huge= wins, then shmem_enabled)."""
-        mode = huge or self._shmem_enabled
-        if mode in ("deny", "never"):
-            return mode == "never" and huge is None and self._shmem_enabled == "force"
-        return mode in ("always", "within_size", "force") or (mode == "advise" and hint == "hugepage")
+        """A shmem fault gets a PMD folio (shmem_allowable_huge_orders): the global `deny`/
+        `force` override everything; a tmpfs file (`huge` = its mount's huge= option) follows
+        its mount; anonymous shmem follows hugepages-2048kB/shmem_enabled, whose `inherit`
+        means the global shmem_enabled."""
+        if self._shmem_enabled in ("deny", "force"):
+            return self._shmem_enabled == "force"
+        if huge is not None:
+            mode = huge
+        else:
+            mode = self.size_shmem_enabled[2048]
+            if mode == "inherit":
+                mode = self._shmem_enabled
+        return mode in ("always", "within_size") or (mode == "advise" and hint == "hugepage")
 
     def count(self, order: int, stat: str, n: int = 1) -> None:
         if 2 <= order <= PMD_ORDER:

@@ -283,3 +283,33 @@ def test_khugepaged_defrag_off_still_collapses_enabled_never_stops_it():
     m.thp.enabled = "never"
     m.advance_to(20_000_001)
     assert m.thp.khugepaged.pages_collapsed == 8
+
+
+@pytest.mark.parametrize("size_mode, global_mode, huge, pmd_kb", [
+    ("inherit", "never", None, 0),            # anonymous shmem: global never
+    ("inherit", "always", None, 8192),        # ... inherits the global always
+    ("always", "never", None, 8192),          # per-size always wins over the global
+    ("never", "always", None, 0),             # per-size never wins too
+    ("never", "never", "always", 8192),       # a tmpfs file follows its mount's huge=
+    ("always", "deny", "always", 0),          # global deny overrides everything
+    ("never", "force", None, 8192),           # global force too
+])
+def test_shmem_pmd_follows_size_global_and_mount(size_mode, global_mode, huge, pmd_kb):
+    m = machine(f"""
+[machine]
+memory = "64M"
+[thp]
+shmem_enabled = "{global_mode}"
+size_shmem_enabled = {{ 2048 = "{size_mode}" }}
+[khugepaged]
+enabled = false
+[[workload]]
+kind = "mmap"
+size = "8M"
+shmem = true
+{f'huge = "{huge}"' if huge else ''}
+populate = true
+""")
+    pid = m.processes()[0].pid
+    m.advance_to(100_000)
+    assert rollup(m, pid, "ShmemPmdMapped") == pmd_kb

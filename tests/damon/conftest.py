@@ -15,18 +15,9 @@ import pytest
 from damond.clock import VirtualClock
 from damond.config import Config
 from damond.system import DaemonSettings
+from test_damos_fakes import Vma as FakeVma  # noqa: F401  (one fake VMA for both fake machines)
 
 PAGE = 4096
-
-
-@dataclass
-class FakeVma:
-    start: int
-    end: int
-    anon: bool = True
-    shmem: bool = False
-    name: str = ""
-    hugepage_hint: str = ""
 
 
 @dataclass

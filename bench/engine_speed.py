@@ -25,20 +25,7 @@ from damond.log import configure
 from damond.system import System
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mm_speed import sampling_loop  # noqa: E402
-
-T2 = """
-seed = 1
-[machine]
-memory = "16G"
-[thp]
-enabled = "{thp}"
-[khugepaged]
-enabled = false
-[[workload]]
-kind = "sparse-hotspot"
-size = "8G"
-"""
+from mm_speed import T2, sampling_loop  # noqa: E402
 
 
 def t2_system(thp: str, clock) -> System:

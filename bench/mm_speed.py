@@ -42,8 +42,8 @@ def sampling_loop(m: Machine, pid: int, nr_regions: int, emulated_s: float, repe
     return statistics.median(ratios)
 
 
-def t2(thp: str, quick: bool) -> dict[int, float]:
-    m = build(f"""
+T2 = """
+seed = 1
 [machine]
 memory = "16G"
 [thp]
@@ -53,7 +53,11 @@ enabled = false
 [[workload]]
 kind = "sparse-hotspot"
 size = "8G"
-""")
+"""
+
+
+def t2(thp: str, quick: bool) -> dict[int, float]:
+    m = build(T2.format(thp=thp))
     pid = m.processes()[0].pid
     m.advance_to(1_000_000)                     # populate + clear_refs, then the sparse loop
     return {n: sampling_loop(m, pid, n, 0.5 if quick else 2.0) for n in (10, 100, 1000)}

@@ -91,30 +91,31 @@ def resolve_reuse(young: np.ndarray, folio_sz: np.ndarray, addrs: np.ndarray,
     if not n:
         return np.zeros(0, dtype=bool), last_key, last_young
     f0 = int(folio_sz[0])
-    if f0 > 0 and not f0 & (f0 - 1) and bool((folio_sz == folio_sz[0]).all()):
+    if f0 > 0 and not f0 & (f0 - 1) and not np.count_nonzero(folio_sz != folio_sz[0]):
         shift = f0.bit_length() - 1          # one power-of-two folio size (the usual case)
-        keys = addrs >> shift                # folio numbers; the key is keys << shift
+        keys = addrs >> np.uint64(shift)     # folio numbers; the key is keys << shift
     else:
         shift = 0
         fsz = np.maximum(folio_sz.astype(np.uint64), np.uint64(1))
         keys = addrs - addrs % fsz
-    fresh = np.empty(n, dtype=bool)
-    fresh[0] = True
-    np.not_equal(keys[1:], keys[:-1], out=fresh[1:])
-    if not first_is_fresh and last_key is not None and int(keys[0]) << shift == last_key:
-        fresh[0] = False
-    if fresh.all():                          # no two addresses share a folio: nothing reused
-        return young.copy(), int(keys[-1]) << shift, bool(young[-1])
-    if fresh[0]:
-        dup = np.flatnonzero(~fresh)
-        if len(dup) <= 64:               # a few addresses share the folio of the one before
+    same = keys[1:] == keys[:-1]             # shares the folio of the address before
+    first_reused = not first_is_fresh and last_key is not None and int(keys[0]) << shift == last_key
+    if not first_reused:
+        nr_dup = np.count_nonzero(same)
+        if not nr_dup:                       # no two addresses share a folio: nothing reused
+            return young.copy(), int(keys[-1]) << shift, bool(young[-1])
+        if nr_dup <= 64:                     # a few addresses share the folio of the one before
             acc = young.copy()
-            for i in dup.tolist():
-                acc[i] = acc[i - 1]
+            dup = np.flatnonzero(same).tolist()
+            for i in dup:
+                acc[i + 1] = acc[i]
             k = n - 1
-            while not fresh[k]:
+            while k and same[k - 1]:
                 k -= 1
             return acc, int(keys[k]) << shift, bool(young[k])
+    fresh = np.empty(n, dtype=bool)
+    fresh[0] = not first_reused
+    np.logical_not(same, out=fresh[1:])
     fresh_idx = np.flatnonzero(fresh)
     if not len(fresh_idx):
         return np.full(n, last_young, dtype=bool), last_key, last_young
@@ -179,7 +180,7 @@ class VaddrOps:
                 young, fsz = m.va_young(t.pid, r.sampling_addr)
                 acc, _, _ = resolve_reuse(np.asarray(young, dtype=bool), np.asarray(fsz), r.sampling_addr)
             core.update_access_rate(r, acc, ctx.attrs)
-            max_nr = max(max_nr, int(r.nr_accesses.max()))
+            max_nr = max(max_nr, int(np.maximum.reduce(r.nr_accesses)))
         return max_nr
 
     def target_valid(self, ctx, t) -> bool:

@@ -263,8 +263,8 @@ class Machine:
         kinds = self.phys.block_kinds()
         if kinds is not None:
             k = kinds.take(blk)
-            kind = int(np.bitwise_and.reduce(k))
-            if kind and kind == int(np.bitwise_or.reduce(k)):     # one kind of block throughout
+            kind = int(k[0])
+            if kind and not np.count_nonzero(k != kind):        # one kind of block throughout
                 if kind == P.KIND_PMD:
                     blk <<= 9
                     plan = SamplePlan.uniform(pid, a.copy(), key, blk, PMD_SZ)

@@ -91,12 +91,12 @@ class SamplePlan:
         self.sel = self.cpos = self.groups = None
         self.af = self.heads = leaf
         self.same = True
-        self.sz = np.full(self.n, folio_sz, np.uint64)
+        self.sz = _uniform_sz(self.n, int(folio_sz))
         return self
 
     def matches(self, pid: int, addrs: np.ndarray, key: tuple) -> bool:
         return (pid == self.pid and key == self.key and len(addrs) == self.n
-                and bool((addrs == self.addrs).all()))
+                and not np.count_nonzero(addrs != self.addrs))
 
     def _leaf_young(self, fl: np.ndarray) -> np.ndarray:
         y = AF_SET.take(fl[self.af])
@@ -128,3 +128,18 @@ class SamplePlan:
             full[self.sel] = y
             y = full
         return y, self.sz.copy()
+
+
+_UNIFORM_SZ: dict[tuple[int, int], np.ndarray] = {}
+
+
+def _uniform_sz(n: int, folio_sz: int) -> np.ndarray:
+    """A read-only array of n times folio_sz, shared by the plans of equal-sized samples
+    (`young` hands out copies)."""
+    a = _UNIFORM_SZ.get((n, folio_sz))
+    if a is None:
+        if len(_UNIFORM_SZ) >= 16:
+            _UNIFORM_SZ.clear()
+        a = _UNIFORM_SZ[(n, folio_sz)] = np.full(n, folio_sz, np.uint64)
+        a.setflags(write=False)
+    return a

@@ -1,13 +1,19 @@
-"""Per-THP subpage histograms from `perf script` text: what `spe_hist.c` does, fixed.
+"""Per-THP subpage histograms from `perf script` text: spe_hist.c's outputs, drop-in.
 
 Input is real arm64 or emulated `perf script` text: any field list, as long as phys_addr
 is printed (it is the last token of the line; perf prints it `%16lx`, no `0x`). One SPE
-record prints several event lines; they are counted once: when `memory` lines are
-present only they count (one per load/store record), otherwise consecutive lines with
-the same physical address are one record (the only possible rule for `-F phys_addr`).
+record prints several event lines (l1d, llc, tlb groups, memory). What one count is:
+- `records` (default): when `memory` event lines are present, only they count, one per
+  load/store record. Text without them (`-F phys_addr`, no event field) cannot tell
+  where one record ends and the next begins (three samples of one address print the
+  same lines as one sample with three events), so every line counts, as `lines` does;
+  `records_unknown` says so.
+- `lines`: every line with a PA counts, as spe_hist.c does (its totals).
 Header lines (`#...`, `Samples for ...`) and blank lines are skipped and counted, as are
-lines without a usable PA. Parsing is vectorised per chunk of lines; nothing is dropped
-silently (spe_hist.c's 4096-THP limit is gone).
+lines without a usable PA. Parsing is vectorised per chunk of lines (the compiled
+`_feedparse.perf_pa` or `_feed_py`, same results). With `track_order` the builder also
+keeps the THPs in the order they first appear (spe_hist.c's table order: its 4096-THP cap,
+its candidate list, its ties); with `track_ldst`, spe_hist.c's loads/stores per THP.
 """
 from __future__ import annotations
 
@@ -52,11 +58,11 @@ def parse_hex_tokens(toks: list[bytes]) -> np.ndarray:
     return v
 
 
-def _has(chunk, pat: bytes) -> bool:
-    """pat occurs in chunk (bytes or any buffer, e.g. a memoryview of the read buffer)."""
+def _has(chunk, pat: bytes, end: int | None = None) -> bool:
+    """pat occurs in chunk[:end] (bytes, bytearray: a fast find; any other buffer: re)."""
     if isinstance(chunk, (bytes, bytearray)):
-        return pat in chunk
-    return re.search(re.escape(pat), chunk) is not None
+        return chunk.find(pat, 0, len(chunk) if end is None else end) >= 0
+    return re.search(re.escape(pat), chunk if end is None else memoryview(chunk)[:end]) is not None
 
 
 def _count(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -69,75 +75,162 @@ def _count(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 @dataclass
 class HistStats:
     lines: int = 0
-    records: int = 0
+    records: int = 0              # counts taken: records, or lines (see the module doc)
     duplicate_lines: int = 0      # further event lines of an already counted record
     skipped_no_pa: int = 0
     skipped_header: int = 0
 
 
+COUNTS = ("records", "lines")
+THP_SHIFT = PAGE_SHIFT + 9
+
+
+def _is_header(line: bytes) -> bool:
+    """A header or blank line (not a sample): the rule `perf_pa` applies."""
+    s = line.lstrip(b" \t\r")
+    return not s or line.startswith(b"#") or (s[:1] in (b"S", b"W") and b"Samples for" in s)
+
+
+def line_cut(chunk: bytes, n: int) -> tuple[int, int]:
+    """spe_hist.c's max_lines: the length of the prefix of `chunk` that holds its first `n`
+    sample (non-header) lines, and how many it holds (< n when the chunk has fewer)."""
+    pos = seen = 0
+    while seen < n and pos < len(chunk):
+        nl = chunk.find(b"\n", pos)
+        end = len(chunk) if nl < 0 else nl + 1
+        if not _is_header(chunk[pos:end].rstrip(b"\n")):
+            seen += 1
+        pos = end
+    return pos, seen
+
+
 @dataclass
 class HistBuilder:
-    """Feed chunks of complete lines; `subpages()` gives the (PFN, count) table."""
+    """Feed chunks of complete lines; `subpages()` gives the (PFN, count) table.
+
+    Args:
+        count: "records" or "lines" (see the module doc).
+        track_order: also keep `thp_order()` (spe_hist.c's table order).
+        track_ldst: also keep `loads_stores()` (spe_hist.c's report).
+    """
+    count: str = "records"
+    track_order: bool = False
+    track_ldst: bool = False
     stats: HistStats = field(default_factory=HistStats)
-    mode: str | None = None                 # "memory" | "runs"
-    _last_pa: int = -1
+    mode: str | None = None                 # "memory" | "lines"
     _parts: list = field(default_factory=list)
     _buf: np.ndarray | None = None
+    _raw: np.ndarray | None = None
+    _order: list = field(default_factory=list)
+    _known: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
+    _ldst: dict = field(default_factory=dict)
 
-    def feed(self, chunk) -> None:
-        """Count the records of `chunk` (bytes or a buffer of complete lines; a last line
-        without newline is a line)."""
+    @property
+    def records_unknown(self) -> bool:
+        """Records were asked for but the text has no `memory` lines: lines were counted."""
+        return self.count == "records" and self.mode == "lines"
+
+    def feed(self, chunk, end: int | None = None) -> None:
+        """Count the samples of `chunk[:end]` (bytes or a buffer of complete lines, e.g. a
+        prefix of a reused bytearray; a last line without newline is a line)."""
         st = self.stats
         if self.mode is None:
-            self.mode = "memory" if _has(chunk, b" memory: ") else "runs"
+            self.mode = "memory" if self.count == "records" and _has(chunk, b" memory: ", end) else "lines"
+        if end is not None:
+            chunk = memoryview(chunk)[:end]
         if _feedparse is not None:
-            pa = self._feed_c(chunk)
+            pa, raw = self._feed_c(chunk)
         else:
-            pa = self._feed_py(chunk)
-        if self.mode == "runs" and len(pa):
-            prev = np.concatenate([[np.uint64(self._last_pa & ((1 << 64) - 1)) if self._last_pa >= 0 else np.uint64(0)], pa[:-1]])
-            dup = pa == prev
-            if self._last_pa < 0:
-                dup[0] = False
-            dup &= pa != 0
-            self._last_pa = int(pa[-1])
-            st.duplicate_lines += int(np.count_nonzero(dup))
-            pa = pa[~dup]
+            pa, raw = self._feed_py(chunk)
         good = pa != 0
         st.skipped_no_pa += int(len(pa) - np.count_nonzero(good))
         pa = pa[good]
         st.records += len(pa)
         if len(pa):
-            self._parts.append(_count(pa >> np.uint64(PAGE_SHIFT)))
+            part = _count(pa >> np.uint64(PAGE_SHIFT))
+            self._parts.append(part)
+            if self.track_order:
+                self._note_order(pa, part[0])
+        if raw is not None and raw[good].any():
+            self._note_loads_stores(bytes(chunk))
 
-    def _feed_c(self, chunk) -> np.ndarray:
+    def _note_order(self, pa: np.ndarray, pfns: np.ndarray) -> None:
+        """Append the THPs of this chunk not seen before, in the order they first appear
+        (pfns: the chunk's distinct subpage PFNs, ascending; most chunks add no THP)."""
+        thp = pfns >> np.uint64(9)
+        thp = thp[np.concatenate([[True], thp[1:] != thp[:-1]])]
+        new = thp[~np.isin(thp, self._known, assume_unique=True)]
+        if not len(new):
+            return
+        keys = pa >> np.uint64(THP_SHIFT)
+        if len(new) < len(thp):
+            keys = keys[np.isin(keys, new)]
+        u, first = np.unique(keys, return_index=True)
+        self._order.append(u[np.argsort(first, kind="stable")])
+        self._known = np.union1d(self._known, u)
+
+    def _note_loads_stores(self, chunk: bytes) -> None:
+        """spe_hist.c's loads/stores (process_line): on a counted line, the last token that
+        contains `arm_spe_0` is the event; containing `st` (any case) it is a store, else
+        containing `load` or `ld` a load. Only raw-event lines carry such a token."""
+        for line in chunk.split(b"\n"):
+            if b"arm_spe_0" not in line or _is_header(line) or (self.mode == "memory" and b" memory: " not in line):
+                continue
+            toks = line.split()
+            pa = int(parse_hex_tokens([toks[-1]])[0])
+            if not pa:
+                continue
+            ev = [t for t in toks if b"arm_spe_0" in t][-1].lower()
+            kind = 1 if b"st" in ev else 0 if (b"load" in ev or b"ld" in ev) else -1
+            if kind >= 0:
+                self._ldst.setdefault(pa >> THP_SHIFT, [0, 0])[kind] += 1
+
+    def thp_order(self) -> np.ndarray:
+        """THP-aligned PFNs in the order they first appeared (needs track_order)."""
+        o = np.concatenate(self._order) if self._order else np.zeros(0, np.uint64)
+        return o << np.uint64(9)
+
+    def loads_stores(self, thps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """spe_hist.c's loads and stores of each THP-aligned PFN in `thps` (needs track_ldst)."""
+        ls = [self._ldst.get(int(t) >> 9, (0, 0)) for t in thps.tolist()]
+        return (np.array([x[0] for x in ls], np.uint64).reshape(-1),
+                np.array([x[1] for x in ls], np.uint64).reshape(-1))
+
+    def _feed_c(self, chunk) -> tuple[np.ndarray, np.ndarray | None]:
+        """PA of each counted line, and with track_ldst whether the line holds `arm_spe_0`."""
         st = self.stats
         if self._buf is None:
             self._buf = np.empty(1 << 20, dtype=np.uint64)
-        parts, view = [], memoryview(chunk)
+            self._raw = np.empty(1 << 20, dtype=np.uint8)
+        parts, raws, view = [], [], memoryview(chunk)
+        extra = (self._raw,) if self.track_ldst else ()
         while len(view):
-            n_lines, n_hdr, n_other, n, used = _feedparse.perf_pa(view, self.mode == "memory", True, self._buf)
+            n_lines, n_hdr, n_other, n, used = _feedparse.perf_pa(view, self.mode == "memory", True, self._buf,
+                                                                   *extra)
             st.lines += n_lines
             st.skipped_header += n_hdr
             st.duplicate_lines += n_other
             parts.append(self._buf[:n].copy())
+            if extra:
+                raws.append(self._raw[:n].astype(bool))
             view = view[used:]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        pa = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return pa, (np.concatenate(raws) if extra else None)
 
-    def _feed_py(self, chunk) -> np.ndarray:
+    def _feed_py(self, chunk) -> tuple[np.ndarray, np.ndarray | None]:
         lines = bytes(chunk).split(b"\n")
         if lines and lines[-1] == b"":
             lines.pop()
         st = self.stats
         st.lines += len(lines)
-        kept = [ln for ln in lines if ln.strip(b" \t\r") and not ln.startswith(b"#")
-                and not (ln.lstrip(b" \t\r")[:1] in (b"S", b"W") and b"Samples for" in ln)]
+        kept = [ln for ln in lines if not _is_header(ln)]
         st.skipped_header += len(lines) - len(kept)
         if self.mode == "memory":
             sel = [ln for ln in kept if b" memory: " in ln]
             st.duplicate_lines += len(kept) - len(sel)
             kept = sel
-        return parse_hex_tokens([ln.split()[-1] for ln in kept])
+        raw = np.array([b"arm_spe_0" in ln for ln in kept], dtype=bool) if self.track_ldst else None
+        return parse_hex_tokens([ln.split()[-1] for ln in kept]), raw
 
     def subpages(self) -> tuple[np.ndarray, np.ndarray]:
         """Ascending subpage PFNs and their record counts."""
@@ -203,15 +296,50 @@ def feed_text(pfns: np.ndarray, counts: np.ndarray) -> str:
     return feed_bytes(pfns, counts).decode()
 
 
-def report_text(pfns: np.ndarray, counts: np.ndarray, top: int = 10) -> str:
-    """Top THPs by total with heatmap rows, then the hot-fraction distribution (T5 table)."""
+def cap_thps(pfns: np.ndarray, counts: np.ndarray, order: np.ndarray, max_thps: int):
+    """spe_hist.c's MAX_THPS (find_or_create): only the first `max_thps` THPs to appear are
+    kept; the samples of later THPs are dropped.
+
+    Returns:
+        (pfns, counts, order) of the kept THPs, THPs dropped, samples dropped.
+    """
+    if not max_thps or len(order) <= max_thps:
+        return pfns, counts, order, 0, 0
+    kept = np.sort(order[:max_thps])
+    keys = pfns & ~np.uint64(THP_PAGES - 1)
+    keep = np.isin(keys, kept, assume_unique=False)
+    return (pfns[keep], counts[keep], order[:max_thps], len(order) - max_thps,
+            int(counts[~keep].sum(dtype=np.uint64)))
+
+
+def _ranks(thp: np.ndarray, order: np.ndarray | None) -> np.ndarray:
+    """Position of each THP of `thp` in `order` (first appearance); `thp` itself without."""
+    if order is None:
+        return thp
+    sorter = np.argsort(order, kind="stable")
+    return sorter[np.searchsorted(order, thp, sorter=sorter)]
+
+
+def report_text(pfns: np.ndarray, counts: np.ndarray, top: int = 10, order: np.ndarray | None = None,
+                loads: np.ndarray | None = None, stores: np.ndarray | None = None) -> str:
+    """spe_hist.c's report on stdout (print_report): the top THPs by total (ties in order
+    of first appearance, as its stable qsort of its table; by PFN without `order`), each
+    with its heatmap row and subpage stats, then the hot-fraction distribution.
+
+    Args:
+        order: THP-aligned PFNs in order of first appearance (HistBuilder.thp_order).
+        loads, stores: per THP of `order` (HistBuilder.loads_stores); 0 without.
+    """
     t = thp_table(pfns, counts)
+    rank = _ranks(t.thp, order)
     out = []
-    order = np.lexsort((t.thp, -t.total.astype(np.float64)))[:top]
-    for i in order.tolist():
+    sel = np.lexsort((rank, -t.total.astype(np.float64)))[:top]
+    for i in sel.tolist():
         s, e = int(t.start[i]), int(t.end[i])
         hot, acc = int(t.hot[i]), int(t.accessed[i])
-        out.append(f"PFN {int(t.thp[i]):#x}  total_accesses={int(t.total[i])}\n")
+        ld = int(loads[rank[i]]) if loads is not None and order is not None else 0
+        sd = int(stores[rank[i]]) if stores is not None and order is not None else 0
+        out.append(f"PFN {int(t.thp[i]):#x}  total_accesses={int(t.total[i])}  loads={ld}  stores={sd}\n")
         out.append(f"  heatmap: {heatmap_row(pfns[s:e], counts[s:e])}\n")
         out.append(f"  4KB pages with access: {acc}/{THP_PAGES}  hot(>=10%max): {hot}  "
                    f"max_access: {int(t.peak[i])}  hot_fraction: {hot * 100 // THP_PAGES}%\n\n")
@@ -221,14 +349,22 @@ def report_text(pfns: np.ndarray, counts: np.ndarray, top: int = 10) -> str:
     for b in range(11):
         if nb[b]:
             out.append(f"  {b * 10}-{b * 10 + 10}% hot: {int(nb[b])} THPs\n")
-    n = len(t.thp)
-    sparse = int(np.count_nonzero(t.accessed * np.uint64(10) < np.uint64(THP_PAGES)))
-    out.append(f"THPs with < 10% of 4KB pages accessed: {sparse}/{n} ({sparse * 100 // n if n else 0}%)\n")
     return "".join(out)
 
 
-def candidates_text(pfns: np.ndarray, counts: np.ndarray, threshold: int) -> tuple[str, int, int]:
-    """spe_hist --threshold N: THPs whose signal-filtered hot percent is below N.
+def sparse_summary(pfns: np.ndarray, counts: np.ndarray) -> str:
+    """The RFC's T5 figure: THPs with < 10% of their 4 KB pages accessed."""
+    t = thp_table(pfns, counts)
+    n = len(t.thp)
+    sparse = int(np.count_nonzero(t.accessed * np.uint64(10) < np.uint64(THP_PAGES)))
+    return f"THPs with < 10% of 4KB pages accessed: {sparse}/{n} ({sparse * 100 // n if n else 0}%)\n"
+
+
+def candidates_text(pfns: np.ndarray, counts: np.ndarray, threshold: int,
+                    order: np.ndarray | None = None) -> tuple[str, int, int]:
+    """spe_hist --threshold N (print_split_candidates): THPs whose signal-filtered hot
+    percent (subpages with count >= max(max_count / 10, 1)) is below N, in order of first
+    appearance (its table order; ascending PFN without `order`).
 
     Returns:
         (stdout text, number of candidates, number of THPs).
@@ -236,5 +372,6 @@ def candidates_text(pfns: np.ndarray, counts: np.ndarray, threshold: int) -> tup
     t = thp_table(pfns, counts)
     pct = t.hot * np.uint64(100) // np.uint64(THP_PAGES)
     sel = np.flatnonzero(pct < np.uint64(threshold))
+    sel = sel[np.argsort(_ranks(t.thp, order)[sel], kind="stable")]
     text = "".join(f"PFN {int(t.thp[i]):#x} hot_fraction:{int(pct[i])} total:{int(t.total[i])}\n" for i in sel.tolist())
     return text, len(sel), len(t.thp)

@@ -18,3 +18,15 @@ def test_feed_is_hottest_thp_first():
                        capture_output=True, env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=60)
     assert p.returncode == 0, p.stderr
     assert p.stdout.splitlines() == ["0x400 2", "0x401 1", "0x402 1", "0x200 1", "0x201 1"]
+
+
+def test_feed_max_thps_keeps_the_first_thps_to_appear():
+    """`--max-thps N` is spe_hist.c's table cap: the first N THPs in input order stay, even
+    when a later one is hotter, and stderr says what was dropped."""
+    pas = [0x200000, 0x400000, 0x401000, 0x402000, 0x400000 + 0x10, 0x201000]
+    text = "".join(f"{pa:16x}\n" for pa in pas)
+    p = subprocess.run([sys.executable, "-m", "damond", "spe-hist", "--feed", "--max-thps", "1"], input=text,
+                       text=True, capture_output=True, env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines() == ["0x200 1", "0x201 1"]
+    assert "--max-thps 1: dropped 4 samples of 1 further THPs" in p.stderr

@@ -1,5 +1,6 @@
 """perf-script text (exact widths and order), the sampler over a fake machine step, and
-spe-hist parsing of every documented line shape with dedupe of event lines."""
+spe-hist parsing of every documented line shape: one count per record where the text
+tells records apart (`memory` lines), one per line where it cannot (`-F phys_addr`)."""
 import numpy as np
 import pytest
 
@@ -101,7 +102,7 @@ def test_hist_dedupes_emulated_default_output(use_c, monkeypatch):
 
 
 @pytest.mark.parametrize("use_c", [True, False])
-def test_hist_phys_addr_only_runs_and_real_shapes(use_c, monkeypatch):
+def test_hist_phys_addr_only_counts_lines_and_real_shapes(use_c, monkeypatch):
     if not use_c:
         monkeypatch.setattr(hist, "_feedparse", None)
     elif hist._feedparse is None:
@@ -113,9 +114,38 @@ def test_hist_phys_addr_only_runs_and_real_shapes(use_c, monkeypatch):
             "     820db803040\n")
     b = _hist(text)
     s = b.stats
-    assert (s.lines, s.records, s.duplicate_lines, s.skipped_no_pa, s.skipped_header) == (8, 3, 1, 2, 2)
+    assert b.mode == "lines" and b.records_unknown
+    assert (s.lines, s.records, s.duplicate_lines, s.skipped_no_pa, s.skipped_header) == (8, 4, 0, 2, 2)
     pfns, counts = b.subpages()
-    assert list(zip(pfns.tolist(), counts.tolist())) == [(0x820db803, 2), (0x820db804, 1)]
+    assert list(zip(pfns.tolist(), counts.tolist())) == [(0x820db803, 3), (0x820db804, 1)]
+
+
+def _three_samples_of_one_address():
+    """Three SPE records of the same load, each printing l1d-access, tlb-access and memory."""
+    r = np.repeat(REC, 3)
+    r["time_ns"] += np.arange(3, dtype=np.uint64) * np.uint64(1000)
+    return r
+
+
+@pytest.mark.parametrize("use_c", [True, False])
+@pytest.mark.parametrize("spec,count,expect", [("phys_addr", "records", 9), ("phys_addr", "lines", 9),
+                                               (",+phys_addr", "records", 3), (",+phys_addr", "lines", 9),
+                                               ("event,phys_addr", "records", 3)])
+def test_repeated_samples_of_one_address_are_never_merged(use_c, spec, count, expect, monkeypatch):
+    """A record is a record: consecutive identical addresses of separate records are not
+    merged (spe-hist once turned these three samples into one under -F phys_addr). Without
+    event names the 9 lines cannot be grouped into records, so each counts."""
+    if not use_c:
+        monkeypatch.setattr(hist, "_feedparse", None)
+    elif hist._feedparse is None:
+        pytest.skip("compiled parser not built")
+    text = perf_script.format_records(_three_samples_of_one_address(), COMMS, perf_script.parse_fields(spec),
+                                      perf_script.itrace_groups(None), "arm_spe_0//")
+    assert text.count("\n") == 9
+    b = hist.HistBuilder(count=count)
+    b.feed(text.encode())
+    pfns, counts = b.subpages()
+    assert b.stats.records == expect and pfns.tolist() == [0x820db803] and counts.tolist() == [expect]
 
 
 def test_hist_outputs():
@@ -124,10 +154,11 @@ def test_hist_outputs():
     assert hist.feed_text(pfns[:2], counts[:2]) == "0x820db800 39000\n0x820db801 700\n"
     rep = hist.report_text(pfns, counts, top=1)
     assert rep.splitlines()[:3] == [
-        "PFN 0x820db800  total_accesses=39794",
+        "PFN 0x820db800  total_accesses=39794  loads=0  stores=0",
         "  heatmap: #" + "." * 63,
         "  4KB pages with access: 3/512  hot(>=10%max): 1  max_access: 39000  hot_fraction: 0%"]
-    assert rep.endswith("  0-10% hot: 1 THPs\n  10-20% hot: 1 THPs\nTHPs with < 10% of 4KB pages accessed: 1/2 (50%)\n")
+    assert rep.endswith("  0-10% hot: 1 THPs\n  10-20% hot: 1 THPs\n")
+    assert hist.sparse_summary(pfns, counts) == "THPs with < 10% of 4KB pages accessed: 1/2 (50%)\n"
     text, n, total = hist.candidates_text(pfns, counts, 15)
     assert text == "PFN 0x820db800 hot_fraction:0 total:39794\n" and (n, total) == (1, 2)
 

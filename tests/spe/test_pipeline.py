@@ -41,7 +41,7 @@ def test_documented_pipe_at_default_period(damond):
     assert r.returncode == 0, r.stderr
     records = int(r.stderr.split("damond spe-record: ")[1].split()[0])
     assert records > 1000, r.stderr
-    assert f", {records} records (memory dedupe)" in r.stderr
+    assert f", {records} records (one `memory` line each)" in r.stderr
     stats = dict(line.split("=", 1) for line in (root / DBG / "spe_feed_stats").read_text().split()[1:])
     n = {k: int(v) for k, v in stats.items() if k != "parser"}
     assert n["lines"] > 0 and n["malformed"] == 0 and n["lines"] == n["recorded"] + n["dropped_full"]

@@ -5,8 +5,11 @@ symoff,dso,phys_addr` prints for an arm_spe recording (several event lines per r
 l1d/llc/tlb groups and memory, perf's widths, damond.spe.perf_script), then alternates
 for --rounds rounds: spe-hist --feed > /dev/null, awk '{print $NF}' > /dev/null. Prints
 per-round and median seconds and the time ratio spe-hist/awk (issue 5 target: <= 1.0).
+With --c-tool PATH (the RFC's spe_hist.c, compiled by you: it is not part of damond), each
+round also times `damond spe-hist --count lines` (its report, the same output) and PATH
+on the same file, and prints their ratio.
 
-    python bench/spe_hist.py [--records N] [--rounds R]
+    python bench/spe_hist.py [--records N] [--rounds R] [--c-tool PATH]
 """
 from __future__ import annotations
 
@@ -71,6 +74,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--records", type=int, default=600_000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--c-tool", metavar="PATH", help="a compiled spe_hist.c to time against --count lines")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="damond-bench-") as td:
         src = Path(td) / "perf-script.txt"
@@ -84,14 +88,24 @@ def main() -> int:
         r = subprocess.run(["sh", "-c", f'"{sys.executable}" -m damond spe-hist --feed < "{src}" | wc -l'],
                            cwd=REPO, capture_output=True, text=True)
         print(f"spe-hist: {r.stdout.strip()} feed lines; {r.stderr.strip().splitlines()[-1]}")
-        hist, awk = [], []
+        rep_cmd = f'"{sys.executable}" -m damond spe-hist --count lines < "{src}" > /dev/null 2>&1'
+        c_cmd = f'"{a.c_tool}" < "{src}" > /dev/null 2>&1' if a.c_tool else None
+        hist, awk, rep, c = [], [], [], []
         for i in range(a.rounds):
             hist.append(timed(hist_cmd))
             awk.append(timed(awk_cmd))
-            print(f"round {i + 1}: spe-hist {hist[-1]:.2f}s   awk {awk[-1]:.2f}s   ratio {hist[-1] / awk[-1]:.2f}")
+            line = f"round {i + 1}: spe-hist {hist[-1]:.2f}s   awk {awk[-1]:.2f}s   ratio {hist[-1] / awk[-1]:.2f}"
+            if c_cmd:
+                rep.append(timed(rep_cmd))
+                c.append(timed(c_cmd))
+                line += f"   --count lines {rep[-1]:.2f}s   spe_hist.c {c[-1]:.2f}s   ratio {rep[-1] / c[-1]:.2f}"
+            print(line)
         h, w = statistics.median(hist), statistics.median(awk)
         print(f"median: spe-hist --feed {h:.2f}s, awk '{{print $NF}}' {w:.2f}s, time ratio {h / w:.2f} "
               f"(target <= 1.00)")
+        if c_cmd:
+            r, cc = statistics.median(rep), statistics.median(c)
+            print(f"median: spe-hist --count lines {r:.2f}s, spe_hist.c {cc:.2f}s, time ratio {r / cc:.2f}")
     return 0
 
 

@@ -29,7 +29,8 @@ subpage accesses. A drop-in for the RFC's spe_hist.c:
 What one count is (--count): one SPE record prints several event lines (l1d, llc, tlb,
 memory). `records` (default) counts each record once, by its `memory` line, because one
 sampled access is one record. spe_hist.c counts every line (`--count lines`), so its
-totals are 3-5x larger and weigh cache/TLB misses up to 3x. Text without event names
+totals are 3-5x larger and a record weighs what it missed (a hit prints 3 lines, a load
+that misses L1, LLC and TLB prints 7). Text without event names
 (`-F phys_addr`) cannot tell records apart: there every line counts under both settings,
 so the output equals spe_hist.c's (stderr says so).
 

@@ -11,6 +11,7 @@ stderr.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from damond.spe import hist
@@ -25,6 +26,9 @@ subpage accesses. A drop-in for the RFC's spe_hist.c:
 
   perf script -F phys_addr | damond spe-hist --threshold 30      # candidates, as spe_hist --threshold 30
   perf script -F phys_addr,ip,event,pid,tid | damond spe-hist --count lines   # spe_hist's report
+
+damon_spe_ctl.sh runs `$SCRIPT_DIR/spe_hist` (it checks -x); put this executable there:
+  printf '#!/bin/sh\nexec damond spe-hist "$@"\n' > spe_hist && chmod +x spe_hist
 
 What one count is (--count): one SPE record prints several event lines (l1d, llc, tlb,
 memory). `records` (default) counts each record once, by its `memory` line, because one
@@ -124,6 +128,28 @@ def _err(msg: str) -> None:
     print(f"damond spe-hist: {msg}", file=sys.stderr)
 
 
+def _write(args: argparse.Namespace, b: hist.HistBuilder, pfns, counts, order) -> None:
+    """The chosen output on stdout, spe_hist.c's stderr lines with it."""
+    s = b.stats
+    out = sys.stdout
+    if args.feed:
+        out.flush()
+        out.buffer.write(hist.feed_bytes(*_hottest_first(pfns, counts)))
+    elif args.threshold is not None:
+        text, n, total = hist.candidates_text(pfns, counts, args.threshold, order)
+        out.write(text)
+        print(f"spe_hist: {n}/{total} THPs below {args.threshold}% threshold", file=sys.stderr)
+    else:
+        print("\n========== SPE Sub-Page Access Heatmap ==========", file=sys.stderr)
+        print(f"Total records: {s.records + s.skipped_no_pa}  Skipped(no PA): {s.skipped_no_pa}  "
+              f"THPs tracked: {len(order)}", file=sys.stderr)
+        print(f"Top {args.top} THP regions by access count:\n", file=sys.stderr)
+        out.write(hist.report_text(pfns, counts, args.top, order, *b.loads_stores(order)))
+        out.flush()
+        print(hist.sparse_summary(pfns, counts), end="", file=sys.stderr)
+    out.flush()
+
+
 def main(args: argparse.Namespace) -> int:
     if args.threshold is not None and not 0 <= args.threshold <= 100:
         _err("--threshold must be 0..100")
@@ -142,25 +168,11 @@ def main(args: argparse.Namespace) -> int:
         if n_thps:
             _err(f"--max-thps {args.max_thps}: dropped {n_samples} samples of {n_thps} further THPs "
                  f"(kept the first {args.max_thps} to appear)")
+    try:
+        _write(args, b, pfns, counts, order)
+    except BrokenPipeError:          # the reader went away (| head -80 in spe_test.sh): exit quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     s = b.stats
-    out = sys.stdout
-    if args.feed:
-        out.flush()
-        out.buffer.write(hist.feed_bytes(*_hottest_first(pfns, counts)))
-    elif args.threshold is not None:
-        text, n, total = hist.candidates_text(pfns, counts, args.threshold, order)
-        out.write(text)
-        print(f"spe_hist: {n}/{total} THPs below {args.threshold}% threshold", file=sys.stderr)
-    else:
-        nthp = len(order)
-        print("\n========== SPE Sub-Page Access Heatmap ==========", file=sys.stderr)
-        print(f"Total records: {s.records + s.skipped_no_pa}  Skipped(no PA): {s.skipped_no_pa}  "
-              f"THPs tracked: {nthp}", file=sys.stderr)
-        print(f"Top {args.top} THP regions by access count:\n", file=sys.stderr)
-        out.write(hist.report_text(pfns, counts, args.top, order, *b.loads_stores(order)))
-        out.flush()
-        print(hist.sparse_summary(pfns, counts), end="", file=sys.stderr)
-    out.flush()
     what = ("records (one `memory` line each)" if b.mode == "memory" else "samples (one per line)")
     _err(f"{s.lines} lines, {s.records} {what}, {s.duplicate_lines} other event lines, "
          f"{s.skipped_no_pa} skipped (no PA), {s.skipped_header} skipped (header/blank)")

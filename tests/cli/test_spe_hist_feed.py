@@ -30,3 +30,25 @@ def test_feed_max_thps_keeps_the_first_thps_to_appear():
     assert p.returncode == 0, p.stderr
     assert p.stdout.splitlines() == ["0x200 1", "0x201 1"]
     assert "--max-thps 1: dropped 4 samples of 1 further THPs" in p.stderr
+
+
+def test_reader_going_away_is_quiet(monkeypatch, capsys):
+    """`... | damond spe-hist | head -80` (spe_test.sh): when the reader has gone, spe-hist
+    exits 0 without a traceback, as spe_hist.c (killed by SIGPIPE) prints nothing either.
+    In-process, stdout a pipe whose read end is closed (writes fail with EPIPE)."""
+    import io
+
+    from damond import cli
+
+    text = "".join(f"{(0x80000000 + i * 4096):16x}\n" for i in range(1000))
+    for args in (["--feed"], ["--threshold", "30"], []):
+        r, w = os.pipe()
+        os.close(r)
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(text.encode())))
+        monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(io.FileIO(w, "w", closefd=False)))
+        try:
+            parsed = cli._build_parser().parse_args(["spe-hist", *args])
+            assert parsed._main(parsed) == 0
+        finally:
+            os.close(w)
+        assert "1000 samples (one per line)" in capsys.readouterr().err

@@ -76,7 +76,7 @@ def _count(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class HistStats:
     lines: int = 0
     records: int = 0              # counts taken: records, or lines (see the module doc)
-    duplicate_lines: int = 0      # further event lines of an already counted record
+    duplicate_lines: int = 0      # other event lines of a record counted by its memory line
     skipped_no_pa: int = 0
     skipped_header: int = 0
 
@@ -124,6 +124,10 @@ class HistBuilder:
     _order: list = field(default_factory=list)
     _known: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
     _ldst: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.count not in COUNTS:
+            raise ValueError(f"count must be one of {', '.join(COUNTS)}, not {self.count!r}")
 
     @property
     def records_unknown(self) -> bool:

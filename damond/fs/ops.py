@@ -4,7 +4,7 @@ Resolves a path to a node and delegates: getattr (st_size 4096, ns times), readd
 with kernfs' EACCES rules, read from a per-open snapshot taken at offset 0 (seq_file),
 write = one independent store per write() cut to a page, zero-length and truncate no-ops,
 create EACCES, mkdir/rmdir/unlink/rename/chmod/chown EPERM. Turns `ErrnoError` into
-`FuseOSError`, logs each rejected write, and logs anything else loudly as a bug.
+`FuseOSError`, logs rejected writes (debug, rate-limited), and logs anything else loudly as a bug.
 Attribute names never collide with FUSE op names (no `lock`, `read`, ...).
 """
 from __future__ import annotations
@@ -21,6 +21,7 @@ from damond.fs.parse import PAGE_SIZE
 from damond.fs.root import Served
 from damond.fs.notify import sd_notify
 from damond.fs.tree import DirNode, HandlerNode, Node
+from damond.log import RateLimit
 
 _ACC = os.O_ACCMODE
 PREVIEW = 64
@@ -45,7 +46,9 @@ def _serial(fn):
 class DamondOps(fuse.Operations):
     use_ns = True
 
-    def __init__(self, served: Served, log):
+    def __init__(self, served: Served, log, on_mounted=None, on_destroyed=None):
+        self._on_mounted, self._on_destroyed = on_mounted, on_destroyed
+        self._rejected = RateLimit()
         self._tree = served.tree
         self._nodes = served.tree.nodes
         self._procfs = served.procfs
@@ -64,7 +67,14 @@ class DamondOps(fuse.Operations):
 
     @fuse.overrides(fuse.Operations)
     def init(self, path: str) -> None:
+        if self._on_mounted is not None:
+            self._on_mounted()
         self._log.info("mounted", notified=sd_notify("READY=1"))
+
+    @fuse.overrides(fuse.Operations)
+    def destroy(self, path: str) -> None:
+        if self._on_destroyed is not None:
+            self._on_destroyed()
 
     @fuse.overrides(fuse.Operations)
     @_serial
@@ -127,8 +137,11 @@ class DamondOps(fuse.Operations):
             self._tree.store(node, data)
             return len(data)
         except ErrnoError as e:
-            self._log.warning("write_rejected", path=node.path, value=repr(data[:PREVIEW]),
-                              errno=errno.errorcode.get(e.errno, e.errno), reason=e.msg)
+            ok, missed = self._rejected.allow()
+            if ok:
+                self._log.debug("write_rejected", path=node.path, value=repr(data[:PREVIEW]),
+                                errno=errno.errorcode.get(e.errno, e.errno), reason=e.msg,
+                                **({"suppressed": missed} if missed else {}))
             raise fuse.FuseOSError(e.errno) from None
         except Exception:
             self._log.exception("fs_op_failed", op="write", path=node.path, value=repr(data[:PREVIEW]))

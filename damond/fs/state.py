@@ -94,6 +94,12 @@ class StateFiles:
         finally:
             self.tree.unlock()
 
+    def _wait(self, fn: Callable, *args) -> Any:
+        """Call `fn`, which waits for the kdamond, with the FUSE op lock released: only
+        damon_sysfs_lock (still held) keeps other ops out, as on a kernel."""
+        with self.tree.ops_released():
+            return fn(*args)
+
     def _running(self, kd_dir: DirNode) -> Any:
         kd = kd_dir.obj
         if kd is None or not kd.running:
@@ -117,29 +123,30 @@ class StateFiles:
             raise FsError(errno.EINVAL, "kdamond was never started")
         if not kd.running:
             raise FsError(errno.EPERM, "kdamond is not running")
-        kd.stop()
+        self._wait(kd.stop)
         log.info("state_changed", kdamond=kd_dir.index, old="on", new="off")
 
     def cmd_commit(self, kd_dir: DirNode, c: DirNode) -> None:
         kd = self._running(kd_dir)
-        kd.commit(commit.mk_ctx(c, self.system.machine, log))
+        ctx = commit.mk_ctx(c, self.system.machine, log)
+        self._wait(kd.commit, ctx)
         log.info("committed", kdamond=kd_dir.index)
 
     def cmd_commit_schemes_quota_goals(self, kd_dir: DirNode, c: DirNode) -> None:
         kd = self._running(kd_dir)
-        kd.commit_quota_goals(commit_schemes.mk_all_goals(c, self.system.machine))
+        self._wait(kd.commit_quota_goals, commit_schemes.mk_all_goals(c, self.system.machine))
 
     def cmd_update_schemes_stats(self, kd_dir: DirNode, c: DirNode) -> None:
-        commit_schemes.update_stats(c, self._running(kd_dir).scheme_stats())
+        commit_schemes.update_stats(c, self._wait(self._running(kd_dir).scheme_stats))
 
     def cmd_update_schemes_effective_quotas(self, kd_dir: DirNode, c: DirNode) -> None:
-        commit_schemes.update_effective_quotas(c, self._running(kd_dir).effective_quotas())
+        commit_schemes.update_effective_quotas(c, self._wait(self._running(kd_dir).effective_quotas))
 
     def cmd_update_tuned_intervals(self, kd_dir: DirNode, c: DirNode) -> None:
-        commit_schemes.update_tuned_intervals(c, *self._running(kd_dir).tuned_intervals())
+        commit_schemes.update_tuned_intervals(c, *self._wait(self._running(kd_dir).tuned_intervals))
 
     def cmd_update_schemes_quota_goals(self, kd_dir: DirNode, c: DirNode) -> None:
-        commit_schemes.update_goal_values(c, self._running(kd_dir).quota_goal_values())
+        commit_schemes.update_goal_values(c, self._wait(self._running(kd_dir).quota_goal_values))
 
     def cmd_clear_schemes_tried_regions(self, kd_dir: DirNode, c: DirNode) -> None:
         commit_schemes.clear_tried_regions(self.tree, c)

@@ -26,6 +26,9 @@ def set_argparser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="machine config (TOML); default: the embedded one")
     p.add_argument("--foreground", action="store_true", help="serve in this process until unmounted")
     p.add_argument("--feature-level", metavar="L", help="kernel feature level (overrides [daemon] feature_level)")
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="save the committed tree and the PFN tree in DIR on each on/commit/off and "
+                        "restore them (kdamonds that ran are started again) at start")
     add_log_arguments(p)
 
 
@@ -133,8 +136,20 @@ def _foreground(config: Config, mp: str, args) -> int:
         print(f"damond: {e}", file=sys.stderr)
         return 1
     served = build(system)
+    restart: list[int] = []
+    if args.state_dir:
+        from damond.fs.persist import StateDir
+
+        try:
+            sd = StateDir(args.state_dir, served, system)
+            restart = sd.restore()
+        except (OSError, ValueError, KeyError) as e:
+            print(f"damond: --state-dir {args.state_dir}: {e}", file=sys.stderr)
+            return 1
     system.start()
     try:
+        if restart:
+            sd.restart(restart)
         return fsmount.serve(served, mp)
     finally:
         system.stop()

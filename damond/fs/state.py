@@ -36,6 +36,7 @@ class StateFiles:
                                                                                    self.store_locked))
         tree.roles["busy_if_running"] = self.any_running
         tree.on_destroy.append(self._destroyed)
+        self.after_command: Callable[[str], None] | None = None    # persist.py: save after on/commit/off
 
     # ---- kdamond objects
     def _kdamond(self, kd_dir: DirNode, create: bool) -> Any:
@@ -91,6 +92,11 @@ class StateFiles:
                 raise FsError(e.errno, e.msg) from None
             except commit.ErrnoError as e:
                 raise FsError(e.errno, e.msg) from None
+            if self.after_command is not None:
+                try:
+                    self.after_command(cmd)
+                except OSError as e:
+                    log.error("state_save_failed", command=cmd, error=str(e))
         finally:
             self.tree.unlock()
 

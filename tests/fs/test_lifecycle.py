@@ -20,10 +20,13 @@ from tests.helpers import READY, REPO, DamondProcess, read, write
 EXIT_S = 1.0
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def _need_fuse():
     if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
         pytest.skip("needs root and /dev/fuse")
+
+
+pytestmark = pytest.mark.usefixtures("_need_fuse")
 
 
 def _env():
@@ -136,3 +139,20 @@ def test_fifty_unmounts_leave_no_daemon(tmp_path):
             p.wait()
             subprocess.run(["fusermount3", "-u", "-z", str(mp)], capture_output=True)
     assert left == [], f"daemons still alive after fusermount3 -u: {left}"
+
+
+def test_watchdog_health_needs_an_answering_loop_and_live_kdamonds(monkeypatch):
+    from damond.fs import mount as fsmount
+
+    monkeypatch.setenv("WATCHDOG_USEC", "2000000")
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    alive = [True]
+    life = fsmount.Lifecycle("/nonexistent", lambda: None, lambda: alive[0])
+    now = time.monotonic()
+    assert not life._healthy(now)                  # not mounted yet
+    life.mounted.set()
+    life._last_probe = now
+    assert life._healthy(now + 0.5)
+    assert not life._healthy(now + 1.5)            # the last stat through the mount is too old
+    alive[0] = False
+    assert not life._healthy(now + 0.1)            # a running kdamond's thread died

@@ -29,6 +29,8 @@ def set_argparser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-dir", metavar="DIR",
                    help="save the committed tree and the PFN tree in DIR on each on/commit/off and "
                         "restore them (kdamonds that ran are started again) at start")
+    p.add_argument("--allow-other", action="store_true",
+                   help="let every user in, with the sysfs modes checked as on sysfs (default: root only)")
     add_log_arguments(p)
 
 
@@ -150,7 +152,7 @@ def _foreground(config: Config, mp: str, args) -> int:
     try:
         if restart:
             sd.restart(restart)
-        return fsmount.serve(served, mp)
+        return fsmount.serve(served, mp, allow_other=args.allow_other)
     finally:
         system.stop()
 
@@ -190,7 +192,8 @@ def _background(args, mp: str) -> int:
         os.close(fd)
     path = os.path.abspath(path)
     extra = ["--log-file", path, "--log-level", args.log_level] + (
-        ["--log-format", args.log_format] if args.log_format else []) + _state_argv(args)
+        ["--log-format", args.log_format] if args.log_format else []) + _state_argv(args) + (
+        ["--allow-other"] if args.allow_other else [])
     with open(path, "ab") as out:       # what the child prints before its log is set up
         child = spawn_daemon(mp, args.config, args.feature_level, out, extra)
     if wait_ready(mp, child):

@@ -44,9 +44,13 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 WAKE = signal.SIGUSR1       # interrupts the FUSE main thread's sem_wait
 
 
-def fuse_options() -> dict:
+def fuse_options(allow_other: bool = False) -> dict:
+    """allow_other: every user sees the tree, the kernel checking the sysfs modes
+    (default_permissions), as on sysfs; off, only the mounting user (root) gets in."""
     opts = dict(foreground=True, nothreads=False, direct_io=True, attr_timeout=0, entry_timeout=0,
                 negative_timeout=0, fsname="damond", default_permissions=True)
+    if allow_other:
+        opts["allow_other"] = True
     if fuse.fuse_version_major == 2:
         opts["big_writes"] = True
     else:
@@ -259,7 +263,8 @@ def _kdamonds_alive(served: Served) -> Callable[[], bool]:
     return alive
 
 
-def serve(served: Served, mountpoint: str, on_stop: Callable[[], None] | None = None) -> int:
+def serve(served: Served, mountpoint: str, on_stop: Callable[[], None] | None = None,
+          allow_other: bool = False) -> int:
     """Serve `served` at `mountpoint` until unmounted or signalled. Returns 0.
 
     The caller starts and stops the System around this call; `on_stop` (default:
@@ -273,7 +278,7 @@ def serve(served: Served, mountpoint: str, on_stop: Callable[[], None] | None = 
     keep_sigint = fuse.signal
     fuse.signal = lambda sig, handler: signal.getsignal(sig)    # mfusepy would reset SIGINT to SIG_DFL
     try:
-        fuse.FUSE(ops, mp, **fuse_options())
+        fuse.FUSE(ops, mp, **fuse_options(allow_other))
     except RuntimeError as e:
         if e.args[:1] != (8,):     # libfuse3 returns 8 after a signal ended the loop
             raise

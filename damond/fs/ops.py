@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import time
 from typing import Any
 
 import mfusepy as fuse
@@ -20,7 +21,7 @@ from damond.errors import ErrnoError
 from damond.fs.parse import PAGE_SIZE
 from damond.fs.root import Served
 from damond.fs.notify import sd_notify
-from damond.fs.tree import DirNode, HandlerNode, Node
+from damond.fs.tree import DirNode, HandlerNode, Node, Snap
 from damond.log import RateLimit
 
 _ACC = os.O_ACCMODE
@@ -31,7 +32,7 @@ class _OpenFile:
     __slots__ = ("node", "st", "snap")
 
     def __init__(self, node: Node, st: Any):
-        self.node, self.st, self.snap = node, st, b""
+        self.node, self.st, self.snap = node, st, Snap()
 
 
 def _serial(fn):
@@ -102,7 +103,9 @@ class DamondOps(fuse.Operations):
         if node.is_dir:
             raise fuse.FuseOSError(errno.EISDIR)
         acc = flags & _ACC
-        if (acc != os.O_RDONLY and not node.mode & 0o200) or (acc != os.O_WRONLY and not node.mode & 0o400):
+        mode = node.st["st_mode"]         # kernfs: the current mode (chmod) and the file's ops
+        if (acc != os.O_RDONLY and not (node.mode & 0o200 and mode & 0o222)) or \
+                (acc != os.O_WRONLY and not (node.mode & 0o400 and mode & 0o444)):
             raise fuse.FuseOSError(errno.EACCES)
         st = None
         if isinstance(node, HandlerNode):
@@ -119,9 +122,13 @@ class DamondOps(fuse.Operations):
         node = f.node
         if isinstance(node, HandlerNode):
             return self._call(node, node.handler.read, f.st, size, offset)
-        if offset == 0:
-            f.snap = self._call(node, self._tree.show, node)
-        return f.snap[offset:offset + size]
+        self._check_active(node)
+        return f.snap.read(lambda: self._call(node, self._tree.show, node), size, offset)
+
+    def _check_active(self, node: Node) -> None:
+        """kernfs_get_active(): a file whose directory an nr_* write removed is ENODEV."""
+        if self._nodes.get(node.path) is not node:
+            raise fuse.FuseOSError(errno.ENODEV)
 
     @fuse.overrides(fuse.Operations)
     @_serial
@@ -134,8 +141,11 @@ class DamondOps(fuse.Operations):
             if isinstance(node, HandlerNode):
                 return node.handler.write(f.st, data)
             data = data[:PAGE_SIZE]
+            self._check_active(node)
             self._tree.store(node, data)
             return len(data)
+        except fuse.FuseOSError:
+            raise
         except ErrnoError as e:
             ok, missed = self._rejected.allow()
             if ok:
@@ -191,9 +201,34 @@ class DamondOps(fuse.Operations):
         raise fuse.FuseOSError(errno.EPERM)
 
     @fuse.overrides(fuse.Operations)
+    @_serial
     def chmod(self, path: str, mode: int) -> int:
+        """kernfs_iop_setattr: the owner (root) may chmod; the new mode reads back."""
+        node = self._node(path)
+        st = node.st
+        st["st_mode"] = (st["st_mode"] & ~0o7777) | (mode & 0o7777)
+        st["st_ctime"] = time.time_ns()
+        return 0
+
+    @fuse.overrides(fuse.Operations)
+    @_serial
+    def chown(self, path: str, uid: int, gid: int) -> int:
+        node = self._node(path)
+        if uid != -1 and uid != 0xFFFFFFFF:
+            node.st["st_uid"] = uid
+        if gid != -1 and gid != 0xFFFFFFFF:
+            node.st["st_gid"] = gid
+        node.st["st_ctime"] = time.time_ns()
+        return 0
+
+    @fuse.overrides(fuse.Operations)
+    def symlink(self, target: str, source: str) -> int:
+        raise fuse.FuseOSError(errno.EPERM)       # kernfs has no symlink op for sysfs users
+
+    @fuse.overrides(fuse.Operations)
+    def link(self, target: str, source: str) -> int:
         raise fuse.FuseOSError(errno.EPERM)
 
     @fuse.overrides(fuse.Operations)
-    def chown(self, path: str, uid: int, gid: int) -> int:
+    def mknod(self, path: str, mode: int, dev: int) -> int:
         raise fuse.FuseOSError(errno.EPERM)

@@ -1,7 +1,9 @@
-"""`damond mount MOUNTPOINT [--config FILE] [--foreground] [--feature-level L]`.
+"""`damond mount MOUNTPOINT [--config FILE] [--foreground] [--feature-level L]
+[--state-dir DIR] [--allow-other] [--log-file FILE] [--log-level L] [--log-format F]`.
 
-Foreground: build the System from the config, start it, serve the tree until SIGTERM or
-`fusermount -u`, exit 0. Background (default): start the foreground daemon as a
+A live mountpoint is refused with one line, a stale one (ENOTCONN) cleared with one line.
+Foreground: build the System from the config, restore --state-dir, start it, serve the
+tree until SIGTERM/SIGINT/SIGHUP or `fusermount -u`, exit 0. Background (default): start the foreground daemon as a
 detached child and return once `MOUNTPOINT/kernel/mm/damon/admin/kdamonds/nr_kdamonds`
 exists. A bad config is one line on stderr and exit 1, before anything is mounted.
 """
@@ -13,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 
 from damond.config import Config
 from damond.errors import ConfigError
@@ -145,7 +148,7 @@ def _foreground(config: Config, mp: str, args) -> int:
         try:
             sd = StateDir(args.state_dir, served, system)
             restart = sd.restore()
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
             print(f"damond: --state-dir {args.state_dir}: {e}", file=sys.stderr)
             return 1
     system.start()

@@ -120,3 +120,23 @@ def test_a_gone_target_is_not_restarted(tmp_path):
         assert read(e.admin / "kdamonds/0/contexts/0/targets/0/pid_target") == f"{pid}\n"
         lines = [ev for ev in e.events() if ev.get("event") == "kdamond_not_restarted"]
         assert len(lines) == 1 and lines[0]["errno"] == errno.errorcode[errno.EINVAL], lines
+
+
+def test_a_corrupt_state_file_is_one_line_and_exit_1(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "state.npz").write_bytes(b"PK\x03\x04 not a zip")
+    mp = tmp_path / "sys"
+    mp.mkdir()
+    p = subprocess.run([sys.executable, "-m", "damond", "mount", str(mp), "--foreground", "--state-dir", str(state),
+                        "--log-file", str(tmp_path / "d.log")],
+                       capture_output=True, text=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=60)
+    assert p.returncode == 1
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("damond: --state-dir "), p.stderr
+    assert not os.path.ismount(mp)

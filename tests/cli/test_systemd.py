@@ -103,7 +103,7 @@ def test_watchdog_pings_while_serving(tmp_path):
                 msg = sock.recv(256)
                 assert msg == b"WATCHDOG=1", msg
                 pings += 1
-            assert pings >= 4          # every WatchdogSec/2 = 0.5 s
+            assert pings >= 3          # every WatchdogSec/2 = 0.5 s: 6 expected, 3 on a loaded box
             proc.send_signal(signal.SIGTERM)
             while (msg := sock.recv(256)) == b"WATCHDOG=1":
                 pass

@@ -113,6 +113,9 @@ class System:
         """Stop the kdamonds and the ticker (idempotent; the daemon's exit path and its
         caller may both call it)."""
         with self._stop_mutex:
+            for kd in list(self.kdamonds):      # wake every kdamond first: pending commands end now
+                if kd.running and hasattr(kd, "request_stop"):
+                    kd.request_stop()
             for kd in list(self.kdamonds):
                 if kd.running:
                     try:

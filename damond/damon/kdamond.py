@@ -107,6 +107,11 @@ class Kdamond:
         self._next_refresh_us = self.system.clock.now_us() + self._refresh_ms * 1000
         self._next_lag_report_us = self.system.clock.now_us() + LAG_REPORT_US
 
+    def request_stop(self) -> None:
+        """Ask the loop to end without waiting for it (kthread_stop's wake-up half):
+        waiting commands and walks end with ECANCELED at once."""
+        self._stop.set()
+
     def stop(self) -> None:
         """`off`. Raises DamonError: EINVAL if never started, EPERM if not running."""
         if self.ctx is None:
@@ -352,7 +357,7 @@ class Kdamond:
         self._calls.put(c)
         # blocks as damon_call() does: until the kdamond ran fn or exited (no time limit)
         while not c.done.wait(0.05):
-            if not self.running and not c.done.is_set():
+            if (not self.running or self._stop.is_set()) and not c.done.is_set():
                 raise DamonError(errno.ECANCELED, f"{what}: kdamond {self.index} exited")
         if c.canceled:
             raise DamonError(errno.ECANCELED, f"{what}: kdamond {self.index} exited")
@@ -408,7 +413,7 @@ class Kdamond:
                 damos.cancel_walks(self.ctx)
         else:
             while not walk.done.wait(0.05):
-                if not self.running:       # _finish cancels it too; do not wait for that
+                if not self.running or self._stop.is_set():    # _finish cancels it too; do not wait
                     damos.cancel_walks(self.ctx)
         if getattr(walk, "cancelled", False) or not walk.done.is_set():
             raise DamonError(errno.ECANCELED, "walk cancelled")

@@ -12,10 +12,11 @@ fsname=damond (findmnt SOURCE). Owns no tree logic.
 
 Exit: libfuse's own signal handlers are kept out (Python's are installed, with a wakeup
 fd); a `Lifecycle` thread reads the signals and watches /proc/self/mountinfo. On either
-it stops the kdamonds (a writer waiting in a state command gets ECANCELED, as when a
-kdamond exits), flags the FUSE session as exited and wakes the loop's main thread, which
-joins the workers and lazily unmounts. If the loop has not returned after EXIT_BUDGET_S
-it unmounts lazily itself and the process exits.
+it flags the FUSE session as exited, wakes the loop's main thread (which joins the
+workers and lazily unmounts) and, on a thread of its own, stops the kdamonds (every one
+is woken first, so a writer waiting in a state command gets ECANCELED at once, as when a
+kdamond exits). If the process is still there EXIT_BUDGET_S later (a worker stuck in an
+op, a kdamond in a long iteration) it unmounts lazily if need be and exits.
 """
 from __future__ import annotations
 
@@ -152,12 +153,15 @@ class Lifecycle:
                 signal.signal(s, h)
 
     def _watch(self) -> None:
+        """Until the process exits: signals, mount loss, watchdog pings and, once stopping,
+        the exit budget (kept even after FUSE() returned: the caller's clean-up may wait
+        for a kdamond in the middle of a long iteration)."""
         poller = select.poll()
         poller.register(self._rfd, select.POLLIN)
         mi = open("/proc/self/mountinfo", "rb")
         poller.register(mi, select.POLLPRI | select.POLLERR)
         next_ping = 0.0
-        while not self.returned.is_set():
+        while True:
             events = poller.poll(self._poll_ms())
             sigs = b""
             for fd, _ in events:
@@ -178,11 +182,12 @@ class Lifecycle:
                 if time.monotonic() > self._deadline:
                     self._force_exit()
                 continue
+            if self.returned.is_set():
+                continue
             now = time.monotonic()
             if self._watchdog_s and now >= next_ping and self._healthy(now):
                 sd_notify("WATCHDOG=1")
                 next_ping = now + self._watchdog_s / 2
-        mi.close()
 
     def _poll_ms(self) -> int:
         if self.stopping.is_set():
@@ -228,14 +233,20 @@ class Lifecycle:
                     signal.pthread_kill(self._main, WAKE)
                 except (ProcessLookupError, OSError):
                     pass
+        threading.Thread(target=self._stop_all, name="damond-stop", daemon=True).start()
+
+    def _stop_all(self) -> None:
         try:
             self._on_stop()      # cancels what the loop's busy workers wait for
         except Exception:
             log.exception("stop_failed")
 
     def _force_exit(self) -> None:
-        """The loop did not return in time (a worker stuck in an op): unmount and go."""
-        log.warning("forced_exit", reason=self.reason, budget_s=EXIT_BUDGET_S)
+        """Not gone in time (a worker stuck in an op, a kdamond in a long iteration):
+        unmount if still mounted, and go."""
+        returned = self.returned.is_set()       # then the mount is gone: only clean-up is cut short
+        (log.info if returned else log.warning)("forced_exit", reason=self.reason, budget_s=EXIT_BUDGET_S,
+                                                 loop_returned=returned)
         if probe_mountpoint(self.mountpoint) in ("live", "stale"):
             subprocess.run(["fusermount3", "-u", "-z", self.mountpoint], capture_output=True)
         os._exit(0)

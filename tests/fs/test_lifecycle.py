@@ -114,7 +114,36 @@ def test_exit_within_a_second_with_a_walk_pending(tmp_path, how):
         assert d.proc.returncode == 0
         assert got == [errno.ECANCELED]
         assert not os.path.ismount(d.root)
-        assert "forced_exit" not in d.log_text()
+
+
+def test_sigterm_cancels_a_waiting_damon_call(tmp_path):
+    """update_schemes_stats waits for the kdamond's next sample (4 s): SIGTERM ends it with
+    ECANCELED (damon_call on a kdamond that exits) and the daemon within a second."""
+    from tests.fs.test_locks import _slow_kdamond
+
+    with DamondProcess(tmp_path / "sys") as d:
+        kd, _ = _slow_kdamond(d)
+        write(kd / "state", "on")
+        got: list = []
+
+        def stats():
+            try:
+                write(kd / "state", "update_schemes_stats")
+                got.append(0)
+            except OSError as e:
+                got.append(e.errno)
+
+        t = threading.Thread(target=stats, daemon=True)
+        t.start()
+        time.sleep(0.5)
+        assert t.is_alive()
+        t0 = time.monotonic()
+        d.proc.send_signal(signal.SIGTERM)
+        d.proc.wait(timeout=10)
+        took = time.monotonic() - t0
+        t.join(5)
+        assert took < EXIT_S and d.proc.returncode == 0, took
+        assert got == [errno.ECANCELED]
 
 
 def test_fifty_unmounts_leave_no_daemon(tmp_path):

@@ -161,7 +161,7 @@ def _foreground(config: Config, mp: str, args) -> int:
 
 
 def spawn_daemon(mp: str, config: str | None, feature_level: str | None, log,
-                 extra: list[str] | None = None) -> subprocess.Popen:
+                 extra: tuple[str, ...] = ()) -> subprocess.Popen:
     """Start `damond mount MP --foreground [extra...]` as a child process whose
     stdout/stderr go to `log` (extra: e.g. `log_argv(args)`, --state-dir)."""
     cmd = [sys.executable, "-m", "damond", "mount", mp, "--foreground"]
@@ -169,7 +169,7 @@ def spawn_daemon(mp: str, config: str | None, feature_level: str | None, log,
         cmd += ["--config", os.path.abspath(config)]
     if feature_level:
         cmd += ["--feature-level", feature_level]
-    cmd += extra or []
+    cmd += list(extra)
     return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
 
 
@@ -198,7 +198,7 @@ def _background(args, mp: str) -> int:
         ["--log-format", args.log_format] if args.log_format else []) + _state_argv(args) + (
         ["--allow-other"] if args.allow_other else [])
     with open(path, "ab") as out:       # what the child prints before its log is set up
-        child = spawn_daemon(mp, args.config, args.feature_level, out, extra)
+        child = spawn_daemon(mp, args.config, args.feature_level, out, extra=tuple(extra))
     if wait_ready(mp, child):
         print(child.pid)
         return 0

@@ -61,6 +61,7 @@ class System:
         self.kdamonds: list = []
         self._ticker: threading.Thread | None = None
         self._stop = threading.Event()
+        self._stop_mutex = threading.Lock()
 
     @classmethod
     def from_config(cls, config: Config, clock: Clock | None = None, virtual: bool = False) -> "System":
@@ -109,13 +110,19 @@ class System:
             self._stop.wait(self.tick_us() / 1e6 / getattr(self.clock, "factor", 1.0))
 
     def stop(self) -> None:
-        for kd in self.kdamonds:
-            if kd.running:
-                try:
-                    kd.stop()
-                except Exception:
-                    log.exception("kdamond_stop_failed")
-        self._stop.set()
-        if self._ticker:
-            self._ticker.join(timeout=5)
-            self._ticker = None
+        """Stop the kdamonds and the ticker (idempotent; the daemon's exit path and its
+        caller may both call it)."""
+        with self._stop_mutex:
+            for kd in list(self.kdamonds):      # wake every kdamond first: pending commands end now
+                if kd.running and hasattr(kd, "request_stop"):
+                    kd.request_stop()
+            for kd in list(self.kdamonds):
+                if kd.running:
+                    try:
+                        kd.stop()
+                    except Exception:
+                        log.exception("kdamond_stop_failed")
+            self._stop.set()
+            if self._ticker:
+                self._ticker.join(timeout=5)
+                self._ticker = None

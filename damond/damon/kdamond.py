@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import queue
 import threading
-import time
 from typing import Callable
 
 from damond.clock import VirtualClock
@@ -20,8 +19,11 @@ from damond.damon import core, damos, params
 from damond.errors import DamonError
 from damond.log import get_logger
 
-CALL_TIMEOUT_S = 30.0
 LAG_REPORT_US = 10_000_000
+
+
+class _Stopped(Exception):
+    """`off` (or the daemon's exit) woke the kdamond from its sleep: end the loop now."""
 
 
 class _Call:
@@ -105,6 +107,11 @@ class Kdamond:
         self._next_refresh_us = self.system.clock.now_us() + self._refresh_ms * 1000
         self._next_lag_report_us = self.system.clock.now_us() + LAG_REPORT_US
 
+    def request_stop(self) -> None:
+        """Ask the loop to end without waiting for it (kthread_stop's wake-up half):
+        waiting commands and walks end with ECANCELED at once."""
+        self._stop.set()
+
     def stop(self) -> None:
         """`off`. Raises DamonError: EINVAL if never started, EPERM if not running."""
         if self.ctx is None:
@@ -148,6 +155,8 @@ class Kdamond:
                 if not self._iterate():
                     reason = "targets_exited"
                     break
+        except _Stopped:
+            pass
         except Exception:
             self.log.exception("kdamond_crashed")
             reason = "crashed"
@@ -196,7 +205,7 @@ class Kdamond:
         if self._resume is None and ctx.schemes and not damos.schemes_active(ctx):
             # kdamond_wait_activation: no monitoring while every scheme is deactivated
             waits = [s.params.wmarks.interval for s in ctx.schemes if s.params.wmarks.interval]
-            clock.sleep_us(min(waits) if waits else max(ctx.attrs.sample_interval, 1))
+            self._sleep(min(waits) if waits else max(ctx.attrs.sample_interval, 1))
             machine.advance_to(clock.now_us())
             self._handle_calls()
             damos.cancel_walks(ctx)
@@ -206,7 +215,7 @@ class Kdamond:
         if ctx.pause and not self._stop.is_set():
             # the kernel's pause loop, one tick per iteration so run_for can return
             damos.cancel_walks(ctx)
-            clock.sleep_us(ctx.attrs.sample_interval)
+            self._sleep(ctx.attrs.sample_interval)
             machine.advance_to(clock.now_us())
             self._handle_calls()
             if ctx.pause:
@@ -276,7 +285,17 @@ class Kdamond:
             d = now + sample_us
         self._deadline_us = d
         if d > now:
-            clock.sleep_us(d - now)
+            self._sleep(d - now)
+
+    def _sleep(self, us: int) -> None:
+        """Sleep `us` of emulated time. On the wall clock `off` wakes the sleeper at once
+        (kthread_stop() wakes a sleeping kdamond) and the loop ends (_Stopped)."""
+        clock = self.system.clock
+        if self.virtual:
+            clock.sleep_us(us)
+            return
+        if self._stop.wait(us / 1e6 / getattr(clock, "factor", 1.0)):
+            raise _Stopped()
 
     def _account_lag(self, t0: int, t1: int, sample_us: int) -> None:
         """Wall clock: an iteration longer than two sampling intervals is an overrun."""
@@ -336,12 +355,10 @@ class Kdamond:
                 return fn()
         c = _Call(fn)
         self._calls.put(c)
-        deadline = time.monotonic() + CALL_TIMEOUT_S
+        # blocks as damon_call() does: until the kdamond ran fn or exited (no time limit)
         while not c.done.wait(0.05):
-            if not self.running and not c.done.is_set():
+            if (not self.running or self._stop.is_set()) and not c.done.is_set():
                 raise DamonError(errno.ECANCELED, f"{what}: kdamond {self.index} exited")
-            if time.monotonic() > deadline:
-                raise DamonError(errno.ETIMEDOUT, f"{what}: kdamond {self.index} did not answer")
         if c.canceled:
             raise DamonError(errno.ECANCELED, f"{what}: kdamond {self.index} exited")
         if c.error is not None:
@@ -374,10 +391,13 @@ class Kdamond:
     def quota_goal_values(self) -> list[list[int]]:
         return self._call(lambda: damos.goal_current_values(self.ctx), "update_schemes_quota_goals")
 
-    def walk_tried_regions(self, timeout_s: float, total_only: bool = False) -> list[list[params.TriedRegion]]:
+    def walk_tried_regions(self, timeout_s: float | None = None,
+                           total_only: bool = False) -> list[list[params.TriedRegion]]:
         """`update_schemes_tried_regions` / `_bytes`: wait for one apply interval of every
-        scheme and return the regions each scheme tried. Raises DamonError: EINVAL if not
-        running, ECANCELED if cancelled (no schemes, watermarks, exit), ETIMEDOUT."""
+        scheme and return the regions each scheme tried. On the wall clock it blocks as
+        damos_walk() does, until the walk is done or cancelled; `timeout_s` bounds only
+        the virtual-time drive. Raises DamonError: EINVAL if not running, ECANCELED if
+        cancelled (no schemes, watermarks, pause, the kdamond exits)."""
         if not self.running:
             raise DamonError(errno.EINVAL, f"walk: kdamond {self.index} is not running")
         walk = damos.request_walk(self.ctx, total_only)
@@ -385,16 +405,16 @@ class Kdamond:
             # nobody else runs the loop: drive it until the walk completes
             longest = max([s.params.apply_interval_us or self.ctx.attrs.aggr_interval
                            for s in self.ctx.schemes] or [self.ctx.attrs.aggr_interval])
-            budget = max(int(timeout_s * 1e6), 3 * longest) + self.ctx.attrs.sample_interval
+            budget = max(int((timeout_s or 0) * 1e6), 3 * longest) + self.ctx.attrs.sample_interval
             end = self.system.clock.now_us() + budget
             while not walk.done.is_set() and self.running and self.system.clock.now_us() < end:
                 self.run_for(max(self.ctx.attrs.sample_interval, 1))
             if not walk.done.is_set():
                 damos.cancel_walks(self.ctx)
-        elif not walk.done.wait(timeout_s):
-            with self._lock:
-                damos.cancel_walks(self.ctx)
-            raise DamonError(errno.ETIMEDOUT, "walk: no apply interval completed in time")
+        else:
+            while not walk.done.wait(0.05):
+                if not self.running or self._stop.is_set():    # _finish cancels it too; do not wait
+                    damos.cancel_walks(self.ctx)
         if getattr(walk, "cancelled", False) or not walk.done.is_set():
             raise DamonError(errno.ECANCELED, "walk cancelled")
         return walk.result

@@ -16,17 +16,10 @@ from typing import Any, Callable
 
 from damond.fs import parse
 from damond.fs.parse import ParseError, cstring, sysfs_streq
-from damond.fs.tree import DirNode, FsError, HandlerNode, Node
+from damond.fs.tree import DirNode, FsError, HandlerNode, Node, Snap
 from fs_layout.thp import ThpFile
 
 TRUTH_WINDOWS_US = (("wss_100ms", 100_000), ("wss_1s", 1_000_000))
-
-
-class _Open:
-    __slots__ = ("snap",)
-
-    def __init__(self):
-        self.snap = b""
 
 
 class TextFile:
@@ -36,12 +29,12 @@ class TextFile:
         self.mode, self._text, self._store = mode, text, store
 
     def open(self, flags: int) -> object:
-        return _Open()
+        return Snap()
 
-    def read(self, st, size: int, offset: int) -> bytes:
-        if offset == 0:
-            st.snap = self._text()
-        return st.snap[offset:offset + size]
+    def read(self, st: Snap, size: int, offset: int) -> bytes:
+        if self._text is None:
+            raise FsError(errno.EINVAL, "write-only")
+        return st.read(self._text, size, offset)
 
     def write(self, st, data: bytes) -> int:
         data = data[:parse.PAGE_SIZE]

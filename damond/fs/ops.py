@@ -4,7 +4,7 @@ Resolves a path to a node and delegates: getattr (st_size 4096, ns times), readd
 with kernfs' EACCES rules, read from a per-open snapshot taken at offset 0 (seq_file),
 write = one independent store per write() cut to a page, zero-length and truncate no-ops,
 create EACCES, mkdir/rmdir/unlink/rename/chmod/chown EPERM. Turns `ErrnoError` into
-`FuseOSError`, logs each rejected write, and logs anything else loudly as a bug.
+`FuseOSError`, logs rejected writes (debug, rate-limited), and logs anything else loudly as a bug.
 Attribute names never collide with FUSE op names (no `lock`, `read`, ...).
 """
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import time
 from typing import Any
 
 import mfusepy as fuse
@@ -20,7 +21,8 @@ from damond.errors import ErrnoError
 from damond.fs.parse import PAGE_SIZE
 from damond.fs.root import Served
 from damond.fs.notify import sd_notify
-from damond.fs.tree import DirNode, HandlerNode, Node
+from damond.fs.tree import DirNode, HandlerNode, Node, Snap
+from damond.log import RateLimit
 
 _ACC = os.O_ACCMODE
 PREVIEW = 64
@@ -30,7 +32,7 @@ class _OpenFile:
     __slots__ = ("node", "st", "snap")
 
     def __init__(self, node: Node, st: Any):
-        self.node, self.st, self.snap = node, st, b""
+        self.node, self.st, self.snap = node, st, Snap()
 
 
 def _serial(fn):
@@ -45,7 +47,9 @@ def _serial(fn):
 class DamondOps(fuse.Operations):
     use_ns = True
 
-    def __init__(self, served: Served, log):
+    def __init__(self, served: Served, log, on_mounted=None, on_destroyed=None):
+        self._on_mounted, self._on_destroyed = on_mounted, on_destroyed
+        self._rejected = RateLimit()
         self._tree = served.tree
         self._nodes = served.tree.nodes
         self._procfs = served.procfs
@@ -64,7 +68,14 @@ class DamondOps(fuse.Operations):
 
     @fuse.overrides(fuse.Operations)
     def init(self, path: str) -> None:
+        if self._on_mounted is not None:
+            self._on_mounted()
         self._log.info("mounted", notified=sd_notify("READY=1"))
+
+    @fuse.overrides(fuse.Operations)
+    def destroy(self, path: str) -> None:
+        if self._on_destroyed is not None:
+            self._on_destroyed()
 
     @fuse.overrides(fuse.Operations)
     @_serial
@@ -92,7 +103,9 @@ class DamondOps(fuse.Operations):
         if node.is_dir:
             raise fuse.FuseOSError(errno.EISDIR)
         acc = flags & _ACC
-        if (acc != os.O_RDONLY and not node.mode & 0o200) or (acc != os.O_WRONLY and not node.mode & 0o400):
+        mode = node.st["st_mode"]         # kernfs: the current mode (chmod) and the file's ops
+        if (acc != os.O_RDONLY and not (node.mode & 0o200 and mode & 0o222)) or \
+                (acc != os.O_WRONLY and not (node.mode & 0o400 and mode & 0o444)):
             raise fuse.FuseOSError(errno.EACCES)
         st = None
         if isinstance(node, HandlerNode):
@@ -109,9 +122,13 @@ class DamondOps(fuse.Operations):
         node = f.node
         if isinstance(node, HandlerNode):
             return self._call(node, node.handler.read, f.st, size, offset)
-        if offset == 0:
-            f.snap = self._call(node, self._tree.show, node)
-        return f.snap[offset:offset + size]
+        self._check_active(node)
+        return f.snap.read(lambda: self._call(node, self._tree.show, node), size, offset)
+
+    def _check_active(self, node: Node) -> None:
+        """kernfs_get_active(): a file whose directory an nr_* write removed is ENODEV."""
+        if self._nodes.get(node.path) is not node:
+            raise fuse.FuseOSError(errno.ENODEV)
 
     @fuse.overrides(fuse.Operations)
     @_serial
@@ -124,11 +141,17 @@ class DamondOps(fuse.Operations):
             if isinstance(node, HandlerNode):
                 return node.handler.write(f.st, data)
             data = data[:PAGE_SIZE]
+            self._check_active(node)
             self._tree.store(node, data)
             return len(data)
+        except fuse.FuseOSError:
+            raise
         except ErrnoError as e:
-            self._log.warning("write_rejected", path=node.path, value=repr(data[:PREVIEW]),
-                              errno=errno.errorcode.get(e.errno, e.errno), reason=e.msg)
+            ok, missed = self._rejected.allow()
+            if ok:
+                self._log.debug("write_rejected", path=node.path, value=repr(data[:PREVIEW]),
+                                errno=errno.errorcode.get(e.errno, e.errno), reason=e.msg,
+                                **({"suppressed": missed} if missed else {}))
             raise fuse.FuseOSError(e.errno) from None
         except Exception:
             self._log.exception("fs_op_failed", op="write", path=node.path, value=repr(data[:PREVIEW]))
@@ -178,9 +201,34 @@ class DamondOps(fuse.Operations):
         raise fuse.FuseOSError(errno.EPERM)
 
     @fuse.overrides(fuse.Operations)
+    @_serial
     def chmod(self, path: str, mode: int) -> int:
+        """kernfs_iop_setattr: the owner (root) may chmod; the new mode reads back."""
+        node = self._node(path)
+        st = node.st
+        st["st_mode"] = (st["st_mode"] & ~0o7777) | (mode & 0o7777)
+        st["st_ctime"] = time.time_ns()
+        return 0
+
+    @fuse.overrides(fuse.Operations)
+    @_serial
+    def chown(self, path: str, uid: int, gid: int) -> int:
+        node = self._node(path)
+        if uid != -1 and uid != 0xFFFFFFFF:
+            node.st["st_uid"] = uid
+        if gid != -1 and gid != 0xFFFFFFFF:
+            node.st["st_gid"] = gid
+        node.st["st_ctime"] = time.time_ns()
+        return 0
+
+    @fuse.overrides(fuse.Operations)
+    def symlink(self, target: str, source: str) -> int:
+        raise fuse.FuseOSError(errno.EPERM)       # kernfs has no symlink op for sysfs users
+
+    @fuse.overrides(fuse.Operations)
+    def link(self, target: str, source: str) -> int:
         raise fuse.FuseOSError(errno.EPERM)
 
     @fuse.overrides(fuse.Operations)
-    def chown(self, path: str, uid: int, gid: int) -> int:
+    def mknod(self, path: str, mode: int, dev: int) -> int:
         raise fuse.FuseOSError(errno.EPERM)

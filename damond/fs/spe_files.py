@@ -16,27 +16,16 @@ from __future__ import annotations
 import errno
 import threading
 
-from damond.errors import ErrnoError
 from damond.log import get_logger
 from damond.spe import feed as F
 from damond.spe.sampler import Sampler, SpeConfig, records_bytes
 
-try:
-    from damond.fs.tree import FsError
-except ImportError:     # the front not built yet: the same errno carrier
-    FsError = ErrnoError
+from damond.fs.tree import FsError, Snap
 
 DEBUG_DIR = "kernel/debug/damon"
 _U64 = (1 << 64) - 1
 DRAIN_BATCH = 20_000         # records formatted per read (keeps each FUSE read short)
 log = get_logger("damond.spe")
-
-
-class _Snap:
-    __slots__ = ("snap",)
-
-    def __init__(self):
-        self.snap = b""
 
 
 class SpeFeed:
@@ -119,19 +108,17 @@ class SpeFeed:
 
 
 class ReadOnly:
-    """A 0400 file whose text is snapshotted at offset 0 (seq_file)."""
+    """A 0400 file read as a seq_file (tree.Snap)."""
     mode = 0o400
 
     def __init__(self, text):
         self._text = text
 
     def open(self, flags: int) -> object:
-        return _Snap()
+        return Snap()
 
-    def read(self, st, size: int, offset: int) -> bytes:
-        if offset == 0:
-            st.snap = self._text()
-        return st.snap[offset:offset + size]
+    def read(self, st: Snap, size: int, offset: int) -> bytes:
+        return st.read(self._text, size, offset)
 
     def write(self, st, data: bytes) -> int:
         raise FsError(errno.EACCES, "read-only")

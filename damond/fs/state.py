@@ -36,6 +36,7 @@ class StateFiles:
                                                                                    self.store_locked))
         tree.roles["busy_if_running"] = self.any_running
         tree.on_destroy.append(self._destroyed)
+        self.after_command: Callable[[str], None] | None = None    # persist.py: save after on/commit/off
 
     # ---- kdamond objects
     def _kdamond(self, kd_dir: DirNode, create: bool) -> Any:
@@ -91,8 +92,19 @@ class StateFiles:
                 raise FsError(e.errno, e.msg) from None
             except commit.ErrnoError as e:
                 raise FsError(e.errno, e.msg) from None
+            if self.after_command is not None:
+                try:
+                    self.after_command(cmd)
+                except OSError as e:
+                    log.error("state_save_failed", command=cmd, error=str(e))
         finally:
             self.tree.unlock()
+
+    def _wait(self, fn: Callable, *args) -> Any:
+        """Call `fn`, which waits for the kdamond, with the FUSE op lock released: only
+        damon_sysfs_lock (still held) keeps other ops out, as on a kernel."""
+        with self.tree.ops_released():
+            return fn(*args)
 
     def _running(self, kd_dir: DirNode) -> Any:
         kd = kd_dir.obj
@@ -117,29 +129,30 @@ class StateFiles:
             raise FsError(errno.EINVAL, "kdamond was never started")
         if not kd.running:
             raise FsError(errno.EPERM, "kdamond is not running")
-        kd.stop()
+        self._wait(kd.stop)
         log.info("state_changed", kdamond=kd_dir.index, old="on", new="off")
 
     def cmd_commit(self, kd_dir: DirNode, c: DirNode) -> None:
         kd = self._running(kd_dir)
-        kd.commit(commit.mk_ctx(c, self.system.machine, log))
+        ctx = commit.mk_ctx(c, self.system.machine, log)
+        self._wait(kd.commit, ctx)
         log.info("committed", kdamond=kd_dir.index)
 
     def cmd_commit_schemes_quota_goals(self, kd_dir: DirNode, c: DirNode) -> None:
         kd = self._running(kd_dir)
-        kd.commit_quota_goals(commit_schemes.mk_all_goals(c, self.system.machine))
+        self._wait(kd.commit_quota_goals, commit_schemes.mk_all_goals(c, self.system.machine))
 
     def cmd_update_schemes_stats(self, kd_dir: DirNode, c: DirNode) -> None:
-        commit_schemes.update_stats(c, self._running(kd_dir).scheme_stats())
+        commit_schemes.update_stats(c, self._wait(self._running(kd_dir).scheme_stats))
 
     def cmd_update_schemes_effective_quotas(self, kd_dir: DirNode, c: DirNode) -> None:
-        commit_schemes.update_effective_quotas(c, self._running(kd_dir).effective_quotas())
+        commit_schemes.update_effective_quotas(c, self._wait(self._running(kd_dir).effective_quotas))
 
     def cmd_update_tuned_intervals(self, kd_dir: DirNode, c: DirNode) -> None:
-        commit_schemes.update_tuned_intervals(c, *self._running(kd_dir).tuned_intervals())
+        commit_schemes.update_tuned_intervals(c, *self._wait(self._running(kd_dir).tuned_intervals))
 
     def cmd_update_schemes_quota_goals(self, kd_dir: DirNode, c: DirNode) -> None:
-        commit_schemes.update_goal_values(c, self._running(kd_dir).quota_goal_values())
+        commit_schemes.update_goal_values(c, self._wait(self._running(kd_dir).quota_goal_values))
 
     def cmd_clear_schemes_tried_regions(self, kd_dir: DirNode, c: DirNode) -> None:
         commit_schemes.clear_tried_regions(self.tree, c)

@@ -23,6 +23,7 @@ from damond.log import get_logger
 from fs_layout import Attr, Dir, Indexed
 
 ADMIN_PATH = "/kernel/mm/damon/admin"
+SHOW_MAX = parse.PAGE_SIZE - 1   # sysfs_emit()/sysfs_kf_seq_show(): a show fills at most a page minus the NUL
 NODE_BUDGET = 250_000     # an nr_* write that would grow the tree beyond this gets ENOMEM
 _T_NS = time.time_ns()
 
@@ -31,6 +32,23 @@ log = get_logger("damond.fs")
 
 class FsError(ErrnoError):
     """What a file operation returns to the caller: one errno."""
+
+
+class Snap:
+    """One open file's seq_file buffer. A read at offset 0, or anywhere but where the last
+    read ended (a pread on a fresh fd), shows the file again and serves from that offset,
+    as seq_read_iter() re-traverses when ki_pos != read_pos."""
+    __slots__ = ("data", "pos")
+
+    def __init__(self):
+        self.data, self.pos = b"", -1
+
+    def read(self, show: Callable[[], bytes], size: int, offset: int) -> bytes:
+        if offset == 0 or offset != self.pos:
+            self.data = show()
+        out = self.data[offset:offset + size]
+        self.pos = offset + len(out)
+        return out
 
 
 class FileHandler(Protocol):
@@ -251,8 +269,8 @@ class Tree:
         if isinstance(node, AttrNode):
             role = self.roles.get(node.spec.role)
             if role is not None and role.show is not None:
-                return role.show(node)
-            return format_value(node.spec, node.value, self.level)
+                return role.show(node)[:SHOW_MAX]
+            return format_value(node.spec, node.value, self.level)[:SHOW_MAX]
         if isinstance(node, NrNode):
             return b"%d\n" % len(node.holder.items)
         raise FsError(errno.EINVAL)

@@ -437,3 +437,34 @@ class PfnTree:
                 lines.append(f"  pfn={k:#x} pid={int(self._pid[s])} total={int(self._total[s])} "
                              f"hot_pages={h}/{MAX_CHUNKS}\n")
             return "".join(lines)
+
+    # ---- restart (damond mount --state-dir) ----------------------------------------------
+    def dump(self) -> dict[str, np.ndarray]:
+        """Every entry (keys ascending) and the lifetime stats as arrays; `last` is saved
+        as an age so a restarted clock keeps each entry's TTL position."""
+        with self._mutex:
+            self._settle()
+            keys, slots = self._lookup()
+            now = self.clock.now_us()
+            st = self.stats
+            return {"pfn_keys": keys.copy(), "pfn_counts": self._counts[slots].copy(),
+                    "pfn_total": self._total[slots].copy(), "pfn_age": now - self._last[slots],
+                    "pfn_pid": self._pid[slots].copy(),
+                    "pfn_stats": np.array([st.inserted, st.pruned, st.recorded, st.recorded_accesses,
+                                           st.dropped, st.dropped_accesses], dtype=np.uint64)}
+
+    def load(self, d: dict[str, np.ndarray]) -> int:
+        """Replace every entry with those of a `dump()` (up to this tree's capacity) and
+        restore the stats. Returns the number of entries loaded."""
+        with self._mutex:
+            self.clear()
+            now = self.clock.now_us()
+            keys = d["pfn_keys"][: self.capacity]
+            for i, k in enumerate(keys.tolist()):
+                slot = self._insert_slot(int(k), int(d["pfn_pid"][i]), now - int(d["pfn_age"][i]))
+                self._counts[slot] = d["pfn_counts"][i]
+                self._total[slot] = d["pfn_total"][i]
+            s = [int(v) for v in d["pfn_stats"].tolist()]
+            self.stats = TreeStats(*s)
+            self.layout_gen += 1
+            return len(keys)

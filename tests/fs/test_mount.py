@@ -116,7 +116,7 @@ def test_stat_size_modes_and_kernfs_rules(admin):
     with pytest.raises(PermissionError):
         open(kd / "newfile", "w")
     for fn, args in ((os.mkdir, (kd / "x",)), (os.rmdir, (kd / "contexts",)), (os.unlink, (kd / "state",)),
-                     (os.rename, (kd / "state", kd / "s2")), (os.chmod, (kd / "state", 0o644))):
+                     (os.rename, (kd / "state", kd / "s2")), (os.symlink, ("state", kd / "s3"))):
         with pytest.raises(OSError) as e:
             fn(*args)
         assert e.value.errno == errno.EPERM, fn

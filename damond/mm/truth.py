@@ -1,0 +1,38 @@
+"""Counted ground truth: which pages the workloads really touched, page by page.
+
+Owns the recorder the access path marks while someone is asking (a reader opened a
+window with `Machine.truth_start`; the daemon's damond/truth file, the demo and the
+experiments of `damond reproduce` do): per physical page the 100 us tick of the step in
+which it was last touched (uint32, 0 = not since recording began). "Touched in
+[since, now)" is then one vectorised comparison, for every window ending now at once.
+Recording costs 4 bytes per emulated page and turns off the access path's shortcuts
+that skip streams whose AF state cannot change (see access.Stepper), so it stays off
+until asked for. A page that moves (migration, compaction) keeps its old stamp behind.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+TICK_US = 100
+
+
+class TruthRecorder:
+    def __init__(self, nr_pages: int, t0_us: int):
+        self.t0_us = int(t0_us)
+        self.stamp = np.zeros(nr_pages, np.uint32)
+
+    def _tick(self, t_us: int) -> int:
+        return (int(t_us) - self.t0_us) // TICK_US + 1
+
+    def mark(self, pidx: np.ndarray, a_us: int) -> None:
+        """Pages (physical indexes) touched in the step starting at a_us."""
+        if len(pidx):
+            self.stamp[pidx] = self._tick(a_us)
+
+    def touched(self, pidx: np.ndarray, since_us: int) -> np.ndarray:
+        """Per page: touched in a step that started at or after since_us."""
+        return self.stamp[pidx] >= max(self._tick(since_us), 1)
+
+    def covers(self, since_us: int) -> bool:
+        """Whether recording ran for the whole window starting at since_us."""
+        return since_us >= self.t0_us

@@ -235,7 +235,7 @@ class Stepper:
             present[ok] = (fl[pidx[ok]] & P.PRESENT) != 0
         va, pidx, faulted = va[present], pidx[present], faulted[present]
         if rec is not None:
-            rec.mark(pidx, a)
+            rec.mark(pidx, b - 1)
         if exact:
             walked = self._exact_walks(proc, va, pidx, faulted)
         else:

@@ -2,9 +2,11 @@
 
 Owns the recorder the access path marks while someone is asking (a reader opened a
 window with `Machine.truth_start`; the daemon's damond/truth file, the demo and the
-experiments of `damond reproduce` do): per physical page the 100 us tick of the step in
-which it was last touched (uint32, 0 = not since recording began). "Touched in
-[since, now)" is then one vectorised comparison, for every window ending now at once.
+experiments of `damond reproduce` do): per physical page the 100 us tick of the end of
+the step in which it was last touched (uint32, 0 = not since recording began). "Touched
+in [since, now)" is then one vectorised comparison, for every window ending now at once;
+a step that ends inside the window counts whole (the kdamond's steps are its sampling
+intervals, so its windows hold whole steps; the daemon's idle ticker steps 100 ms).
 Recording costs 4 bytes per emulated page and turns off the access path's shortcuts
 that skip streams whose AF state cannot change (see access.Stepper), so it stays off
 until asked for. A page that moves (migration, compaction) keeps its old stamp behind.
@@ -24,13 +26,13 @@ class TruthRecorder:
     def _tick(self, t_us: int) -> int:
         return (int(t_us) - self.t0_us) // TICK_US + 1
 
-    def mark(self, pidx: np.ndarray, a_us: int) -> None:
-        """Pages (physical indexes) touched in the step starting at a_us."""
+    def mark(self, pidx: np.ndarray, last_us: int) -> None:
+        """Pages (physical indexes) touched in a step whose last microsecond is last_us."""
         if len(pidx):
-            self.stamp[pidx] = self._tick(a_us)
+            self.stamp[pidx] = self._tick(last_us)
 
     def touched(self, pidx: np.ndarray, since_us: int) -> np.ndarray:
-        """Per page: touched in a step that started at or after since_us."""
+        """Per page: touched in a step that ended after since_us."""
         return self.stamp[pidx] >= max(self._tick(since_us), 1)
 
     def covers(self, since_us: int) -> bool:

@@ -78,11 +78,12 @@ def workload_vma(s: Session, pid: int):
     return max(s.machine.process(pid).vmas(), key=lambda v: v.end - v.start)
 
 
-def hot_bytes(s: Session, pid: int, nr_schemes: int, intervals: int, scheme: int = 0) -> dict:
+def hot_bytes(s: Session, pid: int | list[int], nr_schemes: int, intervals: int, scheme: int = 0) -> dict:
     """Per apply interval (`update_schemes_tried_regions`): scheme `scheme`'s tried bytes and
     regions, the last scheme's region count (a min=0 stat scheme sees every region), and the
-    counted truth: bytes of the workload's mapping touched in that interval."""
-    v = workload_vma(s, pid)
+    counted truth: bytes of the workloads' mappings touched in that interval."""
+    pids = pid if isinstance(pid, list) else [pid]
+    vmas = [(p, workload_vma(s, p)) for p in pids]
     s.machine.truth_start()
     rep, truth, tried, regions = [], [], [], []
     for _ in range(intervals):
@@ -91,7 +92,7 @@ def hot_bytes(s: Session, pid: int, nr_schemes: int, intervals: int, scheme: int
         rep.append(sum(e - st for st, e, _, _ in tr[scheme]))
         tried.append(len(tr[scheme]))
         regions.append(len(tr[-1]))
-        truth.append(s.machine.truth_counted(pid, v.start, v.end, t0))
+        truth.append(sum(s.machine.truth_counted(p, v.start, v.end, t0) for p, v in vmas))
     return dict(reported=rep, truth=truth, nr_tried=tried, nr_regions=regions)
 
 

@@ -30,11 +30,15 @@ class Session:
         self.config = Config.from_text(config_text, f"<reproduce:{name}>")
         self.system = System.from_config(self.config, VirtualClock())
         self.machine = self.system.machine
-        self.tree = build(self.system).tree
+        served = build(self.system)
+        self.tree, self.procfs = served.tree, served.procfs
 
     # --- files -----------------------------------------------------------------------------------
     def _node(self, rel: str):
-        return self.tree.nodes["/" + rel.strip("/")]
+        rel = rel.strip("/")
+        if rel.startswith("proc/"):
+            return self.procfs.lookup(rel[len("proc/"):])     # resolved per lookup, as FUSE does
+        return self.tree.nodes["/" + rel]
 
     def write(self, rel: str, value) -> None:
         """`echo value > rel` (one write of the text and a newline)."""

@@ -53,10 +53,15 @@ def verdict(case: dict, expect_blind: bool) -> tuple[str, str, str]:
     if expect_blind:
         ok = max(tried) == 0
         return shown, "match" if ok else "differs", "" if ok else "some regions were seen although the THPs fit the TLB"
-    ok = case["min_visible_fraction"] >= VISIBLE
-    why = "" if ok else f"only {case['min_visible_fraction']:.0%} of the regions in the worst interval"
-    if ok and min(regs) != 20:
-        why = "the RFC's 20 is its region count; damond's region count differs, all of them are seen"
+    worst = case["min_visible_fraction"]
+    ok = worst >= VISIBLE
+    if not ok:
+        why = f"only {worst:.0%} of the regions in the worst interval"
+    elif worst == 1.0:
+        why = "every region seen in every interval; the RFC's 20 is its region count"
+    else:
+        why = (f">= 90 % of the regions in every interval (worst {worst:.0%}): the sweep takes longer than a "
+               "sample, so a region's sampled PMD is walked in only some samples")
     return shown, "match" if ok else "differs", why
 
 
@@ -70,15 +75,16 @@ def rows_for(cases: list[dict], blind: dict[str, bool], rfc: dict[str, str]) -> 
 
 def run(opts: Options) -> Result:
     cases = []
-    todo = CASES if not opts.reduced else [(n, min(ws, 4 * GiB), t, r) for n, ws, t, r in CASES]
+    # reduced (tests): 6 GB of THPs = 3072 PMDs, still beyond the 2048-entry L2 TLB (4 GB would fit it exactly)
+    todo = CASES if not opts.reduced else [(n, min(ws, 6 * GiB), t, r) for n, ws, t, r in CASES]
     for i, (name, ws, thp, _) in enumerate(todo):
-        if opts.reduced and ws == 4 * GiB:
-            name = "4 GB THP"
+        if opts.reduced and ws == 6 * GiB:
+            name = "6 GB THP"
         cases.append(run_case(opts, name, ws, thp, opts.machine, intervals=3 if opts.reduced else 10))
         opts.progress((i + 1) / len(todo))
     blind = {c["name"]: c["page_mapping"] == "pmd" and c["working_set_bytes"] <= 512 * MiB for c in cases}
     rfc = {n: r for n, _, _, r in CASES}
-    rfc.setdefault("4 GB THP", "20 (T1C at 16 GB)")
+    rfc.setdefault("6 GB THP", "20 (T1C at 16 GB)")
     res = Result("t1", rows_for(cases, blind, rfc))
     res.json = {"experiment": "t1", "machine": opts.machine, "cases": cases}
     return res

@@ -1,0 +1,47 @@
+"""`damond reproduce` as a user runs it: JSON contract, table, errors."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def damond(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "damond", "reproduce", *args], capture_output=True, text=True,
+                          timeout=timeout, env=dict(os.environ, PYTHONPATH=str(REPO)))
+
+
+def test_e2e_json_and_table():
+    p = damond("e2e", "--json")
+    assert p.returncode == 0, p.stderr
+    obj = json.loads(p.stdout)
+    assert obj["experiment"] == "e2e" and obj["kept_hot_thp"] is True and obj["split_cold_thp_into"] == 128
+    p = damond("e2e")
+    assert p.returncode == 0, p.stderr
+    head = p.stdout.splitlines()[1].split()
+    assert head[:2] == ["case", "RFC"] and "verdict" in head and head[-1] == "why"
+    assert "128 x 16 KB mTHP" in p.stdout and "match" in p.stdout
+    assert p.stderr == ""                       # no progress bar without a terminal
+
+
+def test_bad_arguments_get_one_line():
+    p = damond("t3")
+    assert p.returncode == 2 and "invalid choice: 't3'" in p.stderr
+    p = damond("t1", "--machine", "m1")
+    assert p.returncode == 2 and "invalid choice: 'm1'" in p.stderr
+
+
+def test_plots_write_pngs(tmp_path):
+    import pytest
+    pytest.importorskip("matplotlib")
+    from damond.reproduce import plots
+    from damond.reproduce.common import Options
+    from damond.reproduce import experiment
+    res = [experiment("t4").run(Options(reduced=True))]
+    files = plots.write(res, str(tmp_path))
+    assert [f.name for f in files] == ["t4.png"]
+    assert files[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -27,6 +27,7 @@ from damond.mm.tlb import characteristic_time, miss_probability
 from damond.mm.workload import Stream
 
 LEAF_COUNT_BATCH = 1 << 22
+PIDX_CACHE_PAGES = 1 << 18      # streams up to this many pages keep their translation for counted truth
 MAX_RUNS = 16
 
 
@@ -128,8 +129,10 @@ class Stepper:
         key = (proc.gen, self.m.map_epoch)
         if s.cache_gen == key:
             return s.nr_leaves
+        if self.m.truth is not None:
+            self.m.truth.flush(id(s))          # deferred marks use the translation about to change
         pt = self.m.pt
-        total, all_present, cold, afs = 0, True, False, []
+        total, all_present, cold, afs, pix = 0, True, False, [], []
         for lo in range(0, s.n, LEAF_COUNT_BATCH):
             idx = np.arange(lo, min(lo + LEAF_COUNT_BATCH, s.n), dtype=np.int64)
             va = (s.vpns(idx) << PAGE_SHIFT).astype(np.uint64)
@@ -142,10 +145,13 @@ class Stepper:
             cold |= bool((pt.phys.flags[tl] & P.COLD).any())
             if s.n <= LEAF_COUNT_BATCH:
                 afs.append(uniq(pt.af_loc(pidx[pres])))
+            if s.n <= PIDX_CACHE_PAGES:
+                pix.append(pidx)
         s.cache_gen, s.nr_leaves = key, max(total, 1)
         s.all_present, s.has_cold = all_present, cold
         s.af_all = afs[0] if afs and all_present else None
         s.af_runs = strided_runs(s.af_all) if s.af_all is not None else None
+        s.pidx_all = pix[0] if pix and all_present else None
         return s.nr_leaves
 
     def model_rate(self, proc, s: Stream) -> float:
@@ -195,11 +201,17 @@ class Stepper:
         m, pt = self.m, self.m.pt
         fl = pt.phys.flags
         rec = m.truth
-        if not exact and not want and not s.once and rec is None:
+        if not exact and not want and not s.once:
             # fast path: a warm, fully present stream either walks nothing (fits the TLB,
-            # no invalidated leaf) or, when it misses and covers itself this step, every leaf
+            # no invalidated leaf) or, when it misses and covers itself this step, every leaf.
+            # Counted truth keeps it only when the step touches every page of a small stream.
             nl = self.nr_leaves(proc, s)
-            if s.all_present:
+            if rec is not None:
+                if s.all_present and s.cyclic and s.pidx_all is not None and s.rate * (b - a) / 1e6 >= s.n + 1:
+                    rec.defer(id(s), s.pidx_all, b - 1)
+                else:
+                    nl = None
+            if s.all_present and nl is not None:
                 pm = miss_probability(s.rate / nl, t_char, s.cyclic)
                 if pm == 0.0 and not s.has_cold:
                     return None

@@ -194,6 +194,8 @@ class Machine:
                 self._exit(p)
 
     def _exit(self, proc: Process) -> None:
+        if self.truth is not None:
+            self.truth.flush()                 # before the pages are freed
         for v in proc.vmas():
             self.pt.unmap_vma(proc, v)
         proc.alive = False

@@ -22,6 +22,22 @@ class TruthRecorder:
     def __init__(self, nr_pages: int, t0_us: int):
         self.t0_us = int(t0_us)
         self.stamp = np.zeros(nr_pages, np.uint32)
+        # streams touched whole in their last steps: (physical indexes, last us), marked on flush()
+        # (the same 4096 scattered pages every 5 ms cost the host more than the step itself)
+        self.pending: dict[int, tuple[np.ndarray, int]] = {}
+
+    def defer(self, key: int, pidx: np.ndarray, last_us: int) -> None:
+        """All of `pidx` touched in a step ending at last_us; marked at the next flush()."""
+        self.pending[key] = (pidx, last_us)
+
+    def flush(self, key: int | None = None) -> None:
+        """Mark deferred pages (one stream's, or all) before their translation can change or
+        before a reader looks."""
+        keys = list(self.pending) if key is None else ([key] if key in self.pending else [])
+        for k in keys:
+            pidx, last = self.pending.pop(k)
+            if len(pidx):                      # never older than a direct mark made since
+                self.stamp[pidx] = np.maximum(self.stamp[pidx], self._tick(last))
 
     def _tick(self, t_us: int) -> int:
         return (int(t_us) - self.t0_us) // TICK_US + 1
@@ -33,6 +49,7 @@ class TruthRecorder:
 
     def touched(self, pidx: np.ndarray, since_us: int) -> np.ndarray:
         """Per page: touched in a step that ended after since_us."""
+        self.flush()
         return self.stamp[pidx] >= max(self._tick(since_us), 1)
 
     def covers(self, since_us: int) -> bool:

@@ -71,6 +71,7 @@ class Stream:
     has_cold: bool = field(default=True, repr=False)
     af_all: object = field(default=None, repr=False)      # unique AF locations of the whole stream
     af_runs: object = field(default=None, repr=False)     # af_all as a few strided slices, or None
+    pidx_all: object = field(default=None, repr=False)    # every page's physical index (small present streams)
 
     def vpns(self, idx: np.ndarray) -> np.ndarray:
         n_in = self.n_in or self.n

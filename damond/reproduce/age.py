@@ -76,7 +76,7 @@ def run(opts: Options) -> Result:
         Row("skewed: 64 MB swept + 2 GB random", "n/a",
             f"{human(sk['reported_hot_bytes'])}; age >= {AGE_MIN}: {human(sk['age_estimate_bytes'])}",
             human(sk["true_hot_bytes"]), "n/a",
-            f"age picks memory that stays hot ({human(sk['age_estimate_bytes'])} of the swept 64 MB) where "
+            f"age picks memory that stays hot ({human(sk['age_estimate_bytes'])}: the swept 64 MB) where "
             f"nr_accesses >= 1 also counts the random part; neither equals the bytes touched per 100 ms"),
     ]
     res = Result("age", rows)

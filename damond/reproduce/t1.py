@@ -80,6 +80,7 @@ def run(opts: Options) -> Result:
     for i, (name, ws, thp, _) in enumerate(todo):
         if opts.reduced and ws == 6 * GiB:
             name = "6 GB THP"
+        opts.progress(i / len(todo))
         cases.append(run_case(opts, name, ws, thp, opts.machine, intervals=3 if opts.reduced else 10))
         opts.progress((i + 1) / len(todo))
     blind = {c["name"]: c["page_mapping"] == "pmd" and c["working_set_bytes"] <= 512 * MiB for c in cases}

@@ -43,7 +43,7 @@ class Machine:
         self.spec, self.thp, self.clock = spec, thp, clock
         self.rng = np.random.default_rng(seed)
         self.tlb_cfg = spec.tlb
-        self.timing = timing.PRESETS[spec.preset]
+        self.timing = timing.for_preset(spec.preset)
         self.truth: TruthRecorder | None = None     # counted ground truth, once someone asks
         self.phys = PhysMem(spec.memory, spec.numa_nodes)
         self.pt = PageTables(self.phys, thp, spec.tlb, spec.nr_cpus)

@@ -59,6 +59,17 @@ PRESETS: dict[str, Timing] = {
 }
 
 
+def for_preset(name: str) -> Timing:
+    """The costs of a [machine] preset; a variant named after a known one (e.g. a
+    "kunpeng920-rfc" TLB profile) has its base's costs."""
+    if name in PRESETS:
+        return PRESETS[name]
+    base = max((k for k in PRESETS if name.startswith(k)), key=len, default=None)
+    if base is None:
+        raise ValueError(f"no timing figures for machine preset {name!r} (known: {', '.join(PRESETS)})")
+    return PRESETS[base]
+
+
 @dataclass(frozen=True)
 class Work:
     """What a workload does per page touch (the RFC's loops, timing-and-designs-facts.md §1.4)."""

@@ -45,3 +45,26 @@ def test_plots_write_pngs(tmp_path):
     files = plots.write(res, str(tmp_path))
     assert [f.name for f in files] == ["t4.png"]
     assert files[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_progress_bar_only_on_a_terminal_after_the_delay():
+    import io
+    from damond.cli.reproduce import Progress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+    tty, pipe = Tty(), io.StringIO()
+    for stream in (tty, pipe):
+        bar = Progress(["t1", "t2"], stream=stream, after_s=0.0)
+        bar.update(0.5)
+        bar.next()
+        bar.update(1.0)
+        bar.close()
+    assert "[#######" in tty.getvalue() and " 25% t1" in tty.getvalue() and "100% t2" in tty.getvalue()
+    assert pipe.getvalue() == ""
+    quiet = Tty()
+    bar = Progress(["t1"], stream=quiet, after_s=60.0)         # a short run shows nothing
+    bar.update(0.5)
+    bar.close()
+    assert quiet.getvalue() == ""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import statistics
 
-from damond.reproduce.common import GiB, MiB, Options, Result, Row, config, hot_bytes, human
+from damond.reproduce.common import Options, Result, Row, config, hot_bytes, human
 from damond.reproduce.session import Session
 
 AGE_MIN = 10

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from damond.mm.tlb import PRESETS
-from damond.reproduce.session import CTX, Session
+from damond.reproduce.session import Session
 
 MiB, GiB = 1 << 20, 1 << 30
 PMD = 2 * MiB
@@ -99,10 +99,3 @@ def hot_bytes(s: Session, pid: int | list[int], nr_schemes: int, intervals: int,
 def stat_schemes(min_nr: int = 1) -> list[dict]:
     """The RFC's `stat` scheme (nr_accesses >= min_nr) and a min=0 `stat` that tries every region."""
     return [dict(action="stat", nr_accesses=(min_nr, (1 << 32) - 1)), dict(action="stat")]
-
-
-def spe_stats_path() -> str:
-    return "kernel/debug/damon/spe_stats"
-
-
-__all__ = ["CTX", "Session"]

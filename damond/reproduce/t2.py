@@ -12,6 +12,7 @@ from __future__ import annotations
 import statistics
 
 from damond.reproduce.common import GiB, MiB, Options, Result, Row, config, hot_bytes, human, stat_schemes
+from damond.reproduce.session import Session
 
 SPARSE = '[[workload]]\nkind = "sparse-hotspot"\nsize = "{size}"\n'
 UINT_MAX = (1 << 32) - 1
@@ -25,7 +26,6 @@ def sampling_expectation(size: int, hot_pages: int, page: int, samples: int = 20
 
 
 def measure(opts: Options, size: int, thp: str, intervals: int, split: bool = False) -> dict:
-    from damond.reproduce.session import Session
     s = Session(config(f"{(size + 2 * GiB) // MiB}M", thp, SPARSE.format(size=size), seed=opts.seed,
                        preset=opts.machine), f"t2-{thp}")
     pid = s.machine.processes()[0].pid

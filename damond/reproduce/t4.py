@@ -7,7 +7,7 @@ interval for the regions-over-time plot.
 """
 from __future__ import annotations
 
-from damond.reproduce.common import GiB, MiB, Options, Result, Row, config, human, stat_schemes, workload_vma
+from damond.reproduce.common import MiB, Options, Result, Row, config, human, stat_schemes, workload_vma
 from damond.reproduce.session import Session
 
 

@@ -7,7 +7,7 @@ access walks and sets the bit again: the 16 MB case becomes visible.
 from __future__ import annotations
 
 from damond.reproduce import t1
-from damond.reproduce.common import GiB, MiB, Options, Result, Row
+from damond.reproduce.common import MiB, Options, Result, Row
 
 X86 = ("x86-skylake", "x86-zen2")
 

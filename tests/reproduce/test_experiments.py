@@ -61,6 +61,8 @@ def test_methodology_split_collapse_and_feed_figures():
     assert r["split"]["sz_applied"] == 33 * 2 * MiB and r["split"]["anon_huge_kb_after"] == 0
     assert r["split"]["nr_anon_16k_after"] == 4224
     assert r["collapse"]["sz_applied"] == 69206016 and r["collapse"]["anon_huge_kb_after"] == 67584
+    amr = r["with_apply_min_nr_regions"]                # regions split to total / min_nr_regions first
+    assert (amr["collapse"]["nr_applied"], amr["collapse"]["sz_applied"]) == (10, 69206016)     # the RFC's §2.3
     assert r["feed"] == ("nr_entries=2 total_accesses=384\n"
                          "  pfn=0x100000 pid=0 total=128 hot_pages=128/512\n"
                          "  pfn=0x200000 pid=0 total=256 hot_pages=256/512\n")

@@ -68,3 +68,21 @@ def test_progress_bar_only_on_a_terminal_after_the_delay():
     bar.update(0.5)
     bar.close()
     assert quiet.getvalue() == ""
+
+
+def test_plots_without_matplotlib_is_one_line(monkeypatch, capsys, tmp_path):
+    import builtins
+    from damond.cli import main
+    real = builtins.__import__
+
+    def no_mpl(name, *a, **kw):
+        if name == "matplotlib" or name.startswith("matplotlib."):
+            raise ImportError(name)
+        return real(name, *a, **kw)
+    import damond.log
+    monkeypatch.setattr(damond.log, "configure", lambda *a, **k: None)    # keep the session's logging
+    monkeypatch.setattr(builtins, "__import__", no_mpl)
+    assert main(["reproduce", "e2e", "--plots", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err == "damond reproduce: --plots needs matplotlib: pip install 'damond[plots]'\n"
+    assert list(tmp_path.iterdir()) == []               # nothing ran, nothing written

@@ -47,7 +47,7 @@ def set_argparser(parser: argparse.ArgumentParser) -> None:
                         help=f"one of {' '.join(EXPERIMENTS)} all")
     parser.add_argument("--json", action="store_true", help="print JSON (one object per experiment, a list for all)")
     parser.add_argument("--plots", metavar="DIR", help="write PNG figures to DIR (needs matplotlib: damond[plots])")
-    parser.add_argument("--seed", type=int, default=1, help="seed of every random choice (default 1)")
+    parser.add_argument("--seed", type=int, default=1, metavar="N", help="seed of every random choice (default 1)")
     parser.add_argument("--machine", choices=MACHINES, default="kunpeng920", metavar="NAME",
                         help=f"[machine] preset: {', '.join(MACHINES)} (default kunpeng920; the x86 experiment "
                              "uses x86-skylake unless an x86 preset is named)")

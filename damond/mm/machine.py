@@ -43,7 +43,7 @@ class Machine:
         self.spec, self.thp, self.clock = spec, thp, clock
         self.rng = np.random.default_rng(seed)
         self.tlb_cfg = spec.tlb
-        self.timing = timing.for_preset(spec.preset)
+        timing_of, self.timing = timing.for_preset(spec.preset, spec.tlb.arch)
         self.truth: TruthRecorder | None = None     # counted ground truth, once someone asks
         self.phys = PhysMem(spec.memory, spec.numa_nodes)
         self.pt = PageTables(self.phys, thp, spec.tlb, spec.nr_cpus)
@@ -59,7 +59,7 @@ class Machine:
         self._last_plan: SamplePlan | None = None
         self._next_khugepaged_us = thp.khugepaged.scan_sleep_millisecs * 1000
         log.info("machine_built", preset=spec.preset, memory=spec.memory, cpus=spec.nr_cpus,
-                 nodes=spec.numa_nodes, tlb_model=spec.tlb.model, seed=seed)
+                 nodes=spec.numa_nodes, tlb_model=spec.tlb.model, timing=timing_of, seed=seed)
 
     @classmethod
     def from_config(cls, config: Config, clock=None) -> "Machine":

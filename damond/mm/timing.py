@@ -67,15 +67,21 @@ PRESETS: dict[str, Timing] = {
 }
 
 
-def for_preset(name: str) -> Timing:
-    """The costs of a [machine] preset; a variant named after a known one (e.g. a
-    "kunpeng920-rfc" TLB profile) has its base's costs."""
+ARCH_DEFAULT = {"arm64": "kunpeng920", "x86_64": "x86-skylake"}
+
+
+def for_preset(name: str, arch: str | None = None) -> tuple[str, Timing]:
+    """(whose figures, the costs) for a [machine] preset: its own; a variant named after a
+    known one (e.g. a "kunpeng920-rfc" TLB profile) has its base's; any other preset those of
+    its architecture's reference machine (the caller says so in its log)."""
     if name in PRESETS:
-        return PRESETS[name]
+        return name, PRESETS[name]
     base = max((k for k in PRESETS if name.startswith(k)), key=len, default=None)
     if base is None:
+        base = ARCH_DEFAULT.get(arch or "")
+    if base is None:
         raise ValueError(f"no timing figures for machine preset {name!r} (known: {', '.join(PRESETS)})")
-    return PRESETS[base]
+    return base, PRESETS[base]
 
 
 @dataclass(frozen=True)

@@ -115,3 +115,13 @@ def test_rate_follows_the_mapping_and_the_fixed_rate_overrides():
     m2, pid2 = uniform(256, 256, "seq", "always", "access_rate = 2e7")
     m2.advance_to(500_000)
     assert m2.process(pid2).workload.phases[-1].streams[0].rate == 2e7
+
+
+def test_timing_figures_for_preset_variants():
+    from damond.mm.timing import for_preset
+    import pytest
+    assert for_preset("x86-zen2")[0] == "x86-zen2"
+    assert for_preset("kunpeng920-rfc")[0] == "kunpeng920"          # a TLB-profile variant: its base's costs
+    assert for_preset("x86-vm", "x86_64")[0] == "x86-skylake"       # else the architecture's reference machine
+    with pytest.raises(ValueError, match="no timing figures"):
+        for_preset("m1", "riscv")

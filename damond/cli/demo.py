@@ -168,9 +168,7 @@ def run_demo(root: Path, sh: Shell, seconds: float) -> None:
 
     print("== 2. SPE: record emulated arm_spe samples, histogram them, feed the PFN tree ==")
     dbg = "kernel/debug/damon"
-    # period 4096: the workloads run at their modelled speed (~2e8 touches/s together), so period
-    # 1024 would make ~200k records per second and a pipeline that outlasts hot_workload's 120 s
-    sh.run(f"damond spe-record --mount . --duration {max(1.0, seconds / 2):g} --period 4096 -F +phys_addr "
+    sh.run(f"damond spe-record --mount . --duration {max(1.0, seconds / 2):g} -F +phys_addr "
            f"| damond spe-hist --feed > {dbg}/spe_feed")
     sh.run(f"cat {dbg}/spe_feed_stats")
     sh.run(f"head -n 3 {dbg}/spe_stats; grep -v 'hot_pages=1/512' {dbg}/spe_stats | sed -n '2,4p'")

@@ -60,7 +60,8 @@ def _human(n: int) -> str:
 
 
 def _truth(sh: Shell, pids: list[int]) -> int:
-    """Bytes the workloads really touched in the last 100 ms (damond/truth)."""
+    """Bytes the workloads really touched in the last 100 ms, as the machine counted them
+    page by page (damond/truth; counting started with its first read)."""
     out = sh.cat("damond/truth", show=False)
     total, seen = 0, set()
     for line in out.splitlines():
@@ -142,6 +143,8 @@ def run_demo(root: Path, sh: Shell, seconds: float) -> None:
     hot = next(int(line.split()[0]) for line in procs.splitlines() if "thp-hot" in line)
     pids = [sparse, hot]
     _wait_populated(sh, sparse)
+    print("# (the first read of damond/truth starts counting which pages the workloads touch)")
+    sh.run("cat damond/truth")
     print(f"\n  sparse_8g (pid {sparse}): 8 GiB of THPs, one 4 KiB page of each touched;"
           f" AnonHugePages {_anon_huge_kb(sh, sparse)} kB")
     print(f"  hot_workload (pid {hot}): 16 THPs, a quarter of every THP's pages touched;"

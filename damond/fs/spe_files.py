@@ -9,7 +9,8 @@ feed's `FeedWorker` and returns; close (release) and every read of spe_feed_stat
 spe_stats first wait until the queued lines are recorded. In "rfc" mode it is the RFC's
 spe_feed_write: one PFN from the first 31 bytes of each write. spe_stats (0400) is
 `PfnTree.stats_text()`. spe_record (0600): a write of perf config terms starts an
-emulated arm_spe session for that open file; reads drain its raw records.
+emulated arm_spe session for that open file; the first read ends the recording and
+reads drain its raw records.
 """
 from __future__ import annotations
 
@@ -169,9 +170,10 @@ class SpeRecord:
             raise FsError(errno.EINVAL, "write config terms (e.g. 'period=1024 pa_enable=1') first")
         if not st.buf:
             m = self.system.machine
-            if not st.synced:        # bring the machine up to now so the recording window is complete
+            if not st.synced:        # bring the machine up to now so the recording window is complete,
                 m.advance_to(self.system.clock.now_us())
-                st.synced = True
+                st.sampler.stop()    # and end it there, as `perf record` has ended before `perf script`
+                st.synced = True     # reads: a drain slower than the sampling would never reach EOF
             recs = st.sampler.drain(DRAIN_BATCH)
             comms = {p.pid: p.comm for p in m.processes()}
             st.buf = records_bytes(recs, comms)

@@ -6,8 +6,12 @@ sets the leaf's AF and refills the TLB (clears COLD); a TLB hit sets nothing. Fa
 Che's characteristic time per CPU over the active streams' leaf counts and rates
 (tlb.characteristic_time); exact model: the per-CPU ExactTlb fed with the step's access
 trace (cyclic streams: the last min(touches, 2 sweeps) in order). Builds StepAccesses
-for observers (the SPE sampler) only when one is registered. Ground truth
-(`truth_accessed`) is derived from the same stream arithmetic.
+for observers (the SPE sampler) only when one is registered. Timed streams (with a
+`work`) get their rate from the timing model over their current leaf structure every
+step (timing.py). While counted truth is recorded (truth.py) every touched page is
+marked and the shortcuts that skip a stream are off. The analytic ground truth
+(`truth_pages`, the expected value from the same stream arithmetic) is kept as a
+cross-check for the tests.
 """
 from __future__ import annotations
 
@@ -18,10 +22,12 @@ import numpy as np
 
 from damond.mm import phys as P
 from damond.mm.phys import uniq, PAGE_SHIFT
+from damond.mm.timing import touch_rate
 from damond.mm.tlb import characteristic_time, miss_probability
 from damond.mm.workload import Stream
 
 LEAF_COUNT_BATCH = 1 << 22
+PIDX_CACHE_PAGES = 1 << 18      # streams up to this many pages keep their translation for counted truth
 MAX_RUNS = 16
 
 
@@ -51,7 +57,7 @@ def touched_indices(s: Stream, phase_start: int, a: int, b: int, rng: np.random.
     if k <= 0 or s.n <= 0:
         return np.zeros(0, np.int64), 0.0
     if s.cyclic:
-        c0 = s.rate * (a - phase_start) / 1e6
+        c0 = s.cursor(phase_start, a)
         c1 = c0 + k
         i0, i1 = math.ceil(c0), math.ceil(c1)
         if s.once:
@@ -123,8 +129,10 @@ class Stepper:
         key = (proc.gen, self.m.map_epoch)
         if s.cache_gen == key:
             return s.nr_leaves
+        if self.m.truth is not None:
+            self.m.truth.flush(id(s))          # deferred marks use the translation about to change
         pt = self.m.pt
-        total, all_present, cold, afs = 0, True, False, []
+        total, all_present, cold, afs, pix = 0, True, False, [], []
         for lo in range(0, s.n, LEAF_COUNT_BATCH):
             idx = np.arange(lo, min(lo + LEAF_COUNT_BATCH, s.n), dtype=np.int64)
             va = (s.vpns(idx) << PAGE_SHIFT).astype(np.uint64)
@@ -137,11 +145,24 @@ class Stepper:
             cold |= bool((pt.phys.flags[tl] & P.COLD).any())
             if s.n <= LEAF_COUNT_BATCH:
                 afs.append(uniq(pt.af_loc(pidx[pres])))
+            if s.n <= PIDX_CACHE_PAGES:
+                pix.append(pidx)
         s.cache_gen, s.nr_leaves = key, max(total, 1)
         s.all_present, s.has_cold = all_present, cold
         s.af_all = afs[0] if afs and all_present else None
         s.af_runs = strided_runs(s.af_all) if s.af_all is not None else None
+        s.pidx_all = pix[0] if pix and all_present else None
         return s.nr_leaves
+
+    def model_rate(self, proc, s: Stream) -> float:
+        """Page touches per second of a timed stream over its current leaves (timing.py)."""
+        nl = self.nr_leaves(proc, s)
+        key = (nl, s.n, s.cyclic)
+        if getattr(s, "_rate_key", None) != key:
+            cfg = self.m.tlb_cfg
+            s._rate_key = key
+            s._model_rate = touch_rate(self.m.timing, cfg.l1_entries, cfg.l2_entries, s.n, nl, s.work, s.cyclic)
+        return s._model_rate
 
     # --- one step ----------------------------------------------------------------------------
     def step(self, a: int, b: int, active: list) -> StepAccesses | None:
@@ -149,6 +170,10 @@ class Stepper:
         m = self.m
         obs = StepAccesses(a, b) if m.observers else None
         exact = m.pt.exact is not None
+        for proc, phase_start, streams in active:
+            for s in streams:
+                if s.work is not None and not s.once:
+                    s.set_rate(phase_start, a, self.model_rate(proc, s))
         t_char: dict[int, float] = {}
         if not exact:
             by_cpu: dict[int, list] = {}
@@ -175,11 +200,18 @@ class Stepper:
     def _stream(self, proc, s: Stream, phase_start: int, a: int, b: int, t_char: float, exact: bool, want: bool):
         m, pt = self.m, self.m.pt
         fl = pt.phys.flags
+        rec = m.truth
         if not exact and not want and not s.once:
             # fast path: a warm, fully present stream either walks nothing (fits the TLB,
-            # no invalidated leaf) or, when it misses and covers itself this step, every leaf
+            # no invalidated leaf) or, when it misses and covers itself this step, every leaf.
+            # Counted truth keeps it only when the step touches every page of a small stream.
             nl = self.nr_leaves(proc, s)
-            if s.all_present:
+            if rec is not None:
+                if s.all_present and s.cyclic and s.pidx_all is not None and s.rate * (b - a) / 1e6 >= s.n + 1:
+                    rec.defer(id(s), s.pidx_all, b - 1)
+                else:
+                    nl = None
+            if s.all_present and nl is not None:
                 pm = miss_probability(s.rate / nl, t_char, s.cyclic)
                 if pm == 0.0 and not s.has_cold:
                     return None
@@ -214,6 +246,8 @@ class Stepper:
             present = ok.copy()
             present[ok] = (fl[pidx[ok]] & P.PRESENT) != 0
         va, pidx, faulted = va[present], pidx[present], faulted[present]
+        if rec is not None:
+            rec.mark(pidx, b - 1)
         if exact:
             walked = self._exact_walks(proc, va, pidx, faulted)
         else:

@@ -16,7 +16,7 @@ import numpy as np
 from damond.config import Config
 from damond.errors import ConfigError
 from damond.log import get_logger
-from damond.mm import folio_ops, folios, mconfig, procfs
+from damond.mm import folio_ops, folios, mconfig, procfs, timing
 from damond.mm import phys as P
 from damond.mm.access import Stepper, StepAccesses
 from damond.mm.folios import FolioArray, FolioInfo, memcg_norm
@@ -25,6 +25,7 @@ from damond.mm.phys import uniq, BLOCK_PAGES, BLOCK_SHIFT, PAGE_SHIFT, PAGE_SIZE
 from damond.mm.sample import SamplePlan
 from damond.mm.process import HEAP_SIZE, STACK_SIZE, STACK_TOP, TEXT_BASE, Process, Vma, page_index
 from damond.mm.thp import ThpSettings
+from damond.mm.truth import TruthRecorder
 from damond.mm.workload import Builder, SpecError, check_spec
 
 __all__ = ["Machine", "FolioInfo", "FolioArray", "StepAccesses", "Vma", "Process", "PAGE_SIZE"]
@@ -42,6 +43,8 @@ class Machine:
         self.spec, self.thp, self.clock = spec, thp, clock
         self.rng = np.random.default_rng(seed)
         self.tlb_cfg = spec.tlb
+        timing_of, self.timing = timing.for_preset(spec.preset, spec.tlb.arch)
+        self.truth: TruthRecorder | None = None     # counted ground truth, once someone asks
         self.phys = PhysMem(spec.memory, spec.numa_nodes)
         self.pt = PageTables(self.phys, thp, spec.tlb, spec.nr_cpus)
         self.stepper = Stepper(self)
@@ -56,7 +59,7 @@ class Machine:
         self._last_plan: SamplePlan | None = None
         self._next_khugepaged_us = thp.khugepaged.scan_sleep_millisecs * 1000
         log.info("machine_built", preset=spec.preset, memory=spec.memory, cpus=spec.nr_cpus,
-                 nodes=spec.numa_nodes, tlb_model=spec.tlb.model, seed=seed)
+                 nodes=spec.numa_nodes, tlb_model=spec.tlb.model, timing=timing_of, seed=seed)
 
     @classmethod
     def from_config(cls, config: Config, clock=None) -> "Machine":
@@ -191,6 +194,8 @@ class Machine:
                 self._exit(p)
 
     def _exit(self, proc: Process) -> None:
+        if self.truth is not None:
+            self.truth.flush()                 # before the pages are freed
         for v in proc.vmas():
             self.pt.unmap_vma(proc, v)
         proc.alive = False
@@ -228,6 +233,8 @@ class Machine:
             else:
                 w = faulted[ok] | ((fl[self.pt.tlb_loc(pidx[ok])] & P.COLD) != 0)
             walked[ok] = w
+            if self.truth is not None:
+                self.truth.mark(pidx[ok], self.now_us)
             p = pidx[ok][w]
             fl[self.pt.af_loc(p)] |= P.AF
             fl[self.pt.tlb_loc(p)] &= ~np.uint8(P.COLD)
@@ -521,7 +528,50 @@ class Machine:
         return self.memcgs.index(p) + 1 if p in self.memcgs else None
 
     # --- ground truth -----------------------------------------------------------------------------------
+    def truth_start(self) -> int:
+        """Start counting which pages are touched (idempotent); returns when counting began."""
+        with self._mutex:
+            if self.truth is None:
+                self.truth = TruthRecorder(self.phys.nr_pages, self.now_us)
+                log.info("truth_recording", since_us=self.now_us)
+            return self.truth.t0_us
+
+    def truth_touched(self, pid: int, start: int, end: int, since_us: int) -> np.ndarray | None:
+        """Per 4 KiB page of [start, end) of pid: counted as touched in [since_us, now).
+        None when counting was not running for the whole window (see truth_start)."""
+        with self._mutex:
+            rec = self.truth
+            if rec is None or not rec.covers(since_us):
+                return None
+            lo, hi = start & ~(PAGE_SIZE - 1), (end + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+            proc = self.pt.procs.get(pid)
+            out = np.zeros((hi - lo) // PAGE_SIZE, bool)
+            if proc is None or not proc.alive or hi <= lo:
+                return out
+            va = np.arange(lo, hi, PAGE_SIZE, dtype=np.uint64)
+            ok, _, pidx = proc.translate(va)
+            ok[ok] = (self.phys.flags[pidx[ok]] & P.PRESENT) != 0
+            out[ok] = rec.touched(pidx[ok], since_us)
+            return out
+
+    def truth_counted(self, pid: int, start: int, end: int, since_us: int) -> int | None:
+        """Bytes of [start, end) of pid counted as touched in [since_us, now); None as truth_touched."""
+        with self._mutex:
+            proc = self.pt.procs.get(pid)
+            if self.truth is None or not self.truth.covers(since_us):
+                return None
+            if proc is None or not proc.alive:
+                return 0
+            total = 0
+            for v in proc.vmas():                      # only mapped ranges: translate what exists
+                s, e = max(v.start, start), min(v.end, end)
+                if s < e:
+                    total += int(np.count_nonzero(self.truth_touched(pid, s, e, since_us))) * PAGE_SIZE
+            return total
+
     def truth_accessed(self, pid: int, start: int, end: int, t0_us: int, t1_us: int) -> int:
+        """The analytic (expected) value from the workload's definition: a cross-check for
+        the tests; reports use truth_counted."""
         with self._mutex:
             proc = self.pt.procs.get(pid)
             if proc is None or proc.workload is None or t1_us <= t0_us:

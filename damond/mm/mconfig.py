@@ -29,7 +29,7 @@ class MachineSpec:
     memory: int = 16 << 30
     nr_cpus: int = 4
     numa_nodes: int = 1
-    access_rate: float = 2e7          # page touches per second per process
+    access_rate: float | None = None  # fixed page touches per second per process; None: timing model
     mem_bandwidth: float = 10e9       # bytes per second (memset-like sweeps)
     memcgs: list[str] = field(default_factory=lambda: ["/"])
     tlb: TlbConfig = field(default_factory=TlbConfig)
@@ -89,10 +89,12 @@ def parse(config: Config) -> MachineSpec:
     m.numa_nodes = _posint(config, "machine.numa_nodes", sec.get("numa_nodes", m.numa_nodes))
     if m.numa_nodes > 64 or (m.memory >> 21) < m.numa_nodes:
         raise config.error("machine.numa_nodes", "numa_nodes must be <= 64 and leave each node at least 2M")
-    rate = sec.get("access_rate", m.access_rate)
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate <= 0:
-        raise config.error("machine.access_rate", "access_rate must be a positive number (page touches per second)")
-    m.access_rate = float(rate)
+    if "access_rate" in sec:
+        rate = sec["access_rate"]
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate <= 0:
+            raise config.error("machine.access_rate",
+                               "access_rate must be a positive number (page touches per second)")
+        m.access_rate = float(rate)
     memcgs = sec.get("memcgs", [])
     if not isinstance(memcgs, list) or not all(isinstance(x, str) and x.startswith("/") for x in memcgs):
         raise config.error("machine.memcgs", "memcgs must be a list of paths starting with '/'")

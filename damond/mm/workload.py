@@ -1,11 +1,13 @@
 """Workloads: [[workload]] tables -> emulated processes with VMAs and a timeline of access phases.
 
 Owns the kinds (sparse-hotspot, uniform, thp-hot, access_memory, access_memory_even,
-masim), their validation, and the access-rate model: a phase holds streams, each a set of
+masim), their validation, and what each does per touch: a phase holds streams, each a set of
 pages `start + (i // n_in) * s_out + (i % n_in) * s_in` (vpn units, i < n) touched at
 `rate` page touches per second, either cyclically (a sweep cursor, deterministic) or at
-random (independent reference model). Streams are what the TLB model and the SPE
-sampler consume and what ground truth is derived from; no per-page timestamps exist.
+random (independent reference model). A stream with `work` (a timing.Work: the RFC loop's
+operations, iteration overhead and sleeps) gets its rate from the timing model each step
+(access.Stepper); one without keeps the fixed rate (the `rate` key or [machine]
+access_rate). Streams are what the TLB model and the SPE sampler consume.
 """
 from __future__ import annotations
 
@@ -17,6 +19,11 @@ import numpy as np
 from damond.config import parse_size
 from damond.mm import masim
 from damond.mm.phys import PAGE_SHIFT, PAGE_SIZE
+from damond.mm.timing import Work
+
+FIXED_RATE = 2e7        # page touches per second of a workload with a fixed rate and no `rate` key
+TIME_NS = 20.0          # hot_workload's time(NULL) per iteration (vDSO)
+USLEEP_SLACK_NS = 50_000  # default timer slack added to every usleep()
 
 KINDS = ("mmap", "sparse-hotspot", "uniform", "thp-hot", "access_memory", "access_memory_even", "masim")
 COMMON = {"kind", "comm", "rate", "cpu", "node", "memcg", "start_s", "shmem", "huge", "hint"}
@@ -52,6 +59,11 @@ class Stream:
     rate: float = 0.0   # page touches per second
     cyclic: bool = True
     once: bool = False  # one pass only (populate)
+    work: Work | None = None   # timed: the rate follows from the timing model (access.Stepper)
+    # the sweep cursor when the rate changed inside a phase: position pos_base at t_base
+    base_phase: int | None = field(default=None, repr=False)
+    t_base: int = field(default=0, repr=False)
+    pos_base: float = field(default=0.0, repr=False)
     # cache of the leaf structure, keyed by the process mapping generation
     cache_gen: object = field(default=None, repr=False)
     nr_leaves: int = field(default=0, repr=False)
@@ -59,10 +71,23 @@ class Stream:
     has_cold: bool = field(default=True, repr=False)
     af_all: object = field(default=None, repr=False)      # unique AF locations of the whole stream
     af_runs: object = field(default=None, repr=False)     # af_all as a few strided slices, or None
+    pidx_all: object = field(default=None, repr=False)    # every page's physical index (small present streams)
 
     def vpns(self, idx: np.ndarray) -> np.ndarray:
         n_in = self.n_in or self.n
         return self.start + (idx // n_in) * self.s_out + (idx % n_in) * self.s_in
+
+    def cursor(self, phase_start: int, t_us: int) -> float:
+        """Touches done since the phase started (at the current and the earlier rates)."""
+        if self.base_phase != phase_start:
+            return self.rate * (t_us - phase_start) / 1e6
+        return self.pos_base + self.rate * (t_us - self.t_base) / 1e6
+
+    def set_rate(self, phase_start: int, t_us: int, rate: float) -> None:
+        """Change the rate at t_us without moving the cursor."""
+        if rate != self.rate:
+            self.pos_base, self.t_base, self.base_phase = self.cursor(phase_start, t_us), t_us, phase_start
+            self.rate = rate
 
     def span(self) -> tuple[int, int]:
         """[lowest vpn, highest vpn] touched."""
@@ -177,14 +202,21 @@ class Builder:
     where is "mmap" or "heap".
     """
 
-    def __init__(self, spec: dict, mapper, access_rate: float, bandwidth: float, base_dir: Path | None):
+    def __init__(self, spec: dict, mapper, access_rate: float | None, bandwidth: float, base_dir: Path | None):
+        """access_rate None: timed (rates from the timing model) unless the spec has `rate`."""
         self.spec, self.map, self.base_dir = spec, mapper, base_dir
-        self.rate = float(spec.get("rate", access_rate))
-        self.memset_rate = min(self.rate, bandwidth / PAGE_SIZE)
+        fixed = spec.get("rate", access_rate)
+        self.timed = fixed is None
+        self.rate = FIXED_RATE if fixed is None else float(fixed)
+        # memset and populate (page zeroing on fault) run at the memory bandwidth
+        self.memset_rate = bandwidth / PAGE_SIZE if self.timed else min(self.rate, bandwidth / PAGE_SIZE)
         self.shmem = bool(spec.get("shmem", False))
         hint = spec.get("hint")
         self.hint = None if hint in (None, "none") else hint
         self.huge = spec.get("huge")
+
+    def work(self, w: Work = Work()) -> Work | None:
+        return w if self.timed else None
 
     def area(self, length: int, name: str = "") -> tuple:
         if self.shmem and not name:
@@ -196,7 +228,8 @@ class Builder:
         return getattr(self, "_" + self.spec["kind"].replace("-", "_"))()
 
     def _populate(self, v, vpn: int, n: int) -> Phase:
-        return Phase("populate", int(n / self.rate * 1e6) + 1, [Stream(v.uid, vpn, n, rate=self.rate, once=True)])
+        r = self.memset_rate if self.timed else self.rate
+        return Phase("populate", int(n / r * 1e6) + 1, [Stream(v.uid, vpn, n, rate=r, once=True)])
 
     def _mmap(self) -> Workload:
         """A mapping and nothing else (tests, or memory for explicit `Machine.access` traces)."""
@@ -217,7 +250,7 @@ class Builder:
         if wait:
             phases.append(Phase("wait", int(wait * 1e6), []))
         phases.append(Phase("sparse", None, [Stream(v.uid, vpn, size // stride, s_in=stride // PAGE_SIZE,
-                                                    rate=self.rate)], actions=[("clear_refs",)]))
+                                                    rate=self.rate, work=self.work())], actions=[("clear_refs",)]))
         return Workload("sparse-hotspot", phases)
 
     def _uniform(self) -> Workload:
@@ -230,7 +263,8 @@ class Builder:
         phases = []
         if self.spec.get("populate", True):
             phases.append(self._populate(v, vpn, size // PAGE_SIZE))
-        phases.append(Phase("run", None, [Stream(v.uid, vpn, hot // PAGE_SIZE, rate=self.rate, cyclic=cyclic)]))
+        phases.append(Phase("run", None, [Stream(v.uid, vpn, hot // PAGE_SIZE, rate=self.rate, cyclic=cyclic,
+                                                 work=self.work())]))
         return Workload("uniform", phases)
 
     def _thp_hot(self) -> Workload:
@@ -246,7 +280,11 @@ class Builder:
         hot = max(512 * pct // 100, 1)
         step = 512 // hot
         phases = [self._populate(v, bvpn, k * 512)]
-        loop = Stream(v.uid, bvpn, hot * k, s_in=512, n_in=k, s_out=step, rate=self.rate)
+        # hot_workload.c: per iteration one store + one load + 8 loads on one line of each THP,
+        # time(NULL), and usleep(100) every 1024 iterations
+        work = Work(ops=10, iter_touches=k, iter_ns=TIME_NS, sleep_every=1024 * k,
+                    sleep_ns=100_000 + USLEEP_SLACK_NS)
+        loop = Stream(v.uid, bvpn, hot * k, s_in=512, n_in=k, s_out=step, rate=self.rate, work=self.work(work))
         phases.append(Phase("hot", int(dur * 1e6) if dur else None, [loop],
                             actions=[("madvise", base, base + total, "hugepage")]))
         return Workload("thp-hot", phases, exit_at_end=bool(dur))
@@ -301,13 +339,15 @@ class Builder:
                     continue
                 start, npg = where[p.region]
                 touches = self.rate * p.weight / tot
+                lines = max(1, min(PAGE_SIZE // p.stride, PAGE_SIZE // 64))
+                work = self.work(Work(ops=max(1, PAGE_SIZE // p.stride), lines=lines, share=p.weight / tot))
                 if p.random:
                     streams.append(Stream(v.uid, start, npg, rate=touches / max(1, PAGE_SIZE // p.stride),
-                                          cyclic=False))
+                                          cyclic=False, work=work))
                 else:
                     sp = max(1, p.stride // PAGE_SIZE)
                     streams.append(Stream(v.uid, start, (npg + sp - 1) // sp, s_in=sp,
-                                          rate=touches / max(1, PAGE_SIZE // p.stride)))
+                                          rate=touches / max(1, PAGE_SIZE // p.stride), work=work))
             phases.append(Phase(ph.name, ph.time_ms * 1000, streams))
         rep = bool(self.spec.get("repeat", False))
         return Workload("masim", phases, repeat=rep, exit_at_end=not rep)

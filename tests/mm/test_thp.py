@@ -251,6 +251,7 @@ def test_sparse_truth_and_step_observer():
     m = machine("""
 [machine]
 memory = "2G"
+access_rate = 2e7          # the fixed rate this test's counts are computed from
 [khugepaged]
 enabled = false
 [[workload]]

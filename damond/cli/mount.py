@@ -30,7 +30,8 @@ def set_argparser(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args) -> Config:
-    from damond.system import FEATURE_LEVELS, DaemonSettings
+    from damond.config import validate
+    from damond.system import FEATURE_LEVELS
 
     config = Config.load(args.config)
     if args.feature_level:
@@ -40,7 +41,7 @@ def _load(args) -> Config:
         if not isinstance(daemon, dict):
             raise config.error("daemon", "[daemon] must be a table")
         daemon["feature_level"] = args.feature_level
-    DaemonSettings.from_config(config)
+    validate(config)
     return config
 
 

@@ -19,6 +19,15 @@ from damond.mm.workload import SpecError, check_spec
 MACHINE_KEYS = {"preset", "memory", "nr_cpus", "numa_nodes", "access_rate", "mem_bandwidth", "memcgs", "tlb"}
 TLB_KEYS = {"model", "flush_on_mkold", "l1_entries", "l1_assoc", "l2_entries", "l2_assoc", "contpte_entries", "hw_af"}
 THP_KEYS = {"enabled", "defrag", "shmem_enabled", "use_zero_page", "size_enabled", "size_shmem_enabled"}
+# What the machine model can hold on a modest host (the development box has 24 GiB):
+# physical memory costs 2 B per 4 KiB page (flags, order; resident as pages get used)
+# plus ~21 B per 2 MiB block (rmap, free lists; resident at start): 4 TiB is 2 GiB of
+# per-page arrays at most and 42 MiB at start. CPUs: the kernel's arm64 NR_CPUS range
+# ends at 4096. The exact TLB model keeps one LRU dict per set per CPU: at most 1M sets.
+MAX_MEMORY = 4 << 40
+MAX_CPUS = 4096
+MAX_TLB_ENTRIES = 1 << 16
+MAX_EXACT_TLB_SETS = 1 << 20
 KHUGEPAGED_KEYS = {"enabled", "defrag", "pages_to_scan", "scan_sleep_millisecs", "alloc_sleep_millisecs",
                    "max_ptes_none", "max_ptes_swap", "max_ptes_shared"}
 
@@ -85,7 +94,12 @@ def parse(config: Config) -> MachineSpec:
         raise config.error(key, str(e)) from None
     if m.memory < (4 << 20) or m.memory % (2 << 20):
         raise config.error("machine.memory", "memory must be a multiple of 2M and at least 4M")
+    if m.memory > MAX_MEMORY:
+        raise config.error("machine.memory", f"memory {m.memory} exceeds the limit of {MAX_MEMORY} (4T): "
+                           "damond keeps 2 bytes of state per emulated 4K page")
     m.nr_cpus = _posint(config, "machine.nr_cpus", sec.get("nr_cpus", m.nr_cpus))
+    if m.nr_cpus > MAX_CPUS:
+        raise config.error("machine.nr_cpus", f"nr_cpus {m.nr_cpus} exceeds the limit of {MAX_CPUS} (arm64 NR_CPUS)")
     m.numa_nodes = _posint(config, "machine.numa_nodes", sec.get("numa_nodes", m.numa_nodes))
     if m.numa_nodes > 64 or (m.memory >> 21) < m.numa_nodes:
         raise config.error("machine.numa_nodes", "numa_nodes must be <= 64 and leave each node at least 2M")
@@ -104,26 +118,53 @@ def parse(config: Config) -> MachineSpec:
     for b in ("flush_on_mkold", "hw_af"):
         if b in tsec and not isinstance(tsec[b], bool):
             raise config.error(f"machine.tlb.{b}", f"{b} must be true or false")
+    for k in ("l1_entries", "l2_entries"):
+        v = tsec.get(k)
+        if isinstance(v, int) and v > MAX_TLB_ENTRIES:
+            raise config.error(f"machine.tlb.{k}", f"{k} {v} exceeds the limit of {MAX_TLB_ENTRIES}")
     tlb = TlbConfig.preset(preset, **tsec)
     problem = tlb.validate()
     if problem:
         key = next((k for k in tsec if k in problem), "model")
         raise config.error(f"machine.tlb.{key}", problem)
+    if tlb.model == "exact":
+        sets = sum(e // (a or e) for e, a in ((tlb.l1_entries, tlb.l1_assoc), (tlb.l2_entries, tlb.l2_assoc)))
+        if sets * m.nr_cpus > MAX_EXACT_TLB_SETS:
+            raise config.error("machine.tlb.model", f"the exact TLB model needs {sets} sets x {m.nr_cpus} CPUs, "
+                               f"over the limit of {MAX_EXACT_TLB_SETS} sets")
     m.tlb = tlb
     m.base_dir = Path(config.path).parent if not config.path.startswith("<") else None
     wl = config.data.get("workload", [])
     if not isinstance(wl, list):
         raise config.error("workload", "workloads must be [[workload]] tables")
+    total = 0
     for i, spec in enumerate(wl):
         try:
             check_spec(spec)
         except SpecError as e:
             raise ConfigError(config.path, e.problem, workload_line(config, i, e.key)) from None
+        total += _check_size(config, i, spec, m.memory, total)
         cg = (spec.get("memcg") or "/").rstrip("/") or "/"
         if cg not in m.memcgs:
             m.memcgs.append(cg)
     m.workloads = list(wl)
     return m
+
+
+def _check_size(config: Config, i: int, spec: dict, memory: int, total: int) -> int:
+    """A workload's `size` must fit the machine, and all sizes together too: the emulated
+    machine has no swap to overcommit into. Returns this workload's size (0 if none)."""
+    if "size" not in spec:
+        return 0
+    try:
+        size = parse_size(spec["size"], "size")
+    except ValueError as e:
+        raise ConfigError(config.path, str(e), workload_line(config, i, "size")) from None
+    if size > memory or total + size > memory:
+        what = "size" if size > memory else "with the workloads before it, size"
+        raise ConfigError(config.path, f"{what} {size + (total if size <= memory else 0)} exceeds the machine's "
+                          f"memory of {memory} bytes (the limit)", workload_line(config, i, "size"))
+    return size
 
 
 def configure_thp(config: Config, thp: ThpSettings) -> None:

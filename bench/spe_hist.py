@@ -25,6 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from damond.spe import perf_script  # noqa: E402
 from damond.spe import sampler as S  # noqa: E402
+from report import row  # noqa: E402  (bench/ is the script's directory)
 
 
 def build_file(path: Path, n: int, seed: int = 7) -> int:
@@ -92,6 +93,8 @@ def main() -> int:
         h, w = statistics.median(hist), statistics.median(awk)
         print(f"median: spe-hist --feed {h:.2f}s, awk '{{print $NF}}' {w:.2f}s, time ratio {h / w:.2f} "
               f"(target <= 1.00)")
+        row("spe_hist", f"`damond spe-hist --feed` vs `awk '{{print $NF}}'`, {lines / 1e6:.1f} M perf-script lines",
+            f"{h:.2f} s vs {w:.2f} s: time ratio {h / w:.2f} (median of {a.rounds})", h / w, "<=", 1.0)
     return 0
 
 

@@ -17,6 +17,9 @@ CHUNK = 8 << 20
 
 
 def set_argparser(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = ("Reads stdin: `perf script -F phys_addr | damond spe-hist --feed`, or "
+                     "`damond spe-record --mount M --duration 2 -F +phys_addr | damond spe-hist`. "
+                     "Counts of records and skipped lines go to stderr.")
     g = parser.add_mutually_exclusive_group()
     g.add_argument("--feed", action="store_true", help="print `PFN COUNT` lines ready for spe_feed, the most accessed THP first")
     g.add_argument("--threshold", type=int, metavar="N", help="print THPs whose hot fraction is below N percent")

@@ -18,3 +18,10 @@ def test_feed_is_hottest_thp_first():
                        capture_output=True, env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=60)
     assert p.returncode == 0, p.stderr
     assert p.stdout.splitlines() == ["0x400 2", "0x401 1", "0x402 1", "0x200 1", "0x201 1"]
+
+
+def test_spe_hist_help_says_it_reads_stdin():
+    p = subprocess.run([sys.executable, "-m", "damond", "spe-hist", "--help"], capture_output=True, text=True)
+    assert p.returncode == 0 and "stdin" in p.stdout
+    p = subprocess.run([sys.executable, "-m", "damond", "--help"], capture_output=True, text=True)
+    assert "perf script` text on stdin" in p.stdout

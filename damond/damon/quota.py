@@ -215,7 +215,7 @@ def adjust_quota(ctx, scheme: Scheme, qs: QuotaState, stat) -> None:
     # the kdamond's own time (sampling intervals passed), as jiffies advance with its sleeps:
     # deterministic, and free of wall-clock catch-up jitter between apply passes
     now_ms = ctx.passed_sample_intervals * max(ctx.attrs.sample_interval, 1) // 1000
-    if qs.charged_from_ms is None and not qs.total_charged_sz:
+    if qs.charged_from_ms is None:
         qs.charged_from_ms = now_ms
         set_effective_quota(ctx, scheme, qs)
     if now_ms >= qs.charged_from_ms + scheme.quota.reset_interval:

@@ -161,6 +161,7 @@ def set_regions(regions: Regions, ranges: list[tuple[int, int]], min_sz: int) ->
                 rows.append(nr)
                 pos = len(rows)
         else:
+            assert last is not None        # set together with first
             rows[first]["start"] = align_down(rs, min_sz)
             rows[last]["end"] = align_up(re, min_sz)
             k = first

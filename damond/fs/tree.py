@@ -16,7 +16,7 @@ import gc
 import stat
 import threading
 import time
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol, TypeVar
 
 import fs_layout
 from damond.errors import ErrnoError
@@ -27,6 +27,7 @@ from fs_layout import Attr, Dir, Indexed
 
 ADMIN_PATH = "/kernel/mm/damon/admin"
 NODE_BUDGET = 250_000     # an nr_* write that would grow the tree beyond this gets ENOMEM
+_N = TypeVar("_N", bound="Node")
 RELEASE_MIN_NODES = 2_000  # an nr_* write that destroys this many nodes gives the memory back
 _T_NS = time.time_ns()
 
@@ -162,7 +163,7 @@ class Tree:
             d = d.children[part]
         return d
 
-    def _add(self, parent: DirNode, node: Node) -> Node:
+    def _add(self, parent: DirNode, node: _N) -> _N:
         parent.children[node.name] = node
         self.nodes[node.path] = node
         return node

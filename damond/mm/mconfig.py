@@ -151,19 +151,36 @@ def parse(config: Config) -> MachineSpec:
     return m
 
 
+def _mapped_size(spec: dict) -> tuple[str | None, int]:
+    """(the key that sets it, bytes) a workload maps, with the kinds' defaults; (None, 0)
+    when only its owner can tell (masim reads its own file)."""
+    kind = spec.get("kind")
+    if kind == "sparse-hotspot":
+        return "size", parse_size(spec.get("size", "8G"), "size")
+    if kind == "thp-hot":
+        n = spec.get("nr_thps", 16)
+        return "nr_thps", (n if isinstance(n, int) and not isinstance(n, bool) else 0) * (2 << 20)
+    if kind in ("access_memory", "access_memory_even"):
+        n = spec.get("nr_regions", 0)
+        sz = parse_size(spec.get("sz_region", 0), "sz_region")
+        return "sz_region", (n if isinstance(n, int) and not isinstance(n, bool) else 0) * sz
+    if "size" in spec:
+        return "size", parse_size(spec["size"], "size")
+    return None, 0
+
+
 def _check_size(config: Config, i: int, spec: dict, memory: int, total: int) -> int:
-    """A workload's `size` must fit the machine, and all sizes together too: the emulated
-    machine has no swap to overcommit into. Returns this workload's size (0 if none)."""
-    if "size" not in spec:
-        return 0
+    """What a workload maps must fit the machine, and all workloads together too: the
+    emulated machine has no swap to overcommit into. Returns this workload's size."""
     try:
-        size = parse_size(spec["size"], "size")
+        key, size = _mapped_size(spec)
     except ValueError as e:
         raise ConfigError(config.path, str(e), workload_line(config, i, "size")) from None
-    if size > memory or total + size > memory:
-        what = "size" if size > memory else "with the workloads before it, size"
-        raise ConfigError(config.path, f"{what} {size + (total if size <= memory else 0)} exceeds the machine's "
-                          f"memory of {memory} bytes (the limit)", workload_line(config, i, "size"))
+    if key and (size > memory or total + size > memory):
+        what = "maps" if size > memory else "with the workloads before it maps"
+        raise ConfigError(config.path, f"workload {spec.get('kind')} {what} {size + (total if size <= memory else 0)} "
+                          f"bytes, more than the machine's memory of {memory} bytes (the limit)",
+                          workload_line(config, i, key))
     return size
 
 

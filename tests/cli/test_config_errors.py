@@ -23,7 +23,9 @@ CASES = [
     (b"[machine]\nmemory = 1125899906842624\n", 2, ["exceeds the limit of 4398046511104"]),
     (b"[machine]\nnr_cpus = 100000\n", 2, ["exceeds the limit of 4096"]),
     (b"[machine.tlb]\nl2_entries = 100000000\n", 2, ["exceeds the limit of 65536"]),
-    (b"[[workload]]\nkind = \"uniform\"\nsize = \"100G\"\n", 3, ["exceeds the machine's memory", "limit"]),
+    (b"[[workload]]\nkind = \"uniform\"\nsize = \"100G\"\n", 3, ["more than the machine's memory", "limit"]),
+    (b"[machine]\nmemory = \"4G\"\n[[workload]]\nkind = \"sparse-hotspot\"\n", 3, ["maps 8589934592 bytes"]),
+    (b"[machine]\nmemory = \"64M\"\n[[workload]]\nkind = \"thp-hot\"\nnr_thps = 100\n", 5, ["maps 209715200"]),
     (b"[spe]\nttl_s = 1e308\n", 2, ["ttl_s", "1e9"]),
 ]
 

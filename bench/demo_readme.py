@@ -34,7 +34,8 @@ def main() -> int:
         return 1
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
     block = "\n".join([BEGIN, "```", *summary(p.stdout), "```",
-                       f"(`damond demo --seconds {a.seconds:g}`, {now}; the second figure varies from run to run with how far the split got)",
+                       f"(`damond demo --seconds {a.seconds:g}`, {now}; "
+                       "the second figure varies from run to run with how far the split got)",
                        END])
     text = README.read_text()
     head, rest = text.split(BEGIN, 1)

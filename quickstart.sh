@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for a fresh Debian machine, as root. Idempotent.
 #   bash quickstart.sh demo   # install what is needed, then run `damond demo`
-#   bash quickstart.sh test   # install what is needed, then run the default test suite
+#   bash quickstart.sh test   # install what is needed, then ruff, mypy and the default test suite
 set -euo pipefail
 cd "$(dirname "$0")"
 what=${1:-demo}; shift || true
@@ -33,6 +33,11 @@ export PATH="$PWD/$VENV/bin:$PATH"
 
 case "$what" in
   demo) exec damond demo "$@" ;;
-  test) exec python -m pytest -q "$@" ;;
+  test)
+    if [ $# -eq 0 ]; then      # the whole suite: the static checks first (configured in pyproject.toml)
+      ruff check .
+      mypy damond fs_layout
+    fi
+    exec python -m pytest -q "$@" ;;
   *) echo "usage: bash quickstart.sh demo|test [args...]" >&2; exit 2 ;;
 esac

@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from damond.spe import perf_script  # noqa: E402
 from damond.spe import sampler as S  # noqa: E402
+from report import row  # noqa: E402  (bench/ is the script's directory)
 
 
 def build_file(path: Path, n: int, seed: int = 7) -> int:
@@ -106,6 +107,8 @@ def main() -> int:
         if c_cmd:
             r, cc = statistics.median(rep), statistics.median(c)
             print(f"median: spe-hist --count lines {r:.2f}s, spe_hist.c {cc:.2f}s, time ratio {r / cc:.2f}")
+        row("spe_hist", f"`damond spe-hist --feed` vs `awk '{{print $NF}}'`, {lines / 1e6:.1f} M perf-script lines",
+            f"{h:.2f} s vs {w:.2f} s: time ratio {h / w:.2f} (median of {a.rounds})", h / w, "<=", 1.0)
     return 0
 
 

@@ -17,6 +17,8 @@ from typing import Any
 from damond.errors import ConfigError
 
 DEFAULT_NAME = "default.toml"
+# the top-level keys and tables a config may hold; each table's keys are checked by its owner
+TOP_LEVEL = ("seed", "machine", "thp", "khugepaged", "workload", "spe", "damon", "daemon")
 SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -35,9 +37,15 @@ class Config:
         else:
             name = str(path)
             try:
-                text = Path(path).read_text()
+                raw = Path(path).read_bytes()
             except OSError as e:
                 raise ConfigError(name, f"cannot read: {e.strerror}") from None
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                line = raw.count(b"\n", 0, e.start) + 1
+                raise ConfigError(name, f"not UTF-8 text (byte {raw[e.start]:#04x}); TOML files are UTF-8",
+                                  line) from None
         return cls.from_text(text, name)
 
     @classmethod
@@ -47,7 +55,13 @@ class Config:
         except tomllib.TOMLDecodeError as e:
             m = re.search(r"line (\d+)", str(e))
             raise ConfigError(name, f"not valid TOML: {str(e).split(' (at')[0]}", int(m.group(1)) if m else None) from None
-        return cls(data, name, text)
+        config = cls(data, name, text)
+        for k in data:
+            if k not in TOP_LEVEL:
+                what = "table" if isinstance(data[k], (dict, list)) else "key"
+                raise config.error(k, f"unknown top-level {what} '{k}' (known: {', '.join(TOP_LEVEL)})",
+                                   config.line_of_top(k))
+        return config
 
     @property
     def seed(self) -> int:
@@ -84,6 +98,19 @@ class Config:
                 return no
         return None
 
+    def line_of_top(self, key: str) -> int | None:
+        """Line of a top-level key or the header of a top-level table ([key], [[key]], [key.x])."""
+        table = None
+        for no, line in enumerate(self.text.splitlines(), 1):
+            s = line.strip()
+            if s.startswith("["):
+                table = s.strip("[]").strip()
+                if table == key or table.startswith(key + "."):
+                    return no
+            elif table is None and re.match(rf"{re.escape(key)}\s*=", s):
+                return no
+        return None
+
     def error(self, key: str, problem: str, line: int | None = None) -> ConfigError:
         return ConfigError(self.path, problem, line if line is not None else self.line_of(key))
 
@@ -98,3 +125,23 @@ def parse_size(v: Any, what: str = "size") -> int:
             unit = (m.group(2) or "").upper().rstrip("B").rstrip("I")
             return int(m.group(1)) * _UNITS[unit]
     raise ValueError(f"{what} {v!r} is not a size (examples: 4096, '64K', '512M', '8G')")
+
+
+def validate(config: Config) -> None:
+    """Check every section with its owner, allocating nothing of the machine: what a
+    daemon would refuse at start is refused here, as one ConfigError line."""
+    from types import SimpleNamespace
+
+    from damond.clock import VirtualClock
+    from damond.damon.core import engine_settings
+    from damond.mm import mconfig
+    from damond.mm.thp import ThpSettings
+    from damond.spe.tree import PfnTree
+    from damond.system import DaemonSettings
+
+    _ = config.seed
+    mconfig.parse(config)
+    mconfig.configure_thp(config, ThpSettings())
+    PfnTree.from_config(config, VirtualClock())     # [spe]: at most 1M entries, a few MB
+    engine_settings(SimpleNamespace(config=config))
+    DaemonSettings.from_config(config)

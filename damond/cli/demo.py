@@ -214,11 +214,40 @@ def _damond_bin(tmp: Path) -> Path:
     return d
 
 
+NEEDS = {"sparse-hotspot": "the RFC's sparse_8g", "thp-hot": "the RFC's hot_workload"}
+
+
+def check_config(path: str | None) -> str | None:
+    """Why the demo cannot run on this config (one line), or None. The demo compares
+    DAMON with the ground truth on the RFC's two workloads, so it needs both kinds."""
+    from damond.config import Config, validate
+    from damond.errors import ConfigError
+    try:
+        config = Config.load(path)
+        validate(config)
+    except ConfigError as e:
+        return str(e)
+    kinds = {w.get("kind") for w in config.data.get("workload", [])}
+    missing = [f'kind = "{k}" ({what})' for k, what in NEEDS.items() if k not in kinds]
+    if missing:
+        return (f"{config.path}: the demo needs a [[workload]] with " + " and one with ".join(missing)
+                + "; the embedded default config has both")
+    return None
+
+
 def main(args: argparse.Namespace) -> int:
-    tmp = Path(tempfile.mkdtemp(prefix="damond-demo-"))
+    why = check_config(args.config)
+    if why:
+        print(f"damond demo: {why}", file=sys.stderr)
+        return 1
+    with tempfile.TemporaryDirectory(prefix="damond-demo-") as td:
+        return _run(args, Path(td))
+
+
+def _run(args: argparse.Namespace, tmp: Path) -> int:
     root = tmp / "sys"
     root.mkdir()
-    log = open(tmp / "damond.log", "w")
+    log = open(tmp / "damond.log", "w+")
     print(f"# damond mount {root}" + (f" --config {args.config}" if args.config else ""))
     proc = spawn_daemon(str(root), args.config, None, log)
     env = dict(os.environ)
@@ -229,16 +258,24 @@ def main(args: argparse.Namespace) -> int:
             raise RuntimeError("damond did not become ready")
         print(f"# cd {root}")
         run_demo(root, Shell(root, env), args.seconds)
-    except (RuntimeError, StopIteration) as e:
-        print(f"damond demo: {e}", file=sys.stderr)
-        print(f"damond demo: daemon log: {tmp / 'damond.log'}", file=sys.stderr)
+    except RuntimeError as e:
+        print(f"damond demo: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        log.flush()
+        log.seek(0)
+        tail = [ln for ln in log.read().splitlines() if ln.strip()][-5:]
+        for ln in tail:
+            print(f"damond demo: daemon log: {ln[:300]}", file=sys.stderr)
         rc = 1
     finally:
-        if not args.keep:
+        if args.keep:
+            print(f"# (left mounted: {root}; the daemon logs to {tmp / 'damond.log'})")
+        else:
             subprocess.run(["fusermount3", "-u", str(root)], stderr=subprocess.DEVNULL)
             try:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait()
             print(f"# fusermount3 -u {root}")
+        log.close()
     return rc

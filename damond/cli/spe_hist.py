@@ -49,6 +49,9 @@ max_lines."""
 def set_argparser(parser: argparse.ArgumentParser) -> None:
     parser.description = DESCRIPTION
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = ("Reads stdin: `perf script -F phys_addr | damond spe-hist --feed`, or "
+                     "`damond spe-record --mount M --duration 2 -F +phys_addr | damond spe-hist`. "
+                     "Counts of records and skipped lines go to stderr.")
     g = parser.add_mutually_exclusive_group()
     g.add_argument("--feed", action="store_true", help="print `PFN COUNT` lines ready for spe_feed, the most accessed THP first")
     g.add_argument("--threshold", type=int, metavar="N",

@@ -264,6 +264,15 @@ def validate(p: params.Ctx, system) -> None:
             check_ranges([(r.start, r.end) for r in t.regions], mrs)
         except DamonError as e:
             raise _reject(f"targets/{i}/regions", e.msg, target=i) from None
+    from damond.damon.quota import unmodelled_metric
+    for i, s in enumerate(p.schemes):
+        m = unmodelled_metric(system.machine, s.quota.goals)
+        if m is not None:
+            raise _reject(f"schemes/{i}/quotas/goals", f"goal metric {m.value} cannot be measured: "
+                          "the emulated machine has no model for it", scheme=i)
+        if p.ops != params.OpsId.PADDR and any(g.metric == params.GoalMetric.NODE_ELIGIBLE_MEM_BP
+                                               for g in s.quota.goals):
+            raise _reject(f"schemes/{i}/quotas/goals", "node_eligible_mem_bp needs paddr operations", scheme=i)
 
 
 # ---------------------------------------------------------------------------

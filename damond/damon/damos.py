@@ -10,6 +10,7 @@ kdamond loop (kdamond.py) calls `apply_schemes(ctx)` every sampling interval.
 """
 from __future__ import annotations
 
+import errno
 import threading
 from dataclasses import dataclass, field
 
@@ -18,6 +19,7 @@ import numpy as np
 from damond.damon import actions, ops_common, quota
 from damond.damon import filter as dfilter
 from damond.damon.params import Action, Attrs, QuotaGoal, Scheme, SchemeStats, TriedRegion, WmarkMetric
+from damond.errors import DamonError
 from damond.log import get_logger
 
 log = get_logger("damond.damon.damos")
@@ -127,7 +129,14 @@ def commit_schemes(ctx, schemes: list[Scheme]) -> None:
 
 
 def commit_quota_goals(ctx, goals: list[list[QuotaGoal]]) -> None:
-    """commit_schemes_quota_goals: only the goals of each (index-matched) scheme."""
+    """commit_schemes_quota_goals: only the goals of each (index-matched) scheme.
+    Raises DamonError(EINVAL), changing nothing, if a metric cannot be measured."""
+    for i, g in enumerate(goals):
+        m = quota.unmodelled_metric(ctx.machine, g)
+        if m is not None:
+            log.warning("commit_rejected", file=f"schemes/{i}/quotas/goals", errno="EINVAL",
+                        reason=f"goal metric {m.value} cannot be measured by the emulated machine")
+            raise DamonError(errno.EINVAL, f"goal metric {m.value} cannot be measured")
     for st, g in zip(ctx.schemes, goals):
         st.params.quota.goals = list(g)
         quota.commit_goals(st.quota, g)
@@ -323,7 +332,7 @@ def _apply_scheme(ctx, tpos: int, target, i: int, st: SchemeState, walk: Walk | 
                                              nr_accesses=int(regions.nr_accesses_bp[i]) // 10000,
                                              age=int(regions.age[i]), sz_filter_passed=passed))
     qp = st.params.quota
-    q.total_charged_ns += quota.action_cost_ns(st.params.action, sz, applied)
+    q.total_charged_ns += quota.charge_action(ctx, st.params.action, sz, applied)
     if qp.fail_charge_denom:
         q.charged_sz += applied + max(sz - applied, 0) * qp.fail_charge_num // qp.fail_charge_denom
     else:

@@ -45,6 +45,40 @@ def action_cost_ns(action: Action, sz: int, applied: int) -> int:
             + WORK_NS_PER_PAGE.get(action, 0) * (applied // PAGE_SIZE))
 
 
+# Actions whose work is a memory stall of the task doing it, as PSI counts them: reclaim
+# (pageout), migration, and the allocation/compaction of a collapse.
+MEMSTALL_ACTIONS = {Action.PAGEOUT, Action.MIGRATE_HOT, Action.MIGRATE_COLD, Action.COLLAPSE}
+
+# goal metric -> the machine method that measures it; a machine without it cannot model it
+METRIC_SOURCE = {
+    GoalMetric.SOME_MEM_PSI_US: "some_mem_psi_total_us",
+    GoalMetric.NODE_MEM_USED_BP: "node_mem_bp", GoalMetric.NODE_MEM_FREE_BP: "node_mem_bp",
+    GoalMetric.NODE_MEMCG_USED_BP: "node_memcg_bp", GoalMetric.NODE_MEMCG_FREE_BP: "node_memcg_bp",
+    GoalMetric.ACTIVE_MEM_BP: "active_mem_bp", GoalMetric.INACTIVE_MEM_BP: "active_mem_bp",
+    GoalMetric.NODE_ELIGIBLE_MEM_BP: "pa_folios",
+}
+
+
+def charge_action(ctx, action: Action, sz: int, applied: int) -> int:
+    """The emulated time of one application (for the time quota); the work of a
+    MEMSTALL_ACTIONS action is also a memory stall on the machine (PSI)."""
+    ns = action_cost_ns(action, sz, applied)
+    if action in MEMSTALL_ACTIONS and applied:
+        charge = getattr(ctx.machine, "charge_memstall", None)
+        if charge is not None:
+            charge(ns)
+    return ns
+
+
+def unmodelled_metric(machine, goals) -> GoalMetric | None:
+    """The first goal metric `machine` cannot measure (refused at commit), else None."""
+    for g in goals:
+        src = METRIC_SOURCE.get(g.metric)
+        if src is not None and not callable(getattr(machine, src, None)):
+            return g.metric
+    return None
+
+
 @dataclass
 class QuotaState:
     """The runtime half of struct damos_quota."""
@@ -90,23 +124,19 @@ def goal_current_value(ctx, scheme: Scheme, qs: QuotaState, i: int) -> int:
     if m == GoalMetric.USER_INPUT:
         return goal.current_value
     if m == GoalMetric.SOME_MEM_PSI_US:
-        total_fn = getattr(machine, "some_mem_psi_total_us", None)
-        now = int(total_fn()) if total_fn else 0     # no PSI model: measures 0
+        now = int(machine.some_mem_psi_total_us())
         val = max(now - qs.last_psi_total[i], 0)
         qs.last_psi_total[i] = now
         return val
     if m in (GoalMetric.NODE_MEM_USED_BP, GoalMetric.NODE_MEM_FREE_BP):
         return int(machine.node_mem_bp(goal.nid, m == GoalMetric.NODE_MEM_USED_BP))
     if m in (GoalMetric.NODE_MEMCG_USED_BP, GoalMetric.NODE_MEMCG_FREE_BP):
-        fn = getattr(machine, "node_memcg_bp", None)
-        if fn is None:
-            return 0
-        return int(fn(goal.nid, goal.path, m == GoalMetric.NODE_MEMCG_USED_BP))
+        return int(machine.node_memcg_bp(goal.nid, goal.path or "", m == GoalMetric.NODE_MEMCG_USED_BP))
     if m in (GoalMetric.ACTIVE_MEM_BP, GoalMetric.INACTIVE_MEM_BP):
         return int(machine.active_mem_bp(m == GoalMetric.ACTIVE_MEM_BP))
     if m == GoalMetric.NODE_ELIGIBLE_MEM_BP:
         return node_eligible_mem_bp(ctx, scheme, goal.nid)
-    return 0
+    raise AssertionError(f"goal metric {m} has no model")   # unmodelled_metric() refused it at commit
 
 
 def node_eligible_mem_bp(ctx, scheme: Scheme, nid: int) -> int:
@@ -185,7 +215,7 @@ def adjust_quota(ctx, scheme: Scheme, qs: QuotaState, stat) -> None:
     # the kdamond's own time (sampling intervals passed), as jiffies advance with its sleeps:
     # deterministic, and free of wall-clock catch-up jitter between apply passes
     now_ms = ctx.passed_sample_intervals * max(ctx.attrs.sample_interval, 1) // 1000
-    if qs.charged_from_ms is None and not qs.total_charged_sz:
+    if qs.charged_from_ms is None:
         qs.charged_from_ms = now_ms
         set_effective_quota(ctx, scheme, qs)
     if now_ms >= qs.charged_from_ms + scheme.quota.reset_interval:

@@ -114,7 +114,8 @@ def check_ranges(ranges: list[tuple[int, int]], min_sz: int) -> None:
     for s, e in ranges:
         s, e = align_down(s, min_sz), align_up(e, min_sz)
         if s >= e:
-            raise DamonError(errno.EINVAL, f"range [{s:#x}, {e:#x}) is empty after alignment to {min_sz}")
+            wrapped = " (the end wrapped past 2^64 - 1)" if e == 0 and s else ""
+            raise DamonError(errno.EINVAL, f"range [{s:#x}, {e:#x}) is empty after alignment to {min_sz}{wrapped}")
         if last_end is not None and last_end > s:
             raise DamonError(errno.EINVAL, f"ranges overlap after alignment to {min_sz} at {s:#x}")
         last_end = e
@@ -160,6 +161,7 @@ def set_regions(regions: Regions, ranges: list[tuple[int, int]], min_sz: int) ->
                 rows.append(nr)
                 pos = len(rows)
         else:
+            assert last is not None        # set together with first
             rows[first]["start"] = align_down(rs, min_sz)
             rows[last]["end"] = align_up(re, min_sz)
             k = first
@@ -327,12 +329,18 @@ def split_regions_of(regions: Regions, nr_subs: int, min_sz: int, rng: np.random
 
 
 
+ULONG_MASK = (1 << 64) - 1
+
+
 def align_down(x: int, a: int) -> int:
+    """ALIGN_DOWN() on an unsigned long."""
     return x - x % a
 
 
 def align_up(x: int, a: int) -> int:
-    return -(-x // a) * a
+    """ALIGN() on an unsigned long: (x + a - 1) & ~(a - 1) wraps past 2^64 - 1, so an end
+    in [2^64 - a + 1, 2^64 - 1] becomes 0, as in the kernel."""
+    return (-(-x // a) * a) & ULONG_MASK
 
 
 def _nr_samples_per_aggr(attrs) -> int:

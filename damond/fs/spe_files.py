@@ -160,7 +160,7 @@ class SpeRecord:
         self._n += 1
         import numpy as np
         rng = np.random.default_rng([seed, 0x5BE, self._n])
-        st.sampler = Sampler(cfg, nr_cpus=getattr(m, "nr_cpus", 4), rng=rng)
+        st.sampler = Sampler(cfg, nr_cpus=m.spec.nr_cpus, rng=rng)
         st.sampler.start(m)
         log.info("spe_record_started", period=cfg.period, pa_enable=cfg.pa_enable, pid=cfg.pid)
         return len(data)

@@ -9,6 +9,7 @@ copy-back of engine results into the files. Builds contexts via commit*.py.
 from __future__ import annotations
 
 import errno
+import threading
 from typing import Any, Callable
 
 import fs_layout
@@ -175,7 +176,9 @@ class StateFiles:
         aggr = c.get("monitoring_attrs/intervals/aggr_us")
         longest = max([s.get("apply_interval_us") or aggr for s in c.node("schemes").items] or [aggr])
         factor = getattr(getattr(self.system, "settings", None), "time_factor", 1.0) or 1.0
-        return WALK_TIMEOUT_S + 2 * longest / 1e6 / factor
+        # the kernel's damos_walk() waits without a limit; an interval near 2^64 us must not
+        # overflow the wait (time_t) and leave the walk pending
+        return min(WALK_TIMEOUT_S + 2 * longest / 1e6 / factor, threading.TIMEOUT_MAX)
 
     # ---- refresh_ms
     def store_refresh(self, node: AttrNode, s: bytes) -> None:

@@ -504,10 +504,38 @@ class Machine:
 
     def node_mem_bp(self, nid: int, used: bool) -> int:
         with self._mutex:
-            if not 0 <= nid < self.spec.numa_nodes:
-                return 0
+            if not 0 <= nid < self.spec.numa_nodes:       # invalid_mem_node(): 0 % used, 100 % free
+                return 0 if used else 10000
             total = int(self.phys.node_blocks[nid]) * BLOCK_PAGES
             u = int(self.phys.node_present[nid])
+            return (u if used else total - u) * 10000 // max(total, 1)
+
+    def charge_memstall(self, ns: int) -> None:
+        """Account `ns` of memory stall (reclaim, migration, compaction work done for a task)."""
+        with self._mutex:
+            self.pt.memstall_ns += int(ns)
+
+    def some_mem_psi_total_us(self) -> int:
+        """psi_system.total[PSI_AVGS][PSI_MEM_SOME] in us: emulated memory stall time (swap-in
+        refaults, charged reclaim/migration/compaction), at most the time the machine ran."""
+        with self._mutex:
+            return min(self.pt.memstall_ns // 1000, self.now_us)
+
+    def node_memcg_bp(self, nid: int, path: str, used: bool) -> int:
+        """damos_get_node_memcg_used_bp(): resident pages of memcg `path` (and its children,
+        as the memcg's lruvec counts are hierarchical) on node `nid`, in bp of the node's
+        pages; `used=False` gives the rest. A missing memcg or node: 0 used / 10000 free."""
+        with self._mutex:
+            cg = memcg_norm(path)
+            if cg not in self.memcgs or not 0 <= nid < self.spec.numa_nodes:
+                return 0 if used else 10000
+            total = int(self.phys.node_blocks[nid]) * BLOCK_PAGES
+            inside = {uid for uid, (proc, _) in self.pt.vma_by_uid.items()
+                      if cg == "/" or proc.memcg == cg or proc.memcg.startswith(cg + "/")}
+            blocks = np.flatnonzero((self.phys.blk_node == nid)
+                                    & np.isin(self.phys.blk_owner, np.fromiter(inside, np.int32, len(inside))))
+            pages = self.phys.flags.reshape(-1, BLOCK_PAGES)[blocks]
+            u = int(np.count_nonzero(pages & P.PRESENT))
             return (u if used else total - u) * 10000 // max(total, 1)
 
     def active_mem_bp(self, active: bool) -> int:

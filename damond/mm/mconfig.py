@@ -19,6 +19,15 @@ from damond.mm.workload import SpecError, check_spec
 MACHINE_KEYS = {"preset", "memory", "nr_cpus", "numa_nodes", "access_rate", "mem_bandwidth", "memcgs", "tlb"}
 TLB_KEYS = {"model", "flush_on_mkold", "l1_entries", "l1_assoc", "l2_entries", "l2_assoc", "contpte_entries", "hw_af"}
 THP_KEYS = {"enabled", "defrag", "shmem_enabled", "use_zero_page", "size_enabled", "size_shmem_enabled"}
+# What the machine model can hold on a modest host (the development box has 24 GiB):
+# physical memory costs 2 B per 4 KiB page (flags, order; resident as pages get used)
+# plus ~21 B per 2 MiB block (rmap, free lists; resident at start): 4 TiB is 2 GiB of
+# per-page arrays at most and 42 MiB at start. CPUs: the kernel's arm64 NR_CPUS range
+# ends at 4096. The exact TLB model keeps one LRU dict per set per CPU: at most 1M sets.
+MAX_MEMORY = 4 << 40
+MAX_CPUS = 4096
+MAX_TLB_ENTRIES = 1 << 16
+MAX_EXACT_TLB_SETS = 1 << 20
 KHUGEPAGED_KEYS = {"enabled", "defrag", "pages_to_scan", "scan_sleep_millisecs", "alloc_sleep_millisecs",
                    "max_ptes_none", "max_ptes_swap", "max_ptes_shared"}
 
@@ -85,7 +94,12 @@ def parse(config: Config) -> MachineSpec:
         raise config.error(key, str(e)) from None
     if m.memory < (4 << 20) or m.memory % (2 << 20):
         raise config.error("machine.memory", "memory must be a multiple of 2M and at least 4M")
+    if m.memory > MAX_MEMORY:
+        raise config.error("machine.memory", f"memory {m.memory} exceeds the limit of {MAX_MEMORY} (4T): "
+                           "damond keeps 2 bytes of state per emulated 4K page")
     m.nr_cpus = _posint(config, "machine.nr_cpus", sec.get("nr_cpus", m.nr_cpus))
+    if m.nr_cpus > MAX_CPUS:
+        raise config.error("machine.nr_cpus", f"nr_cpus {m.nr_cpus} exceeds the limit of {MAX_CPUS} (arm64 NR_CPUS)")
     m.numa_nodes = _posint(config, "machine.numa_nodes", sec.get("numa_nodes", m.numa_nodes))
     if m.numa_nodes > 64 or (m.memory >> 21) < m.numa_nodes:
         raise config.error("machine.numa_nodes", "numa_nodes must be <= 64 and leave each node at least 2M")
@@ -106,26 +120,70 @@ def parse(config: Config) -> MachineSpec:
     for b in ("flush_on_mkold", "hw_af"):
         if b in tsec and not isinstance(tsec[b], bool):
             raise config.error(f"machine.tlb.{b}", f"{b} must be true or false")
+    for k in ("l1_entries", "l2_entries"):
+        v = tsec.get(k)
+        if isinstance(v, int) and v > MAX_TLB_ENTRIES:
+            raise config.error(f"machine.tlb.{k}", f"{k} {v} exceeds the limit of {MAX_TLB_ENTRIES}")
     tlb = TlbConfig.preset(preset, **tsec)
     problem = tlb.validate()
     if problem:
         key = next((k for k in tsec if k in problem), "model")
         raise config.error(f"machine.tlb.{key}", problem)
+    if tlb.model == "exact":
+        sets = sum(e // (a or e) for e, a in ((tlb.l1_entries, tlb.l1_assoc), (tlb.l2_entries, tlb.l2_assoc)))
+        if sets * m.nr_cpus > MAX_EXACT_TLB_SETS:
+            raise config.error("machine.tlb.model", f"the exact TLB model needs {sets} sets x {m.nr_cpus} CPUs, "
+                               f"over the limit of {MAX_EXACT_TLB_SETS} sets")
     m.tlb = tlb
     m.base_dir = Path(config.path).parent if not config.path.startswith("<") else None
     wl = config.data.get("workload", [])
     if not isinstance(wl, list):
         raise config.error("workload", "workloads must be [[workload]] tables")
+    total = 0
     for i, spec in enumerate(wl):
         try:
             check_spec(spec)
         except SpecError as e:
             raise ConfigError(config.path, e.problem, workload_line(config, i, e.key)) from None
+        total += _check_size(config, i, spec, m.memory, total)
         cg = (spec.get("memcg") or "/").rstrip("/") or "/"
         if cg not in m.memcgs:
             m.memcgs.append(cg)
     m.workloads = list(wl)
     return m
+
+
+def _mapped_size(spec: dict) -> tuple[str | None, int]:
+    """(the key that sets it, bytes) a workload maps, with the kinds' defaults; (None, 0)
+    when only its owner can tell (masim reads its own file)."""
+    kind = spec.get("kind")
+    if kind == "sparse-hotspot":
+        return "size", parse_size(spec.get("size", "8G"), "size")
+    if kind == "thp-hot":
+        n = spec.get("nr_thps", 16)
+        return "nr_thps", (n if isinstance(n, int) and not isinstance(n, bool) else 0) * (2 << 20)
+    if kind in ("access_memory", "access_memory_even"):
+        n = spec.get("nr_regions", 0)
+        sz = parse_size(spec.get("sz_region", 0), "sz_region")
+        return "sz_region", (n if isinstance(n, int) and not isinstance(n, bool) else 0) * sz
+    if "size" in spec:
+        return "size", parse_size(spec["size"], "size")
+    return None, 0
+
+
+def _check_size(config: Config, i: int, spec: dict, memory: int, total: int) -> int:
+    """What a workload maps must fit the machine, and all workloads together too: the
+    emulated machine has no swap to overcommit into. Returns this workload's size."""
+    try:
+        key, size = _mapped_size(spec)
+    except ValueError as e:
+        raise ConfigError(config.path, str(e), workload_line(config, i, "size")) from None
+    if key and (size > memory or total + size > memory):
+        what = "maps" if size > memory else "with the workloads before it maps"
+        raise ConfigError(config.path, f"workload {spec.get('kind')} {what} {size + (total if size <= memory else 0)} "
+                          f"bytes, more than the machine's memory of {memory} bytes (the limit)",
+                          workload_line(config, i, key))
+    return size
 
 
 def configure_thp(config: Config, thp: ThpSettings) -> None:

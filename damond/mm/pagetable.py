@@ -22,6 +22,8 @@ from damond.mm.tlb import ExactTlb, TlbConfig
 
 RESIDENT = P.PRESENT | P.SWAP
 
+SWAPIN_STALL_NS = 20000     # emulated stall of one 4 KiB swap-in (a fast SSD / zram-ish read)
+
 
 class PageTables:
     """All mapping state: physical memory, processes, THP policy, and exact TLBs if used."""
@@ -32,6 +34,9 @@ class PageTables:
         self.vma_by_uid: dict[int, tuple[Process, Vma]] = {}
         self.next_uid = 1
         self.exact = [ExactTlb(tlb) for _ in range(nr_cpus)] if tlb.model == "exact" else None
+        # memory stall time (ns) of all tasks, the machine's PSI "some memory" source: swap-in
+        # refaults here, reclaim/migration/compaction work via Machine.charge_memstall
+        self.memstall_ns = 0
 
     # --- leaves ------------------------------------------------------------------------------
     def af_loc(self, pidx: np.ndarray) -> np.ndarray:
@@ -159,6 +164,8 @@ class PageTables:
         pidx = pidx[(fl[pidx] & P.PRESENT) == 0]
         if not len(pidx):
             return 0
+        # a refault of a paged-out page waits for swap-in (swap_read_folio: memstall)
+        self.memstall_ns += int(np.count_nonzero(fl[pidx] & P.SWAP)) * SWAPIN_STALL_NS
         if vma.anon:
             orders = self.thp.anon_orders(vma.hugepage_hint)
         elif vma.shmem:

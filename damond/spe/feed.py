@@ -25,7 +25,7 @@ from damond.log import get_logger
 from damond.spe.tree import FeedResult
 
 try:
-    from damond.spe import _feedparse
+    from damond.spe import _feedparse  # type: ignore[attr-defined]  # the optional C extension
 except ImportError:     # not built: see setup.py
     _feedparse = None
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 try:
-    from damond.spe import _feedparse
+    from damond.spe import _feedparse  # type: ignore[attr-defined]  # the optional C extension
 except ImportError:     # not built: see setup.py
     _feedparse = None
 

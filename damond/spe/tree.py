@@ -179,6 +179,8 @@ class PfnTree:
         ttl = sec.get("ttl_s", DEFAULT_TTL_S)
         if not isinstance(ttl, (int, float)) or isinstance(ttl, bool) or ttl < 0:
             raise config.error("spe.ttl_s", f"ttl_s {ttl!r} must be a non-negative number of seconds")
+        if ttl > 1e9:
+            raise config.error("spe.ttl_s", f"ttl_s {ttl!r} exceeds the limit of 1e9 seconds")
         feed = sec.get("feed", "lines")
         if feed not in FEED_MODES:
             raise config.error("spe.feed", f"feed {feed!r} is not one of {', '.join(FEED_MODES)}")

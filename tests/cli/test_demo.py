@@ -41,3 +41,38 @@ def test_demo_reports_thp_inflation_and_the_split(tmp_path):
     assert "recorded=" in out and "nr_entries=" in out          # the SPE pipeline fed the tree
     root = re.search(r"^# fusermount3 -u (\S+)$", out, re.M).group(1)
     assert f" {root} " not in open("/proc/mounts").read()        # unmounted
+
+
+def _demo(tmp_path, *args):
+    """Run `damond demo` with TMPDIR inside tmp_path; returns (process, leftovers in TMPDIR)."""
+    td = tmp_path / "tmpdir"
+    td.mkdir()
+    p = subprocess.run([sys.executable, "-m", "damond", "demo", *args], cwd=tmp_path, timeout=300,
+                       env=dict(os.environ, PYTHONPATH=str(REPO), TMPDIR=str(td)), text=True, capture_output=True)
+    return p, sorted(x.name for x in td.iterdir())
+
+
+@pytest.mark.parametrize("config,words", [
+    ('[machine]\nmemory = "1G"\n[[workload]]\nkind = "uniform"\nsize = "64M"\n',
+     ['kind = "sparse-hotspot"', 'kind = "thp-hot"']),
+    ('[[workload]]\nkind = "thp-hot"\n', ['kind = "sparse-hotspot"']),
+    ('[machine]\nmemory = "lots"\n', ["cfg.toml:2:", "not a size"]),
+])
+def test_demo_with_another_config_says_in_one_line_why_not(tmp_path, config, words):
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(config)
+    p, left = _demo(tmp_path, "--config", str(cfg))
+    assert p.returncode == 1 and p.stdout == ""
+    lines = p.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("damond demo: "), p.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+    assert left == []
+
+
+def test_demo_leaves_no_temp_directory(tmp_path):
+    if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
+        pytest.skip("needs root and /dev/fuse")
+    p, left = _demo(tmp_path, "--seconds", "1")
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr
+    assert left == []

@@ -52,3 +52,10 @@ def test_reader_going_away_is_quiet(monkeypatch, capsys):
         finally:
             os.close(w)
         assert "1000 samples (one per line)" in capsys.readouterr().err
+
+
+def test_spe_hist_help_says_it_reads_stdin():
+    p = subprocess.run([sys.executable, "-m", "damond", "spe-hist", "--help"], capture_output=True, text=True)
+    assert p.returncode == 0 and "stdin" in p.stdout
+    p = subprocess.run([sys.executable, "-m", "damond", "--help"], capture_output=True, text=True)
+    assert "perf script` text on stdin" in p.stdout

@@ -139,3 +139,11 @@ def test_arbitrary_writes(populated, data):
         assert after[rel] == before[rel]
     assert {k: v for k, v in after.items() if k != rel} == {k: v for k, v in before.items() if k != rel}
     assert d.alive()
+
+
+@pytest.mark.slow
+@settings(max_examples=3000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_arbitrary_writes_at_length(populated, data):
+    """The same fuzz at 100x the examples (slow: `python -m pytest -m slow`)."""
+    test_arbitrary_writes.hypothesis.inner_test(populated, data)

@@ -167,6 +167,7 @@ def main(args: argparse.Namespace) -> int:
     pfns, counts = b.subpages()
     order = b.thp_order() if b.track_order else None
     if args.max_thps:
+        assert order is not None            # track_order is on with --max-thps
         pfns, counts, order, n_thps, n_samples = hist.cap_thps(pfns, counts, order, args.max_thps)
         if n_thps:
             _err(f"--max-thps {args.max_thps}: dropped {n_samples} samples of {n_thps} further THPs "

@@ -150,7 +150,7 @@ class Lifecycle:
         signal.set_wakeup_fd(self._old_wakeup)
         for s, h in self._old.items():
             if s != WAKE:
-                signal.signal(s, h)
+                signal.signal(s, h)  # type: ignore[arg-type]
 
     def _watch(self) -> None:
         """Until the process exits: signals, mount loss, watchdog pings and, once stopping,
@@ -230,7 +230,7 @@ class Lifecycle:
             if self._fuse_ptr is not None and not self.returned.is_set():
                 fuse._libfuse.fuse_exit(self._fuse_ptr)
                 try:
-                    signal.pthread_kill(self._main, WAKE)
+                    signal.pthread_kill(self._main, WAKE)  # type: ignore[arg-type]
                 except (ProcessLookupError, OSError):
                     pass
         threading.Thread(target=self._stop_all, name="damond-stop", daemon=True).start()

@@ -111,7 +111,7 @@ class StateDir:
         os.makedirs(self.path, mode=0o700, exist_ok=True)
         served.state.after_command = self._after_command
 
-    def _kdamonds_dir(self) -> DirNode:
+    def _kdamonds_dir(self) -> Any:
         return self.served.tree.nodes[ADMIN_PATH + "/kdamonds"]
 
     # ---- save
@@ -130,7 +130,7 @@ class StateDir:
         if spe is not None and hasattr(spe, "dump"):
             arrays.update(spe.dump())
         buf = io.BytesIO()
-        np.savez(buf, **arrays)
+        np.savez(buf, **arrays)  # type: ignore[arg-type]
         tmp = self.file + ".tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:

@@ -171,7 +171,7 @@ class Session:
         d = f"{CTX}/schemes/{i}/stats"
         return {k: self.read_int(f"{d}/{k}") for k in ("nr_tried", "sz_tried", "nr_applied", "sz_applied")}
 
-    def tried(self, nr_schemes: int) -> list[list[tuple[int, int, int, int]]]:
+    def tried(self, nr_schemes: int) -> list[list[tuple[int, ...]]]:
         """`echo update_schemes_tried_regions > state` (one apply interval passes), then every
         scheme's tried_regions/<R>/{start,end,nr_accesses,age}."""
         self.state("update_schemes_tried_regions")

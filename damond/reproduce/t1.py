@@ -48,7 +48,7 @@ def run_case(opts: Options, name: str, ws: int, thp: str, preset: str, tlb: str 
 
 
 def verdict(case: dict, expect_blind: bool) -> tuple[str, str, str]:
-    tried, regs = case["nr_tried_per_interval"], case["nr_regions_per_interval"]
+    tried = case["nr_tried_per_interval"]
     shown = f"{case['nr_tried']}/{case['nr_regions']} (min {case['min_visible_fraction']:.0%})"
     if expect_blind:
         ok = max(tried) == 0

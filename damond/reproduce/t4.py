@@ -39,7 +39,7 @@ def run(opts: Options) -> Result:
     huge_before = s.anon_huge_kb(pid)
     s.stage_schemes(stat + [dict(action="split", target_order=2)])
     s.state("commit")
-    split = record("split", 3, 3)
+    record("split", 3, 3)
     sp = s.stats(2)
     folios = s.nr_anon(16)
     s.stage_schemes(stat)

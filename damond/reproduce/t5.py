@@ -71,10 +71,10 @@ def run(opts: Options) -> Result:
     for k, thp in enumerate(tab.thp.tolist()):
         t = by_pa.get(thp)
         truth_frac.append(float(t.sum()) / 512 if t is not None else np.nan)
-    truth_frac = np.array(truth_frac)
+    truth_arr = np.array(truth_frac)
     all_truth = np.array([float(t.sum()) / 512 for t in by_pa.values()])
     all_truth = all_truth[all_truth > 0]                 # THPs touched at all (SPE can only see those)
-    diff = np.nanmax(np.abs(sampled_frac - truth_frac)) if len(tab.thp) else np.nan
+    diff = np.nanmax(np.abs(sampled_frac - truth_arr)) if len(tab.thp) else np.nan
     below_s = float(np.mean(sampled_frac < 0.10)) if len(tab.thp) else 0.0
     below_t = float(np.mean(all_truth < 0.10)) if len(all_truth) else 0.0
     top = int(np.argmax(tab.total)) if len(tab.thp) else None

@@ -216,6 +216,7 @@ class HistBuilder:
             st.duplicate_lines += n_other
             parts.append(self._buf[:n].copy())
             if extra:
+                assert self._raw is not None
                 raws.append(self._raw[:n].astype(bool))
             view = view[used:]
         pa = parts[0] if len(parts) == 1 else np.concatenate(parts)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, DamondProcess, read, write
+from tests.helpers import DamondProcess, read, write
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ADMIN, DamondProcess, read, write
+from tests.helpers import DamondProcess, read, write
 
 DBG = "kernel/debug/damon"
 

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import re
 import tomllib
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from damond.errors import ConfigError
 
-DEFAULT_NAME = "default.toml"
 SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -30,15 +28,20 @@ class Config:
     @classmethod
     def load(cls, path: str | Path | None = None) -> "Config":
         if path is None:
-            text = resources.files("damond").joinpath(DEFAULT_NAME).read_text()
-            name = f"<embedded {DEFAULT_NAME}>"
-        else:
-            name = str(path)
-            try:
-                text = Path(path).read_text()
-            except OSError as e:
-                raise ConfigError(name, f"cannot read: {e.strerror}") from None
+            return cls.load_machine(None)
+        name = str(path)
+        try:
+            text = Path(path).read_text()
+        except OSError as e:
+            raise ConfigError(name, f"cannot read: {e.strerror}") from None
         return cls.from_text(text, name)
+
+    @classmethod
+    def load_machine(cls, name: str | None) -> "Config":
+        """A shipped machine profile (damond/machines/NAME.toml); None: the default one."""
+        from damond import machines
+
+        return machines.load_machine(name or machines.DEFAULT)
 
     @classmethod
     def from_text(cls, text: str, name: str = "<config>") -> "Config":

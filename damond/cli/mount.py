@@ -24,6 +24,7 @@ READY_FILE = "kernel/mm/damon/admin/kdamonds/nr_kdamonds"
 def set_argparser(p: argparse.ArgumentParser) -> None:
     p.add_argument("mountpoint", metavar="MOUNTPOINT", help="an empty directory (not under /sys)")
     p.add_argument("--config", metavar="FILE", help="machine config (TOML); default: the embedded one")
+    p.add_argument("--machine", metavar="NAME", help="a shipped machine profile (kunpeng920-rfc, x86-vm)")
     p.add_argument("--foreground", action="store_true", help="serve in this process until unmounted")
     p.add_argument("--feature-level", metavar="L", help="kernel feature level (overrides [daemon] feature_level)")
     p.add_argument("--log-file", metavar="FILE", help="background mode: where the daemon logs (default: discarded)")
@@ -32,7 +33,9 @@ def set_argparser(p: argparse.ArgumentParser) -> None:
 def _load(args) -> Config:
     from damond.system import FEATURE_LEVELS, DaemonSettings
 
-    config = Config.load(args.config)
+    if args.config and getattr(args, "machine", None):
+        raise ConfigError("--machine", "give either --config FILE or --machine NAME, not both")
+    config = Config.load_machine(args.machine) if getattr(args, "machine", None) else Config.load(args.config)
     if args.feature_level:
         if args.feature_level not in FEATURE_LEVELS:
             raise ConfigError("--feature-level", f"{args.feature_level!r} is not one of {', '.join(FEATURE_LEVELS)}")
@@ -82,11 +85,14 @@ def _foreground(config: Config, mp: str) -> int:
         system.stop()
 
 
-def spawn_daemon(mp: str, config: str | None, feature_level: str | None, log) -> subprocess.Popen:
+def spawn_daemon(mp: str, config: str | None, feature_level: str | None, log, machine: str | None = None,
+                 extra: tuple[str, ...] = ()) -> subprocess.Popen:
     """Start `damond mount MP --foreground` as a child process logging to `log`."""
-    cmd = [sys.executable, "-m", "damond", "mount", mp, "--foreground"]
+    cmd = [sys.executable, "-m", "damond", "mount", mp, "--foreground", *extra]
     if config:
         cmd += ["--config", os.path.abspath(config)]
+    if machine:
+        cmd += ["--machine", machine]
     if feature_level:
         cmd += ["--feature-level", feature_level]
     return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
@@ -107,7 +113,7 @@ def wait_ready(mp: str, child: subprocess.Popen, timeout: float = READY_TIMEOUT_
 
 def _background(args, mp: str) -> int:
     log = open(args.log_file, "ab") if args.log_file else tempfile.TemporaryFile()
-    child = spawn_daemon(mp, args.config, args.feature_level, log)
+    child = spawn_daemon(mp, args.config, args.feature_level, log, args.machine)
     if wait_ready(mp, child):
         print(child.pid)
         return 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from damond.fs import spe_files
+from damond.fs import procfiles, spe_files
 from damond.fs.files import ProcFs, control_files, thp_handler
 from damond.fs.state import StateFiles
 from damond.fs.tree import Tree
@@ -50,6 +50,8 @@ def build(system: Any, level: str | None = None, kdamond_factory: Callable | Non
         for f in thp.FILES:
             tree.add_file(f"{THP_DIR}/{f.name}", thp_handler(f, lambda: system.machine.thp))
         procfs = ProcFs(tree.mkdir_p("/proc"), system.machine)
+        for name, handler in procfiles.global_handlers(system.machine).items():   # iomem, meminfo, vmstat
+            tree.add_file(f"/proc/{name}", handler)
         for name, handler in control_files(system.machine, log).items():
             tree.add_file(f"/damond/{name}", handler)
     return Served(tree, state, procfs)

@@ -27,6 +27,7 @@ def set_argparser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--machine", metavar="NAME", help="a shipped machine profile (kunpeng920-rfc, x86-vm)")
     p.add_argument("--foreground", action="store_true", help="serve in this process until unmounted")
     p.add_argument("--feature-level", metavar="L", help="kernel feature level (overrides [daemon] feature_level)")
+    p.add_argument("--standins", metavar="DIR", help=argparse.SUPPRESS)   # damond exec: same-pid stand-ins
     p.add_argument("--log-file", metavar="FILE", help="background mode: where the daemon logs (default: discarded)")
 
 
@@ -61,11 +62,11 @@ def main(args) -> int:
         print(f"damond: {e}", file=sys.stderr)
         return 1
     if args.foreground:
-        return _foreground(config, mp)
+        return _foreground(config, mp, getattr(args, "standins", None))
     return _background(args, mp)
 
 
-def _foreground(config: Config, mp: str) -> int:
+def _foreground(config: Config, mp: str, standins: str | None = None) -> int:
     from damond import log as dlog
     from damond.fs import mount as fsmount
     from damond.fs.root import build
@@ -79,6 +80,10 @@ def _foreground(config: Config, mp: str) -> int:
         return 1
     served = build(system)
     system.start()
+    if standins:       # inside `damond exec`: emulated processes appear in its /proc (damond/host/standins.py)
+        from damond.host.standins import StandIns
+
+        StandIns(system, mp, standins).start()
     try:
         return fsmount.serve(served, mp)
     finally:

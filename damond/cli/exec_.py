@@ -46,12 +46,14 @@ def _wait_standins(root: Path, daemon) -> None:
     deadline = time.monotonic() + STANDIN_TIMEOUT_S
     while time.monotonic() < deadline:
         pids = [ln.split()[0] for ln in (root / "damond/processes").read_text().splitlines()]
-        if all(os.path.exists(f"/proc/{p}/maps") and os.stat(f"/proc/{p}/maps").st_dev == dev for p in pids):
+        missing = [p for p in pids if not (os.path.exists(f"/proc/{p}/maps") and os.stat(f"/proc/{p}/maps").st_dev == dev)]
+        if not missing:
             return
         if daemon.poll() is not None:
             break
         time.sleep(0.05)
-    raise ExecError("the emulated processes' stand-ins did not appear in /proc")
+    seen = {p: Path(f"/proc/{p}/comm").read_text().strip() if os.path.exists(f"/proc/{p}") else "-" for p in missing}
+    raise ExecError(f"the stand-ins of emulated processes {seen} did not appear in /proc")
 
 
 def _run_as_init(argv: list[str], env: dict[str, str]) -> int:

@@ -3,7 +3,8 @@ daemon, in exec's private PID and mount namespaces).
 
 Every Machine process (a configured workload, a `damond/spawn`, a twin) and every running
 kdamond appears in exec's /proc under its emulated pid:
-- a process with no real process behind that pid gets a stand-in: `cat` reading a pipe the
+- an emulated process (pid below namespace.REAL_PID_BASE; twins carry real pids above it)
+  gets a stand-in: `cat` reading a pipe the
   daemon holds, exec'd through a symlink named after the comm (so /proc/PID/comm, status,
   `ps` and `kill -0` see it), with pid chosen through /proc/sys/kernel/ns_last_pid
   (exec-host-facts.md C.5; the writer's namespace only) and argv `/usr/bin/<comm>`
@@ -29,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from damond.host.namespace import REAL_PID_BASE
 from damond.log import get_logger
 
 PROC_FILES = ("maps", "smaps", "smaps_rollup", "pagemap", "numa_maps", "statm")
@@ -83,7 +85,6 @@ class StandIns:
         self.bound: set[int] = set()
         self._kthreads: dict[int, int] = {}                # kdamond index -> pid with a stand-in
         self._stop = threading.Event()
-        self.ready = threading.Event()                     # the first full sync is done
 
     def start(self) -> None:
         self.machine.add_process_observer(self._observe)
@@ -103,13 +104,14 @@ class StandIns:
             path.symlink_to("/bin/cat")
         return str(path)
 
-    def _standin(self, pid: int, comm: str, argv0: str, kind: str) -> None:
+    def _standin(self, pid: int, comm: str, argv0: str, kind: str) -> bool:
+        """False if the pid is taken for now (a short-lived fork of the namespace, e.g. exec's
+        own `mount`): the caller retries on the next round."""
         child = fork_with_pid(pid, [argv0], self._exe(comm), self._keep_r)
         if child is None:
-            if not os.path.exists(f"/proc/{pid}"):
-                log.warning("standin_pid_taken", pid=pid, comm=comm)
-            return
+            return False
         self.children[pid] = (child, kind)
+        return True
 
     def _bind_proc(self, pid: int) -> None:
         if pid in self.bound or not os.path.isdir(f"/proc/{pid}"):
@@ -122,13 +124,16 @@ class StandIns:
                 return
         self.bound.add(pid)
 
-    def _add(self, pid: int) -> None:
+    def _add(self, pid: int) -> bool:
+        """Stand-in (emulated pids, below REAL_PID_BASE) and binds; False: retry later."""
         p = self.machine.process(pid)
         if p is None:
-            return
-        if pid not in self.children and not os.path.exists(f"/proc/{pid}"):
-            self._standin(pid, p.comm, f"/usr/bin/{p.comm}", "proc")
+            return True
+        if pid < REAL_PID_BASE and pid not in self.children:
+            if not self._standin(pid, p.comm, f"/usr/bin/{p.comm}", "proc"):
+                return False
         self._bind_proc(pid)
+        return True
 
     def _drop(self, pid: int) -> None:
         self.bound.discard(pid)
@@ -144,9 +149,8 @@ class StandIns:
                 self._drop(pid)
                 del self._kthreads[idx]
         for idx, pid in live.items():
-            if idx not in self._kthreads:
+            if idx not in self._kthreads and self._standin(pid, f"kdamond.{idx}", f"kdamond.{idx}", "kthread"):
                 self._kthreads[idx] = pid
-                self._standin(pid, f"kdamond.{idx}", f"kdamond.{idx}", "kthread")
 
     def _reap(self) -> None:
         for pid, (child, kind) in list(self.children.items()):
@@ -164,16 +168,16 @@ class StandIns:
         ready = os.path.join(self.root, "kernel/mm/damon/admin/kdamonds/nr_kdamonds")
         while not os.path.exists(ready) and not self._stop.is_set():
             time.sleep(POLL_S)
+        pending = {p.pid for p in self.machine.processes()}
         try:
-            for p in self.machine.processes():
-                self._add(p.pid)
-            self.ready.set()
             while not self._stop.is_set():
+                pending = {pid for pid in pending if not self._add(pid)}
                 try:
                     event, pid = self._events.get(timeout=POLL_S)
                     if event == "spawn":
-                        self._add(pid)
+                        pending.add(pid)
                     elif event == "exit":
+                        pending.discard(pid)
                         self._drop(pid)
                 except queue.Empty:
                     pass

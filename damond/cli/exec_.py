@@ -95,7 +95,7 @@ def _inside(args: argparse.Namespace) -> int:
     work = Path(os.environ.pop(WORK_ENV))
     ns.check_private(host_ns)                        # 1. private mount + PID namespace
     ns.hide_damon()                                  # 2. hide the real tree FIRST
-    ns.private_work(work)                            # 3. everything exec writes dies with the namespace
+    os.environ[ns.REAL_PROC_ENV] = str(ns.private_work(work))   # 3. all exec writes die with the namespace
     ns.cover_kernel_fs(debugfs=_arch(args) != "arm64")   # 4. listed, ro, covered below (no RFC debugfs on x86)
     ns.sys_readonly()                                # 5. /sys read-only here
     root = work / "sys"

@@ -17,6 +17,7 @@ BIN_DIR = Path(__file__).resolve().parent / "bin"
 
 def child_env(base: dict[str, str], work: Path, root: Path, keep_home: bool = False) -> dict[str, str]:
     env = dict(base)
+    env.pop("DAMOND_REAL_PROC", None)          # the daemon's, not CMD's
     if not keep_home:
         home = work / "home"
         home.mkdir(exist_ok=True)

@@ -34,6 +34,7 @@ TRACING = Path("/sys/kernel/tracing")
 THP = Path("/sys/kernel/mm/transparent_hugepage")
 PMU_DEVICES = Path("/sys/bus/event_source/devices")
 PROC_GLOBAL = ("iomem", "meminfo", "vmstat")
+REAL_PROC_ENV = "DAMOND_REAL_PROC"   # the daemon's pristine procfs path (readers of real processes' own maps)
 REAL_PID_BASE = 10000        # real processes of the namespace get pids above this; emulated ones below
 WORK_SIZE = "256m"
 

@@ -146,6 +146,15 @@ def record(argv: list[str]) -> int:
     pipe = open(root / "damond/trace_pipe", "rb", buffering=0) if damon else None
     spe_fd = None
     if spe:
+        from damond.spe.sampler import SpeConfig
+
+        try:
+            cfg = SpeConfig.parse(spe[0][1])
+        except ValueError as e:
+            raise PerfError(f"perf (damond): {spe[0][0]}: {e}") from None
+        if (cfg.pa_enable or cfg.pct_enable) and os.geteuid() != 0:      # arm_spe_pmu event_init: EACCES
+            raise PerfError(f"perf (damond): {spe[0][0]}: pa_enable/pct_enable need CAP_PERFMON "
+                            "(Permission denied)")
         terms = spe[0][1] + f" pid={pid}" + (f" period={int(o['count'][-1])}" if "count" in o else "")
         spe_fd = os.open(root / "damond/spe_record", os.O_RDWR)
         try:
@@ -155,17 +164,18 @@ def record(argv: list[str]) -> int:
     child = subprocess.Popen(cmd) if cmd else None
     lines: list[bytes] = []
     wanted = {e.split(":", 1)[1] for e in damon}
+    tid = str(pid).encode() if pid >= 0 else None     # -p: only that task's events (a kdamond's pid)
     try:
         while not stop.flag and (child is None or child.poll() is None):
             if pipe is not None:
-                lines.extend(_read_pipe(pipe, wanted))
+                lines.extend(_read_pipe(pipe, wanted, tid))
             time.sleep(POLL_S)
     finally:
         if child is not None and child.poll() is None:
             child.send_signal(signal.SIGINT)
             child.wait()
     if pipe is not None:
-        lines.extend(_read_pipe(pipe, wanted))
+        lines.extend(_read_pipe(pipe, wanted, tid))
         pipe.close()
     spe_raw = b""
     if spe_fd is not None:
@@ -195,14 +205,15 @@ def record(argv: list[str]) -> int:
     return child.returncode if child is not None and child.returncode and child.returncode > 0 else 0
 
 
-def _read_pipe(pipe, wanted: set[str]) -> list[bytes]:
+def _read_pipe(pipe, wanted: set[str], tid: bytes | None) -> list[bytes]:
     out = []
     while True:
         b = pipe.read(1 << 16)
         if not b:
             return out
         for ln in b.splitlines(keepends=True):
-            if ln.split(b" ", 5)[4][:-1].decode() in wanted:
+            f = ln.split(b" ", 5)
+            if f[4][:-1].decode() in wanted and (tid is None or f[1] == tid):
                 out.append(ln)
 
 

@@ -109,7 +109,9 @@ def test_emulated_processes_have_same_pid_standins(need_ns):
         "echo 1 > $A/0/contexts/0/targets/nr_targets; echo $P > $A/0/contexts/0/targets/0/pid_target; "
         "echo on > $A/0/state; K=$(cat $A/0/pid); sleep 0.3; ps -p $K -o comm=; "
         "kill $P; sleep 0.5; grep -c sparse $DAMOND_ROOT/damond/processes; kill -0 $P 2>/dev/null || echo gone; "
-        "sleep 1; cat $A/0/state")
+        "sleep 1; cat $A/0/state; "
+        "echo 'mmap size=4M' > $DAMOND_ROOT/damond/spawn; Q=$(cat $DAMOND_ROOT/damond/spawn); sleep 0.5; "
+        "cat /proc/$Q/comm; echo $Q > $DAMOND_ROOT/damond/kill; sleep 0.5; kill -0 $Q 2>/dev/null || echo q-gone")
     p = _exec(script)
     assert p.returncode == 0, p.stderr
     out = p.stdout.splitlines()
@@ -117,7 +119,8 @@ def test_emulated_processes_have_same_pid_standins(need_ns):
     assert int(pid) > 1000
     assert out[1:9] == ["sparse_8g", "/usr/bin/sparse_8g ", "Name:\tsparse_8g", "1", "alive", "sparse_8g",
                         "maps-damond", "kdamond.0"]
-    assert out[9:] == ["0", "gone", "off"]        # killing the stand-in ended the process; the kdamond stopped
+    assert out[9:12] == ["0", "gone", "off"]      # killing the stand-in ended the process; the kdamond stopped
+    assert out[12:] == ["mmap_idle", "q-gone"]    # a spawned process gets one; its exit ends it
 
 
 def test_proc_and_sys_are_the_emulated_machines(need_ns):

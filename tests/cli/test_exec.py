@@ -58,6 +58,12 @@ def test_no_command_is_a_one_line_error():
     assert p.stderr.strip().count("\n") == 0 and "no command" in p.stderr
 
 
+# start kdamond 0 on vaddr pid $P ($A: the kdamonds directory)
+START_P = ("echo 1 > $A/nr_kdamonds; echo 1 > $A/0/contexts/nr_contexts; echo vaddr > $A/0/contexts/0/operations; "
+           "echo 1 > $A/0/contexts/0/targets/nr_targets; echo $P > $A/0/contexts/0/targets/0/pid_target; "
+           "echo on > $A/0/state; ")
+
+
 def _host_files() -> dict[str, str]:
     """The host's writable THP/KSM settings and DAMON admin top level, as read now."""
     out = {}
@@ -105,9 +111,7 @@ def test_emulated_processes_have_same_pid_standins(need_ns):
         "echo $P; cat /proc/$P/comm; tr '\\0' ' ' < /proc/$P/cmdline; echo; grep ^Name: /proc/$P/status; "
         "ls /proc/$P/task | wc -l; kill -0 $P && echo alive; ps -p $P -o comm=; "
         "cmp /proc/$P/maps $DAMOND_ROOT/proc/$P/maps && echo maps-damond; "
-        "echo 1 > $A/nr_kdamonds; echo 1 > $A/0/contexts/nr_contexts; echo vaddr > $A/0/contexts/0/operations; "
-        "echo 1 > $A/0/contexts/0/targets/nr_targets; echo $P > $A/0/contexts/0/targets/0/pid_target; "
-        "echo on > $A/0/state; K=$(cat $A/0/pid); sleep 0.3; ps -p $K -o comm=; "
+        + START_P + "K=$(cat $A/0/pid); sleep 0.3; ps -p $K -o comm=; "
         "kill $P; sleep 0.5; grep -c sparse $DAMOND_ROOT/damond/processes; kill -0 $P 2>/dev/null || echo gone; "
         "sleep 1; cat $A/0/state; "
         "echo 'mmap size=4M' > $DAMOND_ROOT/damond/spawn; Q=$(cat $DAMOND_ROOT/damond/spawn); sleep 0.5; "
@@ -149,9 +153,7 @@ def test_proc_and_sys_are_the_emulated_machines(need_ns):
 def test_perf_records_damond_events(need_ns):
     script = (
         "cd $HOME; A=/sys/kernel/mm/damon/admin/kdamonds; P=$(awk '/sparse/{print $1}' $DAMOND_ROOT/damond/processes); "
-        "echo 1 > $A/nr_kdamonds; echo 1 > $A/0/contexts/nr_contexts; echo vaddr > $A/0/contexts/0/operations; "
-        "echo 1 > $A/0/contexts/0/targets/nr_targets; echo $P > $A/0/contexts/0/targets/0/pid_target; "
-        "echo on > $A/0/state; "
+        + START_P +
         "perf record -a -o p.data -e damon:damon_aggregated -e damon:damon_monitor_intervals_tune -- sleep 1; "
         "perf script --force -i p.data; "
         "perf record -e arm_spe_0/ts_enable=1,pa_enable=1/ -p $P -o s.data -- sleep 0.3 2>/dev/null; "

@@ -1,7 +1,7 @@
 """DAMON's tracepoints (include/trace/events/damon.h): damon_aggregated (every region of
 every target at each aggregation, before the counters reset), damos_before_apply (each
-region a scheme is about to apply to) and damon_monitor_intervals_tune (a new sample
-interval). The engine calls these only when `system.trace_listeners` is non-empty, so a
+region a scheme is about to apply to), damon_monitor_intervals_tune (a new sample
+interval) and damos_esz (a quota's new effective size at each charge-window rollover). The engine calls these only when `system.trace_listeners` is non-empty, so a
 kdamond nobody traces pays one attribute test per aggregation.
 
 A listener is `fn(TraceEvent)`, called on the kdamond's thread: it must only buffer.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-EVENTS = ("damon_aggregated", "damon_monitor_intervals_tune", "damos_before_apply")
+EVENTS = ("damon_aggregated", "damon_monitor_intervals_tune", "damos_before_apply", "damos_esz")   # 6.18's, in id order
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class TraceEvent:
 
 
 def listeners(ctx) -> list:
-    return getattr(ctx.system, "trace_listeners", None) or []
+    return getattr(getattr(ctx, "system", None), "trace_listeners", None) or []
 
 
 def _emit(ctx, fns: list, name: str, texts: list[str]) -> None:
@@ -58,3 +58,8 @@ def before_apply(ctx, fns: list, sidx: int, tidx: int, regions, i: int) -> None:
 def intervals_tune(ctx, fns: list, sample_us: int) -> None:
     """trace_damon_monitor_intervals_tune(sample_us)."""
     _emit(ctx, fns, "damon_monitor_intervals_tune", [f"sample_us={sample_us}"])
+
+
+def esz(ctx, fns: list, sidx: int, esz: int) -> None:
+    """trace_damos_esz(cidx, sidx, esz), from damos_adjust_quota() after a new charge window."""
+    _emit(ctx, fns, "damos_esz", [f"ctx_idx=0 scheme_idx={sidx} esz={esz}"])

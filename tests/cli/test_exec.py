@@ -140,8 +140,9 @@ def test_proc_and_sys_are_the_emulated_machines(need_ns):
     assert int(out[2]) >= 5
     assert out[3] == "[always] madvise never"
     assert out[4] == "1"                 # tracefs listed (for damo); the RFC machine lists no debugfs (see namespace.py)
-    assert out[5:8] == ["damon:damon_aggregated", "damon:damon_monitor_intervals_tune", "damon:damos_before_apply"]
-    assert {"spe_feed", "spe_stats"} <= set(out[8:-2])
+    assert out[5:9] == ["damon:damon_aggregated", "damon:damon_monitor_intervals_tune", "damon:damos_before_apply",
+                        "damon:damos_esz"]
+    assert {"spe_feed", "spe_stats"} <= set(out[9:-2])
     assert out[-2] == "config:1"
     assert out[-1] == str(REPO / "damond/host/bin/perf")
     p = _exec("head -1 /proc/iomem; cat /sys/kernel/mm/transparent_hugepage/enabled; "

@@ -46,6 +46,23 @@ def test_aggregated_and_before_apply_events_carry_the_engine_state():
     k.stop()
 
 
+def test_esz_event_at_each_charge_window():
+    s = _system()
+    pid = s.machine.processes()[0].pid
+    got: list = []
+    s.trace_listeners.append(got.extend)
+    k = Kdamond(s, 0)
+    s.kdamonds.append(k)
+    quota = params.Quota(sz=1 << 20, reset_interval=100)
+    k.start(params.Ctx(ops=params.OpsId.VADDR, targets=[params.Target(pid=pid)], schemes=[params.Scheme(
+        pattern=params.AccessPattern(max_sz_region=1 << 40, max_nr_accesses=1 << 30, max_age_region=1 << 30),
+        quota=quota)]))
+    k.run_for(450_000)
+    esz = [e.text for e in got if e.name == "damos_esz"]
+    assert esz and set(esz) == {f"ctx_idx=0 scheme_idx=0 esz={1 << 20}"}
+    k.stop()
+
+
 def test_process_observer_sees_spawn_and_exit():
     s = _system()
     seen: list = []
@@ -74,4 +91,4 @@ def test_perf_refuses_what_it_does_not_serve(capsys, monkeypatch):
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith("perf (damond): 'perf stat' is not served.")
     assert err[1].startswith("perf (damond): event 'cycles' is not served (served: damon:damon_aggregated")
-    assert trace.EVENTS == ("damon_aggregated", "damon_monitor_intervals_tune", "damos_before_apply")
+    assert trace.EVENTS == ("damon_aggregated", "damon_monitor_intervals_tune", "damos_before_apply", "damos_esz")

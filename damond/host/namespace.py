@@ -6,7 +6,8 @@ fuse-damo-systemd.md §3 (each step aborts exec on failure; nothing runs before 
 2. `hide_damon`: a tmpfs over /sys/kernel/mm/damon, FIRST.
 3. `private_work`: a tmpfs over exec's work directory: damond's mountpoint, its log, HOME,
    a pristine /proc (`realproc`, for the twins' readers), all gone with the namespace.
-4. `cover_kernel_fs`: mounts debugfs and tracefs (if this namespace has none) only so that
+4. `cover_kernel_fs`: drops the namespace's copies of the host's debugfs/tracefs mounts
+   (a private namespace: the host keeps them), mounts debugfs and tracefs only so that
    /proc/mounts lists them as clients expect, makes them read-only (bind remount: a per
    mount flag) and later covers them entirely with damond's directories: the host's
    debugfs and tracefs (its kdamond's trace events) cannot be reached, and no write could
@@ -75,11 +76,6 @@ def private_work(work: Path) -> Path:
     return realproc
 
 
-def _mounted_types() -> set[str]:
-    with open("/proc/self/mounts") as f:
-        return {line.split()[2] for line in f}
-
-
 def cover_kernel_fs(debugfs: bool) -> None:
     """tracefs at /sys/kernel/tracing and (if `debugfs`) debugfs at /sys/kernel/debug,
     read-only, as the listed-but-covered lower layers (see the module doc). Without
@@ -87,15 +83,19 @@ def cover_kernel_fs(debugfs: bool) -> None:
     (spe_feed, spe_stats) without DAMON's removed debugfs interface, and damo 3.4.3 takes
     any `<debugfs>/damon` dir for that interface, probes it and crashes (as it would on the
     RFC kernel with debugfs mounted)."""
-    types = _mounted_types()
+    # the host's own debugfs/tracefs mounts (copied into this private namespace) go first, deepest
+    # first, so that /proc/mounts lists exactly the layers below and no tracing automount
+    with open("/proc/self/mounts") as f:
+        old = [ln.split()[1] for ln in f if ln.split()[2] in ("debugfs", "tracefs")]
+    for mp in sorted(old, key=len, reverse=True):
+        sh("umount", "-l", mp)
     for fstype, path in (("debugfs", DEBUG), ("tracefs", TRACING)):
         if not path.is_dir():
             continue
         if fstype == "debugfs" and not debugfs:
             sh("mount", "-t", "tmpfs", "-o", "size=64k,mode=755", "damond-debug", str(path))
             continue
-        if fstype not in types:
-            sh("mount", "-t", fstype, "-o", "nosuid,nodev,noexec", "nodev", str(path))   # no sb flags changed
+        sh("mount", "-t", fstype, "-o", "nosuid,nodev,noexec", "nodev", str(path))   # no sb flags changed
         sh("mount", "-o", "remount,bind,ro", str(path))
 
 

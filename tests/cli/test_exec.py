@@ -174,3 +174,19 @@ def test_perf_records_damond_events(need_ns):
     pa = [x for x in lines if re.fullmatch(r" *[0-9a-f]+", x)]
     assert pa and 0x40000000 <= int(pa[0], 16) < 0x440000000
     assert "perf (damond): 'perf stat' is not served" in p.stderr and lines[-1] == "rc=1"
+
+
+def test_host_debugfs_and_tracefs_mounts_are_replaced(need_ns):
+    """On a host that has debugfs and tracefs mounted (simulated in a throwaway private mount
+    namespace around exec), exec's /proc/mounts still lists only its own read-only layers:
+    damo's first `tracefs` line is /sys/kernel/tracing (damond's events), and the RFC machine
+    lists no debugfs (damo would take damon/ for the removed debugfs interface)."""
+    inner = [sys.executable, "-m", "damond", "exec", "--", "sh", "-c",
+             "grep -E ' (debugfs|tracefs) ' /proc/mounts | cut -d' ' -f2,3,4 | cut -d, -f1; "
+             "cat /sys/kernel/tracing/available_events | head -1"]
+    wrapper = ("mount -t debugfs nodev /sys/kernel/debug && mount -t tracefs nodev /sys/kernel/tracing && "
+               "ls /sys/kernel/debug/tracing >/dev/null && exec \"$@\"")
+    p = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", wrapper, "sh", *inner],
+                       env=dict(os.environ, PYTHONPATH=str(REPO)), text=True, capture_output=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines() == ["/sys/kernel/tracing tracefs ro", "damon:damon_aggregated"]

@@ -52,7 +52,13 @@ def _wait_standins(root: Path, daemon) -> None:
         if daemon.poll() is not None:
             break
         time.sleep(0.05)
-    seen = {p: Path(f"/proc/{p}/comm").read_text().strip() if os.path.exists(f"/proc/{p}") else "-" for p in missing}
+    def who(p: str) -> str:
+        try:
+            st = dict(ln.split(":\t", 1) for ln in Path(f"/proc/{p}/status").read_text().splitlines() if ":\t" in ln)
+            return f"{st['Name']} ppid={st['PPid']} state={st['State']} wchan={Path(f'/proc/{p}/wchan').read_text()}"
+        except OSError:
+            return "-"
+    seen = {p: who(p) for p in missing}
     raise ExecError(f"the stand-ins of emulated processes {seen} did not appear in /proc")
 
 

@@ -4,27 +4,29 @@ daemon, in exec's private PID and mount namespaces).
 Every Machine process (a configured workload, a `damond/spawn`, a twin) and every running
 kdamond appears in exec's /proc under its emulated pid:
 - an emulated process (pid below namespace.REAL_PID_BASE; twins carry real pids above it)
-  gets a stand-in: `cat` reading a pipe the
-  daemon holds, exec'd through a symlink named after the comm (so /proc/PID/comm, status,
-  `ps` and `kill -0` see it), with pid chosen through /proc/sys/kernel/ns_last_pid
-  (exec-host-facts.md C.5; the writer's namespace only) and argv `/usr/bin/<comm>`
-  (kdamonds: `kdamond.N`);
+  gets a stand-in: `cat` reading a pipe the daemon holds, exec'd through a symlink named
+  after the comm (so /proc/PID/comm, status, `ps` and `kill -0` see it), created with
+  exactly that pid by the single-threaded spawner (spawner.py: clone3 set_tid), argv
+  `/usr/bin/<comm>` (kdamonds: `kdamond.N`);
 - damond's proc/PID/{maps,smaps,smaps_rollup,pagemap,numa_maps,statm} are bind-mounted
   over /proc/PID/* (for twins too), so every reader sees the emulated address space.
 Killing a stand-in kills the emulated process (a kdamond's comes back: kernel threads
 ignore signals); an emulated process that exits takes its stand-in with it. When the
 daemon dies, the pipe closes and every stand-in exits by itself.
 
-The Machine's process observer only enqueues; one worker thread does all forks and mounts
-(a mount's source lookup is a FUSE request this daemon answers, so it must never run under
-the machine's lock or a FUSE op).
+The Machine's process observer only enqueues; one worker thread talks to the spawner and
+does all mounts (a mount's source lookup is a FUSE request this daemon answers, so it
+must never run under the machine's lock or inside a FUSE op).
 """
 from __future__ import annotations
 
 import ctypes
 import os
 import queue
+import select
+import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -34,7 +36,6 @@ from damond.host.namespace import REAL_PID_BASE
 from damond.log import get_logger
 
 PROC_FILES = ("maps", "smaps", "smaps_rollup", "pagemap", "numa_maps", "statm")
-NS_LAST_PID = "/proc/sys/kernel/ns_last_pid"
 POLL_S = 0.02
 MS_BIND = 4096
 
@@ -49,27 +50,6 @@ def bind(src: str, dst: str) -> None:
         raise OSError(e, f"bind {src} -> {dst}: {os.strerror(e)}")
 
 
-def fork_with_pid(pid: int, argv: list[str], executable: str, stdin) -> subprocess.Popen | None:
-    """Start `executable` as pid `pid` of this PID namespace (ns_last_pid = pid - 1, then
-    fork), restoring ns_last_pid after. None if another process already holds the pid or a
-    fork raced us to it."""
-    if os.path.exists(f"/proc/{pid}"):
-        return None
-    with open(NS_LAST_PID) as f:
-        saved = int(f.read())
-    with open(NS_LAST_PID, "w") as f:
-        f.write(str(pid - 1))
-    child = subprocess.Popen(argv, executable=executable, stdin=stdin, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, close_fds=True, start_new_session=True)
-    with open(NS_LAST_PID, "w") as f:
-        f.write(str(max(saved, 0)))
-    if child.pid != pid:
-        child.kill()
-        child.wait()
-        return None
-    return child
-
-
 class StandIns:
     """Keeps exec's /proc in step with the Machine's processes and the running kdamonds."""
 
@@ -79,14 +59,18 @@ class StandIns:
         self.bindir = Path(workdir) / "standin-bin"        # comm-named symlinks to cat
         self.bindir.mkdir(parents=True, exist_ok=True)
         self._events: queue.SimpleQueue = queue.SimpleQueue()
-        self._keep_r, self._keep_w = os.pipe()               # the stand-ins' stdin: EOF when we die
-        os.set_inheritable(self._keep_w, False)
-        self.children: dict[int, tuple[subprocess.Popen, str]] = {}   # pid -> (stand-in, "proc" | "kthread")
+        self.children: dict[int, str] = {}                 # pid -> "proc" | "kthread"
         self.bound: set[int] = set()
         self._kthreads: dict[int, int] = {}                # kdamond index -> pid with a stand-in
         self._stop = threading.Event()
+        self._spawner: subprocess.Popen | None = None
+        self._lines = b""
 
     def start(self) -> None:
+        keep_r, self._keep_w = os.pipe()                   # the stand-ins' stdin: EOF when we die
+        self._spawner = subprocess.Popen([sys.executable, "-m", "damond.host.spawner", str(keep_r)],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=(keep_r,))
+        os.close(keep_r)
         self.machine.add_process_observer(self._observe)
         threading.Thread(target=self._run, name="damond-standins", daemon=True).start()
 
@@ -104,15 +88,51 @@ class StandIns:
             path.symlink_to("/bin/cat")
         return str(path)
 
-    def _standin(self, pid: int, comm: str, argv0: str, kind: str) -> bool:
-        """False if the pid is taken for now (a short-lived fork of the namespace, e.g. exec's
-        own `mount`): the caller retries on the next round."""
-        child = fork_with_pid(pid, [argv0], self._exe(comm), self._keep_r)
-        if child is None:
-            return False
-        self.children[pid] = (child, kind)
-        return True
+    # ---- the spawner
+    def _read_line(self, timeout: float) -> str | None:
+        out = self._spawner.stdout.fileno()
+        while b"\n" not in self._lines:
+            if not select.select([out], [], [], timeout)[0]:
+                return None
+            chunk = os.read(out, 4096)
+            if not chunk:
+                raise EOFError("the stand-in spawner exited")
+            self._lines += chunk
+        line, self._lines = self._lines.split(b"\n", 1)
+        return line.decode()
 
+    def _handle(self, line: str) -> str | None:
+        """Acts on an `exit` report; returns any other line."""
+        words = line.split()
+        if words[0] != "exit":
+            return line
+        pid = int(words[1])
+        kind = self.children.pop(pid, None)
+        self.bound.discard(pid)
+        if kind == "proc" and self.machine.process(pid) is not None:
+            log.info("standin_killed", pid=pid, status=int(words[2]))
+            self.machine.kill(pid)                 # killing the stand-in kills the emulated process
+        elif kind == "kthread":
+            self._kthreads = {i: p for i, p in self._kthreads.items() if p != pid}
+        return None
+
+    def _standin(self, pid: int, comm: str, argv0: str, kind: str) -> bool:
+        """False if the pid is taken for now: the caller retries on a later round."""
+        self._spawner.stdin.write(f"spawn {pid} {self._exe(comm)} {argv0}\n".encode())
+        self._spawner.stdin.flush()
+        while True:
+            line = self._read_line(5.0)
+            if line is None:
+                raise TimeoutError("the stand-in spawner did not answer")
+            reply = self._handle(line)
+            if reply is not None:
+                break
+        if reply.startswith("ok "):
+            self.children[pid] = kind
+            return True
+        return False
+
+    # ---- processes
     def _bind_proc(self, pid: int) -> None:
         if pid in self.bound or not os.path.isdir(f"/proc/{pid}"):
             return
@@ -137,10 +157,11 @@ class StandIns:
 
     def _drop(self, pid: int) -> None:
         self.bound.discard(pid)
-        ent = self.children.pop(pid, None)
-        if ent is not None:
-            ent[0].kill()
-            ent[0].wait()
+        if self.children.pop(pid, None) is not None:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def _sync_kthreads(self) -> None:
         live = {kd.index: kd.pid for kd in list(self.system.kdamonds) if kd.running and kd.pid > 0}
@@ -151,18 +172,6 @@ class StandIns:
         for idx, pid in live.items():
             if idx not in self._kthreads and self._standin(pid, f"kdamond.{idx}", f"kdamond.{idx}", "kthread"):
                 self._kthreads[idx] = pid
-
-    def _reap(self) -> None:
-        for pid, (child, kind) in list(self.children.items()):
-            if child.poll() is None:
-                continue
-            del self.children[pid]
-            self.bound.discard(pid)
-            if kind == "proc" and self.machine.process(pid) is not None:
-                log.info("standin_killed", pid=pid, status=child.returncode)
-                self.machine.kill(pid)             # killing the stand-in kills the emulated process
-            elif kind == "kthread":
-                self._kthreads = {i: p for i, p in self._kthreads.items() if p != pid}
 
     def _run(self) -> None:
         ready = os.path.join(self.root, "kernel/mm/damon/admin/kdamonds/nr_kdamonds")
@@ -182,10 +191,10 @@ class StandIns:
                 except queue.Empty:
                     pass
                 self._sync_kthreads()
-                self._reap()
+                while (line := self._read_line(0)) is not None:
+                    self._handle(line)
         except Exception:
             log.exception("standins_failed")
         finally:
             for pid in list(self.children):
                 self._drop(pid)
-

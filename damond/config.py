@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import re
 import tomllib
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from damond.errors import ConfigError
 
-DEFAULT_NAME = "default.toml"
 # the top-level keys and tables a config may hold; each table's keys are checked by its owner
 TOP_LEVEL = ("seed", "machine", "thp", "khugepaged", "workload", "spe", "damon", "daemon")
 SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
@@ -32,21 +30,26 @@ class Config:
     @classmethod
     def load(cls, path: str | Path | None = None) -> "Config":
         if path is None:
-            text = resources.files("damond").joinpath(DEFAULT_NAME).read_text()
-            name = f"<embedded {DEFAULT_NAME}>"
-        else:
-            name = str(path)
-            try:
-                raw = Path(path).read_bytes()
-            except OSError as e:
-                raise ConfigError(name, f"cannot read: {e.strerror}") from None
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                line = raw.count(b"\n", 0, e.start) + 1
-                raise ConfigError(name, f"not UTF-8 text (byte {raw[e.start]:#04x}); TOML files are UTF-8",
-                                  line) from None
+            return cls.load_machine(None)
+        name = str(path)
+        try:
+            raw = Path(path).read_bytes()
+        except OSError as e:
+            raise ConfigError(name, f"cannot read: {e.strerror}") from None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = raw.count(b"\n", 0, e.start) + 1
+            raise ConfigError(name, f"not UTF-8 text (byte {raw[e.start]:#04x}); TOML files are UTF-8",
+                              line) from None
         return cls.from_text(text, name)
+
+    @classmethod
+    def load_machine(cls, name: str | None) -> "Config":
+        """A shipped machine profile (damond/machines/NAME.toml); None: the default one."""
+        from damond import machines
+
+        return machines.load_machine(name or machines.DEFAULT)
 
     @classmethod
     def from_text(cls, text: str, name: str = "<config>") -> "Config":

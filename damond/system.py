@@ -59,6 +59,7 @@ class System:
         self.config, self.clock, self.settings = config, clock, settings
         self.machine, self.spe = machine, spe
         self.kdamonds: list = []
+        self.trace_listeners: list = []      # damond/damon/trace.py: fn(list[TraceEvent]) per emitted batch
         self._ticker: threading.Thread | None = None
         self._stop = threading.Event()
         self._stop_mutex = threading.Lock()

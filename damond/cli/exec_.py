@@ -1,126 +1,176 @@
-"""`damond exec -- CMD...`: run CMD with damond serving /sys/kernel/mm/damon/admin (and
-/sys/kernel/debug/damon), so unmodified clients (damo, the kernel selftests, the RFC's
-scripts) find it at the real paths, without ever touching the host's tree.
+"""`damond exec [--machine NAME | --config F] -- CMD...`: run CMD on a host that looks like
+the emulated machine: damond serves /sys/kernel/mm/damon/admin, /sys/kernel/debug,
+/sys/kernel/tracing, the THP controls, the emulated processes' /proc entries (same-pid
+stand-ins) and /proc/{iomem,meminfo,vmstat}; a `perf` first on PATH serves damond's events.
+The host's tree is never touched: the namespaces, the safety order and every mount are in
+damond/host/namespace.py; this module only sequences them and runs CMD.
 
-Safety recipe (fuse-damo-systemd.md §3), in this order, aborting on any failure:
-1. re-exec inside `unshare --mount --propagation private` and check that the mount
-   namespace really differs from the caller's;
-2. hide the real DAMON tree with a tmpfs over /sys/kernel/mm/damon FIRST;
-3. make this namespace's /sys mount read-only (bind remount: the host keeps rw);
-4. start damond on a private directory, wait until it is ready;
-5. bind its admin (and debug) directories over the hidden paths;
-6. verify that /sys/kernel/mm/damon/admin is a FUSE mount served by that damond;
-only then run CMD, with an isolated HOME (damo caches sysinfo there).
+Exit status: CMD's; 127 (one line) when CMD does not exist, 126 when it cannot be run;
+1 with one line when exec refuses or damond does not come up; 2 for usage errors.
+Nothing survives exec: its work directory is a tmpfs in the private mount namespace and
+the empty mountpoint is removed by the outer process.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from damond.cli.mount import spawn_daemon, wait_ready
+from damond.host import namespace as ns
+from damond.host.env import child_env
+from damond.host.namespace import ExecError
 
-FUSE_SUPER_MAGIC = 0x65735546
-ADMIN = Path("/sys/kernel/mm/damon/admin")
-HIDE = Path("/sys/kernel/mm/damon")
-DEBUG = Path("/sys/kernel/debug")
 INSIDE_ENV = "DAMOND_EXEC_HOST_NS"
+WORK_ENV = "DAMOND_EXEC_WORK"
+STANDIN_TIMEOUT_S = 30
 
 
 def set_argparser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="machine config (TOML); default: the embedded machine")
+    parser.add_argument("--machine", metavar="NAME", help="a shipped machine profile (kunpeng920-rfc, x86-vm)")
     parser.add_argument("--feature-level", help="kernel feature level of the served tree")
     parser.add_argument("--keep-home", action="store_true", help="use the caller's HOME instead of a fresh one")
     parser.add_argument("cmd", nargs=argparse.REMAINDER, help="command to run (after --)")
 
 
-class ExecError(Exception):
-    pass
+def _wait_standins(root: Path, daemon) -> None:
+    """Until every emulated process's /proc/PID/maps is damond's (the stand-ins exist)."""
+    dev = os.stat(root).st_dev
+    deadline = time.monotonic() + STANDIN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        pids = [ln.split()[0] for ln in (root / "damond/processes").read_text().splitlines()]
+        missing = [p for p in pids if not (os.path.exists(f"/proc/{p}/maps") and os.stat(f"/proc/{p}/maps").st_dev == dev)]
+        if not missing:
+            return
+        if daemon.poll() is not None:
+            break
+        time.sleep(0.05)
+    def who(p: str) -> str:
+        try:
+            st = dict(ln.split(":\t", 1) for ln in Path(f"/proc/{p}/status").read_text().splitlines() if ":\t" in ln)
+            return f"{st['Name']} ppid={st['PPid']} state={st['State']} wchan={Path(f'/proc/{p}/wchan').read_text()}"
+        except OSError:
+            return "-"
+    seen = {p: who(p) for p in missing}
+    raise ExecError(f"the stand-ins of emulated processes {seen} did not appear in /proc")
 
 
-def _sh(*argv: str) -> None:
-    p = subprocess.run(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if p.returncode != 0:
-        raise ExecError(f"{' '.join(argv)} failed: {p.stdout.strip()}")
+def _run_as_init(argv: list[str], env: dict[str, str]) -> int:
+    """Run CMD as pid 1's child; reap every orphan of the namespace until CMD exits."""
+    try:
+        child = subprocess.Popen(argv, env=env)
+    except FileNotFoundError:
+        print(f"damond exec: {argv[0]}: command not found", file=sys.stderr)
+        return 127
+    except PermissionError:
+        print(f"damond exec: {argv[0]}: permission denied", file=sys.stderr)
+        return 126
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):     # pass on, as a shell would
+        signal.signal(sig, lambda s, f: child.send_signal(s))
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            return child.returncode if child.returncode is not None else 1
+        except InterruptedError:
+            continue
+        if pid == child.pid:
+            child.returncode = os.waitstatus_to_exitcode(status)
+            rc = child.returncode
+            return 128 - rc if rc < 0 else rc
 
 
-def _fs_magic(path: Path) -> int:
-    out = subprocess.run(["stat", "-f", "-c", "%t", str(path)], stdout=subprocess.PIPE, text=True, check=True)
-    return int(out.stdout.strip(), 16)
+def _arch(args: argparse.Namespace) -> str:
+    """The emulated machine's architecture (its preset's)."""
+    from damond.cli.mount import _load
+    from damond.mm.tlb import PRESETS
+
+    preset = _load(args).section("machine").get("preset", "kunpeng920")
+    return PRESETS.get(preset, {}).get("arch", "arm64")
 
 
 def _inside(args: argparse.Namespace) -> int:
     host_ns = os.environ.pop(INSIDE_ENV)
-    if os.readlink("/proc/self/ns/mnt") == host_ns:
-        raise ExecError("not in a private mount namespace; refusing to touch /sys")
-    if not HIDE.is_dir():
-        raise ExecError(f"{HIDE} does not exist on this kernel (no DAMON); nothing to hide")
-    _sh("mount", "-t", "tmpfs", "-o", "size=64k,mode=755", "damond-hide", str(HIDE))       # 2. hide first
-    with open("/proc/self/mounts") as f:
-        has_tracefs = any(line.split()[2] == "tracefs" for line in f)
-    if not has_tracefs and Path("/sys/kernel/tracing").is_dir():                       # damo needs tracefs
-        subprocess.run(["mount", "-t", "tracefs", "nodev", "/sys/kernel/tracing"], stderr=subprocess.DEVNULL)
-    _sh("mount", "-o", "remount,bind,ro", "/sys")                                         # 3. sysfs ro here
-    work = Path(tempfile.mkdtemp(prefix="damond-exec-"))
+    work = Path(os.environ.pop(WORK_ENV))
+    ns.check_private(host_ns)                        # 1. private mount + PID namespace
+    ns.hide_damon()                                  # 2. hide the real tree FIRST
+    os.environ[ns.REAL_PROC_ENV] = str(ns.private_work(work))   # 3. all exec writes die with the namespace
+    ns.cover_kernel_fs(debugfs=_arch(args) != "arm64")   # 4. listed, ro, covered below (no RFC debugfs on x86)
+    ns.sys_readonly()                                # 5. /sys read-only here
     root = work / "sys"
     root.mkdir()
+    ns.set_ns_last_pid(ns.REAL_PID_BASE)             # real processes above, emulated pids below
     log = open(work / "damond.log", "w")
-    daemon = spawn_daemon(str(root), args.config, args.feature_level, log)               # 4. daemon in the ns
+    daemon = spawn_daemon(str(root), args.config, args.feature_level, log, args.machine,
+                          extra=("--standins", str(work)))
     try:
         if not wait_ready(str(root), daemon, timeout=60):
-            raise ExecError(f"damond did not come up; see {work / 'damond.log'}")
-        ADMIN.mkdir()                                                                      # 5. bind (in the tmpfs)
-        _sh("mount", "--bind", str(root / "kernel/mm/damon/admin"), str(ADMIN))
-        if DEBUG.is_dir():
-            _sh("mount", "-t", "tmpfs", "-o", "size=64k,mode=755", "damond-debug", str(DEBUG))
-            (DEBUG / "damon").mkdir()
-            _sh("mount", "--bind", str(root / "kernel/debug/damon"), str(DEBUG / "damon"))
-        if _fs_magic(ADMIN) != FUSE_SUPER_MAGIC:                                           # 6. verify
-            raise ExecError(f"{ADMIN} is not a FUSE mount; refusing to run the client")
-        if os.stat(ADMIN).st_ino != os.stat(root / "kernel/mm/damon/admin").st_ino:
-            raise ExecError(f"{ADMIN} is not damond's admin directory")
-        env = dict(os.environ)
-        if not args.keep_home:
-            env["HOME"] = str(work / "home")
-            os.makedirs(env["HOME"])
-        env["DAMOND_ROOT"] = str(root)
-        return subprocess.run(args.cmd, env=env).returncode
+            tail = (work / "damond.log").read_text().strip().splitlines()
+            raise ExecError("damond did not come up" + (f": {tail[-1]}" if tail else ""))
+        ns.bind_admin(root)                          # 6. bind and verify before anything else
+        ns.verify(root)
+        ns.bind_all(root)
+        _wait_standins(root, daemon)
+        env = child_env(dict(os.environ), work, root, args.keep_home)
+        return _run_as_init(args.cmd, env)
     finally:
-        subprocess.run(["fusermount3", "-u", "-z", str(root)], stderr=subprocess.DEVNULL)
+        # SIGTERM: libfuse leaves its loop and unmounts (a lazy unmount would wait for the binds to go);
+        # the binds and the work tmpfs vanish with the mount namespace when this init exits
+        daemon.terminate()
         try:
-            daemon.wait(timeout=15)
+            daemon.wait(timeout=10)
         except subprocess.TimeoutExpired:
             daemon.kill()
+
+
+def _outer(args: argparse.Namespace) -> int:
+    if os.geteuid() != 0:
+        raise ExecError("must run as root (mount and PID namespaces, FUSE mounts over /sys)")
+    if not shutil.which("unshare"):
+        raise ExecError("unshare(1) not found (install util-linux)")
+    from damond.cli.mount import _load
+    from damond.errors import ConfigError
+
+    try:
+        _load(args)                                  # a bad config or profile: one line, before any namespace
+    except ConfigError as e:
+        raise ExecError(str(e)) from None
+    work = tempfile.mkdtemp(prefix="damond-exec-")
+    try:
+        env = dict(os.environ, **{INSIDE_ENV: os.readlink("/proc/self/ns/mnt"), WORK_ENV: work})
+        argv = [sys.executable, "-m", "damond", "exec"]
+        for flag, v in (("--config", args.config), ("--machine", args.machine), ("--feature-level", args.feature_level)):
+            if v:
+                argv += [flag, os.path.abspath(v) if flag == "--config" else v]
+        if args.keep_home:
+            argv.append("--keep-home")
+        argv += ["--", *args.cmd]
+        signal.signal(signal.SIGINT, signal.SIG_IGN)        # the namespace's init handles it
+        return subprocess.run([*ns.unshare_argv(), *argv], env=env).returncode
+    finally:
+        try:
+            os.rmdir(work)                           # empty here: its contents lived in the namespace's tmpfs
+        except OSError:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def main(args: argparse.Namespace) -> int:
     if args.cmd and args.cmd[0] == "--":
         args.cmd = args.cmd[1:]
     if not args.cmd:
-        print("damond exec: no command given (usage: damond exec [--config F] -- CMD ...)", file=sys.stderr)
+        print("damond exec: no command given (usage: damond exec [--machine NAME] -- CMD ...)", file=sys.stderr)
         return 2
     try:
         if INSIDE_ENV in os.environ:
             return _inside(args)
-        if os.geteuid() != 0:
-            raise ExecError("must run as root (mount namespaces and FUSE mounts over /sys)")
-        if not shutil.which("unshare"):
-            raise ExecError("unshare(1) not found (install util-linux)")
-        env = dict(os.environ)
-        env[INSIDE_ENV] = os.readlink("/proc/self/ns/mnt")
-        argv = [sys.executable, "-m", "damond", "exec"]
-        if args.config:
-            argv += ["--config", args.config]
-        if args.feature_level:
-            argv += ["--feature-level", args.feature_level]
-        if args.keep_home:
-            argv.append("--keep-home")
-        argv += ["--", *args.cmd]
-        return subprocess.run(["unshare", "--mount", "--propagation", "private", "--", *argv], env=env).returncode
+        return _outer(args)
     except ExecError as e:
         print(f"damond exec: {e}", file=sys.stderr)
         return 1

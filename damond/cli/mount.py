@@ -27,8 +27,10 @@ READY_FILE = "kernel/mm/damon/admin/kdamonds/nr_kdamonds"
 def set_argparser(p: argparse.ArgumentParser) -> None:
     p.add_argument("mountpoint", metavar="MOUNTPOINT", help="an empty directory (not under /sys)")
     p.add_argument("--config", metavar="FILE", help="machine config (TOML); default: the embedded one")
+    p.add_argument("--machine", metavar="NAME", help="a shipped machine profile (kunpeng920-rfc, x86-vm)")
     p.add_argument("--foreground", action="store_true", help="serve in this process until unmounted")
     p.add_argument("--feature-level", metavar="L", help="kernel feature level (overrides [daemon] feature_level)")
+    p.add_argument("--standins", metavar="DIR", help=argparse.SUPPRESS)   # damond exec: same-pid stand-ins
     p.add_argument("--state-dir", metavar="DIR",
                    help="save the committed tree and the PFN tree in DIR on each on/commit/off and "
                         "restore them (kdamonds that ran are started again) at start")
@@ -65,7 +67,9 @@ def _load(args) -> Config:
     from damond.config import validate
     from damond.system import FEATURE_LEVELS
 
-    config = Config.load(args.config)
+    if args.config and getattr(args, "machine", None):
+        raise ConfigError("--machine", "give either --config FILE or --machine NAME, not both")
+    config = Config.load_machine(args.machine) if getattr(args, "machine", None) else Config.load(args.config)
     if args.feature_level:
         if args.feature_level not in FEATURE_LEVELS:
             raise ConfigError("--feature-level", f"{args.feature_level!r} is not one of {', '.join(FEATURE_LEVELS)}")
@@ -168,6 +172,11 @@ def _foreground(config: Config, mp: str, args) -> int:
             print(f"damond: --state-dir {args.state_dir}: {e}", file=sys.stderr)
             return 1
     system.start()
+    standins = getattr(args, "standins", None)
+    if standins:       # inside `damond exec`: emulated processes appear in its /proc (damond/host/standins.py)
+        from damond.host.standins import StandIns
+
+        StandIns(system, mp, standins).start()
     try:
         if restart:
             sd.restart(restart)
@@ -176,13 +185,15 @@ def _foreground(config: Config, mp: str, args) -> int:
         system.stop()
 
 
-def spawn_daemon(mp: str, config: str | None, feature_level: str | None, log,
+def spawn_daemon(mp: str, config: str | None, feature_level: str | None, log, machine: str | None = None,
                  extra: tuple[str, ...] = ()) -> subprocess.Popen:
     """Start `damond mount MP --foreground [extra...]` as a child process whose
-    stdout/stderr go to `log` (extra: e.g. `log_argv(args)`, --state-dir)."""
+    stdout/stderr go to `log` (extra: e.g. `log_argv(args)`, --state-dir, --standins)."""
     cmd = [sys.executable, "-m", "damond", "mount", mp, "--foreground"]
     if config:
         cmd += ["--config", os.path.abspath(config)]
+    if machine:
+        cmd += ["--machine", machine]
     if feature_level:
         cmd += ["--feature-level", feature_level]
     cmd += list(extra)
@@ -214,7 +225,7 @@ def _background(args, mp: str) -> int:
         ["--log-format", args.log_format] if args.log_format else []) + _state_argv(args) + (
         ["--allow-other"] if args.allow_other else [])
     with open(path, "ab") as out:       # what the child prints before its log is set up
-        child = spawn_daemon(mp, args.config, args.feature_level, out, extra=tuple(extra))
+        child = spawn_daemon(mp, args.config, args.feature_level, out, args.machine, extra=tuple(extra))
     if wait_ready(mp, child):
         print(child.pid)
         return 0

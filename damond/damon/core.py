@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from damond.damon import params
+from damond.damon import params, trace
 from damond.damon.regions import (Regions, check_ranges, evenly_split_region, merge_regions_of,  # noqa: F401
                                    merge_two_regions, set_regions, split_region_at, split_regions_of,
                                    update_access_rate)
@@ -384,6 +384,9 @@ def split_regions(ctx) -> None:
 def reset_aggregated(ctx) -> None:
     """kdamond_reset_aggregated(): last_nr_accesses = nr_accesses; nr_accesses = 0, after
     fixing an nr_accesses_bp that drifted from nr_accesses * 10000."""
+    fns = trace.listeners(ctx)
+    if fns:
+        trace.aggregated(ctx, fns)
     for t in ctx.targets:
         r = t.regions
         bad = r.nr_accesses_bp != r.nr_accesses * 10000
@@ -484,6 +487,9 @@ def tune_intervals(ctx) -> None:
                                                       ctx.attrs.sample_interval * adaptation // 10000))
     new.aggr_interval = new.sample_interval * k
     set_attrs(ctx, new)
+    fns = trace.listeners(ctx)
+    if fns:
+        trace.intervals_tune(ctx, fns, new.sample_interval)
     log.debug("intervals_tuned", kdamond=ctx.index, sample_us=new.sample_interval, aggr_us=new.aggr_interval)
 
 

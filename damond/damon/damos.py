@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from damond.damon import actions, ops_common, quota
+from damond.damon import actions, ops_common, quota, trace
 from damond.damon import filter as dfilter
 from damond.damon.params import Action, Attrs, QuotaGoal, Scheme, SchemeStats, TriedRegion, WmarkMetric
 from damond.errors import DamonError
@@ -325,6 +325,9 @@ def _apply_scheme(ctx, tpos: int, target, i: int, st: SchemeState, walk: Walk | 
         return
     st.core_filters_allowed = allowed
     start, end = int(regions.start[i]), int(regions.end[i])
+    fns = trace.listeners(ctx)
+    if fns:
+        trace.before_apply(ctx, fns, sidx, tpos, regions, i)
     applied, passed = actions.apply_action(ctx, target, start, end, st)
     if walk is not None and not st.walk_completed:
         walk.total_bytes[sidx] += end - start

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from damond.damon import ops_common
+from damond.damon import ops_common, trace
 from damond.damon.params import Action, GoalMetric, GoalTuner, OpsId, QuotaGoal, Scheme
 
 PAGE_SIZE = 4096
@@ -225,6 +225,9 @@ def adjust_quota(ctx, scheme: Scheme, qs: QuotaState, stat) -> None:
         qs.charged_from_ms = now_ms
         qs.charged_sz = 0
         set_effective_quota(ctx, scheme, qs)
+        fns = trace.listeners(ctx)
+        if fns:
+            trace.esz(ctx, fns, next((i for i, st in enumerate(ctx.schemes) if st.params is scheme), 0), qs.esz)
     # score histogram (every ops set of damond has get_scheme_score)
     hist = np.zeros(ops_common.MAX_SCORE + 1, dtype=np.uint64)
     max_score = 0

@@ -134,6 +134,9 @@ class ProcFs:
                 fn = getattr(self.machine, "proc_" + f)
                 files[f] = HandlerNode(f, d, TextFile(0o444, lambda fn=fn, pid=pid: fn(pid).encode()))
                 d.children[f] = files[f]
+            from damond.fs.procfiles import pid_handlers     # pagemap, numa_maps, statm
+            for f, h in pid_handlers(self.machine, pid).items():
+                files[f] = d.children[f] = HandlerNode(f, d, h)
             self._cache = {p: v for p, v in self._cache.items() if self._alive(p)}
             self._cache[pid] = (d, files)
         d, files = self._cache[pid]

@@ -51,6 +51,7 @@ class Machine:
         self.now_us = 0
         self.map_epoch = 0
         self.observers: list = []
+        self.process_observers: list = []      # fn(event, proc): "spawn" | "exit", see add_process_observer
         self.memcgs = list(spec.memcgs)
         self._mutex = threading.RLock()
         self._next_pid = 1000
@@ -174,6 +175,7 @@ class Machine:
             w.t0_us = self.now_us + int(float(spec.get("start_s", 0)) * 1e6)
             proc.workload = w
             log.info("process_spawned", pid=pid, comm=proc.comm, kind=kind)
+            self._notify_process("spawn", proc)
             return pid
 
     def _layout(self, proc: Process) -> None:
@@ -201,6 +203,7 @@ class Machine:
         proc.alive = False
         self.map_epoch += 1
         log.info("process_exited", pid=proc.pid, comm=proc.comm)
+        self._notify_process("exit", proc)
 
     def access(self, pid: int, vaddrs: np.ndarray) -> np.ndarray:
         """An explicit access trace of `pid` (in order) through the TLB: faults missing pages,
@@ -638,6 +641,25 @@ class Machine:
     def add_step_observer(self, fn) -> None:
         with self._mutex:
             self.observers.append(fn)
+
+    def add_process_observer(self, fn) -> None:
+        """fn(event, proc) after a process appeared ("spawn") or exited ("exit"), emulated or
+        twin alike. Called under the machine's lock from whatever thread changed the process
+        list: fn must only record or enqueue (never block, never call back into FUSE)."""
+        with self._mutex:
+            self.process_observers.append(fn)
+
+    def remove_process_observer(self, fn) -> None:
+        with self._mutex:
+            if fn in self.process_observers:
+                self.process_observers.remove(fn)
+
+    def _notify_process(self, event: str, proc: Process) -> None:
+        for fn in list(self.process_observers):
+            try:
+                fn(event, proc)
+            except Exception:       # an observer's bug must not break the machine
+                log.exception("process_observer_failed", event=event, pid=proc.pid)
 
     def remove_step_observer(self, fn) -> None:
         with self._mutex:

@@ -291,7 +291,7 @@ def test_thp_proc_and_control_files(mount, admin):
     assert read(thp / "hugepages-64kB/stats/split") == "0\n"
     assert stat.S_IMODE(os.stat(thp / "hpage_pmd_size").st_mode) == 0o444
     write(thp / "enabled", "always")
-    assert sorted(os.listdir(mount.root / "proc")) == ["100", "101"]
+    assert sorted(os.listdir(mount.root / "proc")) == ["100", "101", "iomem", "meminfo", "vmstat"]
     assert read(mount.root / "proc/100/maps").startswith("00400000-00800000")
     d = mount.root / "damond"
     assert read(d / "processes") == "100 sparse fake\n101 hot fake\n"

@@ -74,12 +74,16 @@ def _foreground(config: Config, mp: str) -> int:
     except ConfigError as e:
         print(f"damond: {e}", file=sys.stderr)
         return 1
+    from damond.host.twin import Twins
     served = build(system)
+    twins = Twins.start(system.machine, mp)          # real pids in pid_target (damond/host)
     system.start()
     try:
         return fsmount.serve(served, mp)
     finally:
         system.stop()
+        if twins is not None:
+            twins.close()
 
 
 def spawn_daemon(mp: str, config: str | None, feature_level: str | None, log) -> subprocess.Popen:

@@ -1,0 +1,63 @@
+/* The project's own real workload for the twin tests and bench/bench_twins.py.
+ *
+ * touch SIZE_MB HOT_MB HINT SECONDS [BLOCK_KB]
+ *   maps SIZE_MB of anonymous memory 2 MiB-aligned, applies HINT (huge | nohuge | none)
+ *   with madvise, writes every page once, prints "ADDR SIZE" (hex, decimal) and then, for
+ *   SECONDS (0: until killed), keeps writing one byte per 4 KiB page of the first HOT_MB
+ *   (a sweep), sleeping 1 ms after each sweep of BLOCK_KB (default: the whole hot part).
+ *   The rest is never touched again. At the end it prints "sweeps N" (N sweeps of the hot
+ *   part done) and exits 0.
+ */
+#define _GNU_SOURCE
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec / 1e9;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 5) {
+        fprintf(stderr, "usage: touch SIZE_MB HOT_MB huge|nohuge|none SECONDS [BLOCK_KB]\n");
+        return 2;
+    }
+    size_t size = strtoull(argv[1], NULL, 0) << 20, hot = strtoull(argv[2], NULL, 0) << 20;
+    double secs = atof(argv[4]);
+    size_t block = argc > 5 ? strtoull(argv[5], NULL, 0) << 10 : hot;
+    char *raw = mmap(NULL, size + (2 << 20), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED)
+        return 1;
+    char *p = (char *)(((uintptr_t)raw + (2 << 20) - 1) & ~(uintptr_t)((2 << 20) - 1));
+    if (!strcmp(argv[3], "huge"))
+        madvise(p, size, MADV_HUGEPAGE);
+    else if (!strcmp(argv[3], "nohuge"))
+        madvise(p, size, MADV_NOHUGEPAGE);
+    for (size_t i = 0; i < size; i += 4096)
+        p[i] = 1;
+    printf("%lx %zu\n", (unsigned long)p, size);
+    fflush(stdout);
+    struct timespec ms = {0, 1000000};
+    double end = now() + secs;
+    unsigned long sweeps = 0;
+    for (;;) {
+        for (size_t b = 0; b < hot; b += block) {
+            for (size_t i = b; i < b + block && i < hot; i += 4096)
+                p[i]++;
+            if (block < hot || secs <= 0)
+                nanosleep(&ms, NULL);
+        }
+        sweeps++;
+        if (secs > 0 && now() >= end)
+            break;
+    }
+    printf("sweeps %lu\n", sweeps);
+    return 0;
+}

@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 from damond.cli.mount import spawn_daemon, wait_ready
+from damond.host import tracing
 
 FUSE_SUPER_MAGIC = 0x65735546
 ADMIN = Path("/sys/kernel/mm/damon/admin")
@@ -83,7 +84,7 @@ def _inside(args: argparse.Namespace) -> int:
             raise ExecError(f"{ADMIN} is not a FUSE mount; refusing to run the client")
         if os.stat(ADMIN).st_ino != os.stat(root / "kernel/mm/damon/admin").st_ino:
             raise ExecError(f"{ADMIN} is not damond's admin directory")
-        env = dict(os.environ)
+        env = tracing.child_env(dict(os.environ), str(root))        # real programs get twins (damond/host)
         if not args.keep_home:
             env["HOME"] = str(work / "home")
             os.makedirs(env["HOME"])

@@ -274,8 +274,10 @@ class Twin:
         if self.zombie or self.chan.closed or not len(addrs):
             return
         a = np.asarray(addrs, np.uint64)
-        ok, vi, pidx = proc.translate(a)
         vmas = proc.vmas()
+        if not vmas:
+            return
+        ok, vi, pidx = proc.translate(a)
         inv = np.searchsorted([v.start for v in vmas], a.view(np.int64), "right") - 1
         inside = (inv >= 0) & (a < np.array([v.end for v in vmas], np.uint64)[np.maximum(inv, 0)])
         can = np.array([v.uid in self.protectable for v in vmas], bool)[np.maximum(inv, 0)] & inside

@@ -154,7 +154,11 @@ def test_dead_target_stops_kdamond(tmp_path, touch):
         write(d.admin / "kdamonds/0/state", "on")
         assert read(d.admin / "kdamonds/0/state") == "on\n"
         assert (d.root / f"proc/{prog.pid}/maps").exists()
-        prog.stop()                                      # killed and reaped
+        prog.p.kill()                                    # a zombie: its task (pid) stays until reaped,
+        time.sleep(0.5)                                  # so the target stays valid, as on a kernel
+        assert read(d.admin / "kdamonds/0/state") == "on\n"
+        assert read(d.root / f"proc/{prog.pid}/maps") == ""          # but its memory is gone
+        prog.stop()                                      # reaped
         deadline = time.monotonic() + 10
         while read(d.admin / "kdamonds/0/state") == "on\n" and time.monotonic() < deadline:
             time.sleep(0.05)

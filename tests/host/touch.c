@@ -1,12 +1,13 @@
 /* The project's own real workload for the twin tests and bench/bench_twins.py.
  *
- * touch SIZE_MB HOT_MB HINT SECONDS [BLOCK_KB]
+ * touch SIZE_MB HOT_MB HINT SECONDS [BLOCK_KB [gate]]
  *   maps SIZE_MB of anonymous memory 2 MiB-aligned, applies HINT (huge | nohuge | none)
  *   with madvise, writes every page once, prints "ADDR SIZE" (hex, decimal) and then, for
  *   SECONDS (0: until killed), keeps writing one byte per 4 KiB page of the first HOT_MB
  *   (a sweep), sleeping 1 ms after each sweep of BLOCK_KB (default: the whole hot part).
  *   The rest is never touched again. At the end it prints "sweeps N" (N sweeps of the hot
- *   part done) and exits 0.
+ *   part done) and "cpu S" (process CPU seconds, all threads, spent in the loop) and exits 0. With `gate`, it reads one byte from stdin before the loop
+ *   (bench/twins_speed.py starts two copies at the same moment).
  */
 #define _GNU_SOURCE
 #include <stdint.h>
@@ -16,12 +17,13 @@
 #include <sys/mman.h>
 #include <time.h>
 
-static double now(void)
+static double clk(clockid_t id)
 {
     struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
+    clock_gettime(id, &t);
     return t.tv_sec + t.tv_nsec / 1e9;
 }
+static double now(void) { return clk(CLOCK_MONOTONIC); }
 
 int main(int argc, char **argv)
 {
@@ -31,7 +33,7 @@ int main(int argc, char **argv)
     }
     size_t size = strtoull(argv[1], NULL, 0) << 20, hot = strtoull(argv[2], NULL, 0) << 20;
     double secs = atof(argv[4]);
-    size_t block = argc > 5 ? strtoull(argv[5], NULL, 0) << 10 : hot;
+    size_t block = argc > 5 && strtoull(argv[5], NULL, 0) ? strtoull(argv[5], NULL, 0) << 10 : hot;
     char *raw = mmap(NULL, size + (2 << 20), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (raw == MAP_FAILED)
         return 1;
@@ -44,8 +46,13 @@ int main(int argc, char **argv)
         p[i] = 1;
     printf("%lx %zu\n", (unsigned long)p, size);
     fflush(stdout);
+    if (argc > 6 && !strcmp(argv[6], "gate")) {
+        char c;
+        if (fread(&c, 1, 1, stdin) != 1)
+            return 1;
+    }
     struct timespec ms = {0, 1000000};
-    double end = now() + secs;
+    double end = now() + secs, cpu0 = clk(CLOCK_PROCESS_CPUTIME_ID);
     unsigned long sweeps = 0;
     for (;;) {
         for (size_t b = 0; b < hot; b += block) {
@@ -58,6 +65,6 @@ int main(int argc, char **argv)
         if (secs > 0 && now() >= end)
             break;
     }
-    printf("sweeps %lu\n", sweeps);
+    printf("sweeps %lu cpu %.6f\n", sweeps, clk(CLOCK_PROCESS_CPUTIME_ID) - cpu0);
     return 0;
 }

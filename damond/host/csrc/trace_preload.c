@@ -67,6 +67,8 @@ static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct sigaction g_prev;    /* the program's SIGSEGV disposition */
 static int g_installed;
 static char g_sock[108];
+/* slots that may be live: [g_lo[k], g_lo[k] + g_n[k]) of the two halves (set by arm()) */
+static volatile uint32_t g_lo[2], g_n[2];
 
 #define MAX_EXCL 1024
 static struct { uintptr_t lo, hi; } g_excl[MAX_EXCL];
@@ -150,6 +152,11 @@ static void on_segv(int sig, siginfo_t *info, void *uc)
     uintptr_t a = (uintptr_t)info->si_addr;
     if (h && s && info->si_code == SEGV_ACCERR) {
         for (uint32_t i = 0; i < h->nslots; i++) {          /* a unit armed now: ours for sure */
+            uint32_t k = i >= h->nslots / 2;
+            if (i - g_lo[k] >= g_n[k]) {                    /* outside the used part of this half */
+                i = k ? h->nslots : h->nslots / 2 - 1;
+                continue;
+            }
             uint32_t st = __atomic_load_n(&s[i].state, __ATOMIC_ACQUIRE);
             if (!live(st) || a < s[i].start || a - s[i].start >= s[i].len)
                 continue;
@@ -192,6 +199,11 @@ static int drop_units(uintptr_t a, size_t len, int mark_young)
     if (!h || !s || !len)
         return 0;
     for (uint32_t i = 0; i < h->nslots; i++) {
+        uint32_t k = i >= h->nslots / 2;
+        if (i - g_lo[k] >= g_n[k]) {
+            i = k ? h->nslots : h->nslots / 2 - 1;
+            continue;
+        }
         uint32_t st = __atomic_load_n(&s[i].state, __ATOMIC_ACQUIRE);
         if (!live(st) || s[i].start >= a + len || a >= s[i].start + s[i].len)
             continue;
@@ -444,8 +456,9 @@ static void arm(const struct msg *m)
     struct hdr *h = g_hdr;
     struct slot *s = g_slots;
     uint32_t half = h->nslots / 2, base = (uint32_t)(m->seq & 1) * half, other = half - base;
+    uint32_t ko = other ? 1 : 0, kc = base ? 1 : 0;
     pthread_mutex_lock(&g_mu);
-    for (uint32_t i = other; i < other + half; i++) {          /* the last batch's sample is over */
+    for (uint32_t i = other; i < other + g_n[ko]; i++) {       /* the last batch's sample is over */
         uint32_t st = __atomic_load_n(&s[i].state, __ATOMIC_ACQUIRE);
         if (st == FAILED || st == REQ) {
             __atomic_store_n(&s[i].state, FREE, __ATOMIC_RELEASE);
@@ -464,6 +477,8 @@ static void arm(const struct msg *m)
     }
     uint64_t epoch = __atomic_load_n(&h->epoch, __ATOMIC_ACQUIRE);
     uint32_t n = m->n < half ? m->n : half;
+    g_lo[kc] = base;
+    g_n[kc] = n;                      /* REQ slots are ignored by the handler until armed */
     for (uint32_t i = base; i < base + n; i++) {
         if (__atomic_load_n(&s[i].state, __ATOMIC_ACQUIRE) != REQ)
             continue;

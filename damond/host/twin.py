@@ -156,6 +156,7 @@ class Twin:
         self.epoch_seen = 0
         self.mapgen_seen = -1
         self.last_refresh = 0.0
+        self.last_stats = 0.0
         self.zombie = False
         self._entries: list[MapEntry] | None = None
         self._hints: dict[int, str] = {}
@@ -236,7 +237,9 @@ class Twin:
                 v = self.m.pt.new_vma(proc, e.start, e.end - e.start, anon=e.anon, shmem=e.shmem, name=e.name,
                                       hint=hint, perms=e.perms)
             v.perms, v.hugepage_hint = e.perms, hint
-            bss = e.anon and not e.name and prev is not None and prev.end == e.start and prev.inode != 0
+            bss = (e.anon and not e.name and prev is not None and prev.end == e.start and prev.inode != 0
+                   and prev.perms.startswith("rw") and prev.perms[3] == "p" and prev.name.startswith("/")
+                   and not prev.name.startswith("/memfd:"))          # an ELF's data segment, then its .bss
             ok = (e.anon or e.shmem) and e.name != "[stack]" and not e.perms.startswith("---") and not bss \
                 and not e.name.startswith("/memfd:damond-trace")
             (self.protectable.add if ok else self.protectable.discard)(v.uid)
@@ -412,6 +415,10 @@ class Twins:
                 proc = self.m.process(twin.pid)
                 if proc is not None:
                     proc.comm = read_comm(twin.pid)
+        if now - twin.last_stats >= 10.0:
+            twin.last_stats = now
+            log.info("twin_stats", pid=twin.pid, seq=twin.chan.seq, skipped=twin.chan.skipped, epoch_seen=twin.epoch_seen,
+                     armed=len(twin.armed), **twin.chan.stats())
         if twin.chan.mapgen != twin.mapgen_seen or now - twin.last_refresh >= self.refresh_s:
             if not twin.refresh():
                 twin.drop_mm()

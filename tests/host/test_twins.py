@@ -117,7 +117,8 @@ def test_touched_pages_are_accessed_others_not(tmp_path, touch):
                 assert hot and cold and len(hot) + len(cold) == len(regs)
                 assert all(r[2] == 0 for r in cold), regs
                 hot_seen += all(r[2] > 0 for r in hot)
-            assert hot_seen >= 3, regs
+            assert prog.p.poll() is None, f"the program died: {prog.p.returncode}"
+            assert hot_seen >= 3, (regs, [e for e in d.events() if e.get("event", "").startswith("twin")])
             write(d.admin / "kdamonds/0/state", "off")
         finally:
             prog.stop()

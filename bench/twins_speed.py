@@ -39,7 +39,7 @@ def start(exe: Path, secs: float, env: dict) -> tuple[subprocess.Popen, int]:
     """The program, mapped and written once, waiting at its gate."""
     p = subprocess.Popen([str(exe), str(SIZE_MB), str(SIZE_MB), "none", str(secs), "0", "gate"],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-    return p, int(p.stdout.readline().split()[0], 16)
+    return p, int(p.stdout.readline().split()[0], 16)          # "ADDR SIZE PID"
 
 
 def sweeps(p: subprocess.Popen) -> tuple[int, float]:

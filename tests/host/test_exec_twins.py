@@ -21,7 +21,7 @@ C=$A/0/contexts/0
 "$PROG" 32 8 none 0 > "$OUT" &
 pid=$!
 while [ ! -s "$OUT" ]; do sleep 0.05; done
-read addr size < "$OUT"
+read addr size cpid < "$OUT"
 a=$(printf '%d' 0x$addr)
 echo 1 > $A/nr_kdamonds
 echo 1 > $A/0/contexts/nr_contexts

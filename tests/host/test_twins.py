@@ -55,14 +55,19 @@ def mount(tmp_path, thp="always"):
 class Prog:
     """The touch program started with the tracer's environment for the mount at `root`."""
 
-    def __init__(self, exe, root, size_mb, hot_mb, hint="none", env=None):
+    def __init__(self, exe, root, size_mb, hot_mb, hint="none", env=None, fork=False):
         e = tracing.child_env(dict(os.environ), str(root)) if env is None else env
-        self.p = subprocess.Popen([str(exe), str(size_mb), str(hot_mb), hint, "0"], stdout=subprocess.PIPE,
-                                  text=True, env=e)
-        addr, size = self.p.stdout.readline().split()
-        self.addr, self.size, self.pid = int(addr, 16), int(size), self.p.pid
+        argv = [str(exe), str(size_mb), str(hot_mb), hint, "0"] + (["0", "fork"] if fork else [])
+        self.p = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=e)
+        addr, size, pid = self.p.stdout.readline().split()
+        self.addr, self.size, self.pid = int(addr, 16), int(size), int(pid)     # the child's pid with fork
 
     def stop(self):
+        if self.pid != self.p.pid:
+            try:
+                os.kill(self.pid, 9)                     # the forked child; the parent then exits
+            except ProcessLookupError:
+                pass
         if self.p.poll() is None:
             self.p.kill()
         self.p.wait()
@@ -98,12 +103,14 @@ def tried(admin, c):
     return out
 
 
-def test_touched_pages_are_accessed_others_not(tmp_path, touch):
+@pytest.mark.parametrize("fork", [False, True], ids=["program", "forked-child"])
+def test_touched_pages_are_accessed_others_not(tmp_path, touch, fork):
     """fvaddr over the program's mapping: a hot 8 MiB it keeps writing and a cold 16 MiB
     it wrote once (a 4 MiB gap keeps the two from merging). Over several aggregations the
-    hot regions show accesses, the cold ones none."""
+    hot regions show accesses, the cold ones none. `forked-child`: the program forks after
+    writing its memory and the child (traced again through pthread_atfork) is the target."""
     with mount(tmp_path) as d:
-        prog = Prog(touch, d.root, 32, 8)
+        prog = Prog(touch, d.root, 32, 8, fork=fork)
         try:
             a = prog.addr
             c = setup_ctx(d.admin, prog.pid, "fvaddr", [(a, a + 8 * MB), (a + 12 * MB, a + 28 * MB)])

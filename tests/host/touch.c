@@ -1,13 +1,16 @@
 /* The project's own real workload for the twin tests and bench/bench_twins.py.
  *
- * touch SIZE_MB HOT_MB HINT SECONDS [BLOCK_KB [gate]]
+ * touch SIZE_MB HOT_MB HINT SECONDS [BLOCK_KB [gate|fork]]
  *   maps SIZE_MB of anonymous memory 2 MiB-aligned, applies HINT (huge | nohuge | none)
- *   with madvise, writes every page once, prints "ADDR SIZE" (hex, decimal) and then, for
+ *   with madvise, writes every page once, prints "ADDR SIZE PID" (hex, decimal, decimal) and
+ *   then, for
  *   SECONDS (0: until killed), keeps writing one byte per 4 KiB page of the first HOT_MB
  *   (a sweep), sleeping 1 ms after each sweep of BLOCK_KB (default: the whole hot part).
  *   The rest is never touched again. At the end it prints "sweeps N" (N sweeps of the hot
  *   part done) and "cpu S" (process CPU seconds, all threads, spent in the loop) and exits 0. With `gate`, it reads one byte from stdin before the loop
- *   (bench/twins_speed.py starts two copies at the same moment).
+ *   (bench/twins_speed.py starts two copies at the same moment). With `fork`, it forks after
+ *   writing the memory: the child prints the line (its own pid) and runs the loop, the parent
+ *   waits for it.
  */
 #define _GNU_SOURCE
 #include <stdint.h>
@@ -15,7 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 static double clk(clockid_t id)
 {
@@ -44,7 +49,17 @@ int main(int argc, char **argv)
         madvise(p, size, MADV_NOHUGEPAGE);
     for (size_t i = 0; i < size; i += 4096)
         p[i] = 1;
-    printf("%lx %zu\n", (unsigned long)p, size);
+    if (argc > 6 && !strcmp(argv[6], "fork")) {
+        pid_t c = fork();
+        if (c < 0)
+            return 1;
+        if (c > 0) {
+            int st;
+            waitpid(c, &st, 0);
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        }
+    }
+    printf("%lx %zu %d\n", (unsigned long)p, size, (int)getpid());
     fflush(stdout);
     if (argc > 6 && !strcmp(argv[6], "gate")) {
         char c;

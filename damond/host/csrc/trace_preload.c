@@ -330,6 +330,8 @@ ssize_t read(int fd, void *b, size_t n) { resolve_read(); RETRY(real_read(fd, b,
 ssize_t write(int fd, const void *b, size_t n) { resolve_write(); RETRY(real_write(fd, b, n), efault_fix(b, n)) }
 ssize_t pread(int fd, void *b, size_t n, off_t o) { resolve_pread(); RETRY(real_pread(fd, b, n, o), efault_fix(b, n)) }
 ssize_t pwrite(int fd, const void *b, size_t n, off_t o) { resolve_pwrite(); RETRY(real_pwrite(fd, b, n, o), efault_fix(b, n)) }
+ssize_t pread64(int fd, void *b, size_t n, off_t o) __attribute__((alias("pread")));
+ssize_t pwrite64(int fd, const void *b, size_t n, off_t o) __attribute__((alias("pwrite")));
 ssize_t readv(int fd, const struct iovec *v, int c) { resolve_readv(); RETRY(real_readv(fd, v, c), efault_fix_iov(v, c)) }
 ssize_t writev(int fd, const struct iovec *v, int c) { resolve_writev(); RETRY(real_writev(fd, v, c), efault_fix_iov(v, c)) }
 ssize_t recv(int fd, void *b, size_t n, int f) { resolve_recv(); RETRY(real_recv(fd, b, n, f), efault_fix(b, n)) }

@@ -199,3 +199,46 @@ def test_twin_thp_follows_emulated_policy(tmp_path, touch, thp, hint, expect_mb)
             write(d.admin / "kdamonds/0/state", "off")
         finally:
             prog.stop()
+
+
+def _rollup_kb(root, pid, field):
+    for line in read(root / f"proc/{pid}/smaps_rollup").splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} line")
+
+
+def _real_rss_kb(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_damos_acts_on_the_twin_only(tmp_path, touch):
+    """A pageout scheme for never-accessed regions pages the cold 16 MiB out of the twin
+    (damond's smaps_rollup: Swap grows, and stays: the twin's refresh does not fault the
+    pages back while the program leaves them alone); the real program's memory is not
+    touched (its own VmRSS keeps the 32 MiB)."""
+    with mount(tmp_path) as d:
+        prog = Prog(touch, d.root, 32, 8)
+        try:
+            a = prog.addr
+            c = setup_ctx(d.admin, prog.pid, "fvaddr", [(a, a + 8 * MB), (a + 12 * MB, a + 28 * MB)])
+            write(c / "schemes/0/access_pattern/nr_accesses/max", "0")
+            write(c / "schemes/0/access_pattern/age/min", "5")           # cold for 5 aggregations
+            write(c / "schemes/0/action", "pageout")
+            rss0 = _real_rss_kb(prog.pid)
+            write(d.admin / "kdamonds/0/state", "on")
+            assert _rollup_kb(d.root, prog.pid, "Swap") == 0             # the twin starts fully resident
+            deadline = time.monotonic() + 15
+            while _rollup_kb(d.root, prog.pid, "Swap") < 12 * 1024 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            swapped = _rollup_kb(d.root, prog.pid, "Swap")
+            assert swapped >= 12 * 1024                                   # most of the cold 16 MiB
+            time.sleep(0.5)                                               # several twin refreshes
+            assert _rollup_kb(d.root, prog.pid, "Swap") >= swapped - 2048
+            assert _real_rss_kb(prog.pid) >= rss0 - 1024 >= 32 * 1024 - 1024
+            write(d.admin / "kdamonds/0/state", "off")
+        finally:
+            prog.stop()

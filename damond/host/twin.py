@@ -176,6 +176,8 @@ class Twin:
         entries = canonical(raw, armed)
         if not entries:
             return False
+        if any(b.start < a.end for a, b in zip(entries, entries[1:])):
+            return True                  # maps read across a concurrent change (seq_file pages): next time
         key = [(e.start, e.end, e.perms, e.name) for e in entries]
         if self._entries is None or key != [(e.start, e.end, e.perms, e.name) for e in self._entries]:
             try:
@@ -234,8 +236,12 @@ class Twin:
             v = proc.find_vma(e.start)
             hint = self._hints.get(e.start)
             if v is None:
-                v = self.m.pt.new_vma(proc, e.start, e.end - e.start, anon=e.anon, shmem=e.shmem, name=e.name,
-                                      hint=hint, perms=e.perms)
+                try:
+                    v = self.m.pt.new_vma(proc, e.start, e.end - e.start, anon=e.anon, shmem=e.shmem,
+                                          name=e.name, hint=hint, perms=e.perms)
+                except ValueError:       # overlaps a twin VMA that moved: rebuilt next refresh
+                    self._entries = None
+                    continue
             v.perms, v.hugepage_hint = e.perms, hint
             bss = (e.anon and not e.name and prev is not None and prev.end == e.start and prev.inode != 0
                    and prev.perms.startswith("rw") and prev.perms[3] == "p" and prev.name.startswith("/")

@@ -155,6 +155,23 @@ def test_untraced_process_einval(tmp_path, touch):
             prog.stop()
 
 
+def test_static_binary_einval(tmp_path):
+    """A static binary ignores LD_PRELOAD: nobody can observe it, so it is refused (after
+    the wait for its tracer) instead of being monitored as never accessed."""
+    exe = tmp_path / "touch-static"
+    if subprocess.run(["gcc", "-O2", "-static", "-o", str(exe), str(HERE / "touch.c")]).returncode:
+        pytest.skip("no static libc")
+    with mount(tmp_path) as d:
+        prog = Prog(exe, d.root, 4, 1)
+        try:
+            setup_ctx(d.admin, prog.pid)
+            with pytest.raises(OSError) as e:
+                write(d.admin / "kdamonds/0/state", "on")
+            assert e.value.errno == errno.EINVAL
+        finally:
+            prog.stop()
+
+
 def test_dead_target_stops_kdamond(tmp_path, touch):
     with mount(tmp_path) as d:
         prog = Prog(touch, d.root, 8, 2)
@@ -242,3 +259,33 @@ def test_damos_acts_on_the_twin_only(tmp_path, touch):
             write(d.admin / "kdamonds/0/state", "off")
         finally:
             prog.stop()
+
+
+def test_program_changing_its_mappings_and_doing_io_survives(tmp_path):
+    """churn.c maps, mprotects and unmaps memory and reads/writes files straight into its
+    own buffer while a kdamond samples the buffer at 1 ms: every call still does what it
+    should (read/write finished past our protection), the program exits 0, and DAMON saw
+    the buffer accessed (by those syscalls: the kernel's copy counts as an access)."""
+    exe = tmp_path / "churn"
+    subprocess.run(["gcc", "-O2", "-o", str(exe), str(HERE / "churn.c")], check=True)
+    with mount(tmp_path) as d:
+        p = subprocess.Popen([str(exe), "4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=tracing.child_env(dict(os.environ), str(d.root)))
+        try:
+            addr, size, pid = p.stdout.readline().split()
+            a = int(addr, 16)
+            c = setup_ctx(d.admin, int(pid), "fvaddr", [(a, a + int(size))], sample_us=1000, aggr_us=20000)
+            write(d.admin / "kdamonds/0/state", "on")
+            seen = 0
+            for _ in range(5):
+                time.sleep(0.3)
+                regs = tried(d.admin, c)
+                seen += any(r[2] > 0 for r in regs)
+            out, err = p.communicate(timeout=30)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        assert p.returncode == 0 and out.startswith("ok "), (p.returncode, out, err)
+        assert int(out.split()[1]) > 0
+        assert seen >= 2, regs

@@ -12,9 +12,12 @@
  *
  * Races kept right: mprotect/munmap/mremap/mmap(MAP_FIXED) are interposed; they first
  * restore and drop our units in the range and bump the table's map epoch (the daemon
- * re-reads /proc/PID/maps and arms only against the epoch it saw). read/write/pread/
- * pwrite/readv/writev/recv/recvfrom/send/sendto retry once after an EFAULT caused by one
- * of our units (the kernel would have set the accessed bit: the unit is marked young).
+ * re-reads /proc/PID/maps; a unit it asks for against an older epoch is armed only if no
+ * mapping change since then touched it). read/write/pread/
+ * pwrite/readv/writev/recv/recvfrom/send/sendto retry (up to 8 times) after an EFAULT caused by one
+ * of our units (the kernel would have set the accessed bit: the unit is marked young);
+ * read/write on regular files and /dev/zero-like devices and pread/pwrite also finish a copy
+ * that stopped short at one of our units.
  * Thread stacks (pthread_create is interposed) and this library's own data are never
  * armed. fork: the child restores every unit it inherited and connects anew (pthread_atfork).
  * Limits (documented in the README): static binaries are not traced; libc-internal I/O
@@ -34,6 +37,8 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/un.h>
@@ -69,6 +74,10 @@ static int g_installed;
 static char g_sock[108];
 /* slots that may be live: [g_lo[k], g_lo[k] + g_n[k]) of the two halves (set by arm()) */
 static volatile uint32_t g_lo[2], g_n[2];
+/* the ranges of the last RING mapping changes, by epoch: a unit the daemon asks for against
+ * an older epoch is armed unless one of the changes since overlapped it */
+#define RING 256
+static struct { uint64_t ep; uintptr_t lo, hi; } g_ring[RING];
 
 #define MAX_EXCL 1024
 static struct { uintptr_t lo, hi; } g_excl[MAX_EXCL];
@@ -189,8 +198,9 @@ static void install_handler(void)
 }
 
 /* ---- units vs the program's own mapping changes ---------------------------------------- */
-/* Restore (if still ours) and drop every unit overlapping [a, a+len); returns 1 if any
- * was armed (used by the EFAULT retry, which marks it young as the kernel access would). */
+/* Restore (if still ours) and drop every unit overlapping [a, a+len). Returns 1 if one was
+ * armed (the EFAULT retry marks it young, as the kernel's access would have), 2 if one was
+ * ours lately (restored meanwhile: an EFAULT from it is worth a retry), else 0. */
 static int drop_units(uintptr_t a, size_t len, int mark_young)
 {
     struct hdr *h = g_hdr;
@@ -205,8 +215,15 @@ static int drop_units(uintptr_t a, size_t len, int mark_young)
             continue;
         }
         uint32_t st = __atomic_load_n(&s[i].state, __ATOMIC_ACQUIRE);
-        if (!live(st) || s[i].start >= a + len || a >= s[i].start + s[i].len)
+        if (s[i].start >= a + len || a >= s[i].start + s[i].len)
             continue;
+        if (st == RETIRED) {
+            hit |= 2;
+            continue;
+        }
+        if (!live(st))
+            continue;
+        hit |= 2;
         if (st == ARMING || st == PROT) {
             hit = 1;
             if (mark_young) {
@@ -220,7 +237,7 @@ static int drop_units(uintptr_t a, size_t len, int mark_young)
         if (!mark_young)
             __atomic_store_n(&s[i].state, FREE, __ATOMIC_RELEASE);
     }
-    return hit;
+    return hit & 1 ? 1 : hit;
 }
 
 static void map_change(uintptr_t a, size_t len)
@@ -228,7 +245,9 @@ static void map_change(uintptr_t a, size_t len)
     pthread_mutex_lock(&g_mu);
     drop_units(a, len, 0);
     if (g_hdr) {
-        __atomic_add_fetch(&g_hdr->epoch, 1, __ATOMIC_RELEASE);
+        uint64_t ep = g_hdr->epoch + 1;
+        g_ring[ep % RING].ep = ep, g_ring[ep % RING].lo = a, g_ring[ep % RING].hi = a + len;
+        __atomic_store_n(&g_hdr->epoch, ep, __ATOMIC_RELEASE);
         __atomic_add_fetch(&g_hdr->mapgen, 1, __ATOMIC_RELEASE);
     }
     pthread_mutex_unlock(&g_mu);
@@ -320,16 +339,100 @@ static int efault_fix_iov(const struct iovec *iov, int cnt)
         hit |= efault_fix(iov[i].iov_base, iov[i].iov_len);
     return hit;
 }
-#define RETRY(call, fix)                    \
-    ssize_t r = call;                       \
-    if (r < 0 && (fix))                     \
-        r = call;                           \
+/* Retried while the EFAULT was ours: a new batch may re-arm the unit in between. */
+#define MAX_RETRIES 8
+#define RETRY(call, fix)                                        \
+    ssize_t r = call;                                           \
+    for (int t_ = 0; r < 0 && t_ < MAX_RETRIES && (fix); t_++)  \
+        r = call;                                               \
     return r;
 
-ssize_t read(int fd, void *b, size_t n) { resolve_read(); RETRY(real_read(fd, b, n), efault_fix(b, n)) }
-ssize_t write(int fd, const void *b, size_t n) { resolve_write(); RETRY(real_write(fd, b, n), efault_fix(b, n)) }
-ssize_t pread(int fd, void *b, size_t n, off_t o) { resolve_pread(); RETRY(real_pread(fd, b, n, o), efault_fix(b, n)) }
-ssize_t pwrite(int fd, const void *b, size_t n, off_t o) { resolve_pwrite(); RETRY(real_pwrite(fd, b, n, o), efault_fix(b, n)) }
+/* A copy that stopped at one of our units returns a short count, not EFAULT. Where a
+ * second call just continues the first one (regular files, /dev/zero and friends), finish
+ * it past the unit, as the kernel would have without our protection. */
+static int continuable(int fd)
+{
+    struct stat st;
+    return fstat(fd, &st) == 0 && (S_ISREG(st.st_mode) || (S_ISCHR(st.st_mode) && major(st.st_rdev) == 1));
+}
+static int stopped_at_unit(const char *p, size_t left)
+{
+    if (!g_hdr || !left)
+        return 0;
+    pthread_mutex_lock(&g_mu);
+    int hit = drop_units((uintptr_t)p, left, 1);              /* the rest of the copy: it touches them all */
+    pthread_mutex_unlock(&g_mu);
+    return hit;
+}
+
+ssize_t read(int fd, void *b, size_t n)
+{
+    resolve_read();
+    ssize_t r = real_read(fd, b, n);
+    for (int t = 0; r < 0 && t < MAX_RETRIES && efault_fix(b, n); t++)
+        r = real_read(fd, b, n);
+    for (int t = 0; r > 0 && (size_t)r < n && t < MAX_RETRIES && stopped_at_unit((char *)b + r, n - r) && continuable(fd);) {
+        ssize_t k = real_read(fd, (char *)b + r, n - r);
+        if (k == 0 || (k < 0 && errno != EFAULT))
+            break;
+        if (k < 0)
+            t++;                      /* re-armed meanwhile: restore again */
+        else
+            r += k;
+    }
+    return r;
+}
+ssize_t write(int fd, const void *b, size_t n)
+{
+    resolve_write();
+    ssize_t r = real_write(fd, b, n);
+    for (int t = 0; r < 0 && t < MAX_RETRIES && efault_fix(b, n); t++)
+        r = real_write(fd, b, n);
+    for (int t = 0; r > 0 && (size_t)r < n && t < MAX_RETRIES && stopped_at_unit((const char *)b + r, n - r) && continuable(fd);) {
+        ssize_t k = real_write(fd, (const char *)b + r, n - r);
+        if (k == 0 || (k < 0 && errno != EFAULT))
+            break;
+        if (k < 0)
+            t++;                      /* re-armed meanwhile: restore again */
+        else
+            r += k;
+    }
+    return r;
+}
+ssize_t pread(int fd, void *b, size_t n, off_t o)
+{
+    resolve_pread();
+    ssize_t r = real_pread(fd, b, n, o);
+    for (int t = 0; r < 0 && t < MAX_RETRIES && efault_fix(b, n); t++)
+        r = real_pread(fd, b, n, o);
+    for (int t = 0; r > 0 && (size_t)r < n && t < MAX_RETRIES && stopped_at_unit((char *)b + r, n - r);) {
+        ssize_t k = real_pread(fd, (char *)b + r, n - r, o + r);
+        if (k == 0 || (k < 0 && errno != EFAULT))
+            break;
+        if (k < 0)
+            t++;                      /* re-armed meanwhile: restore again */
+        else
+            r += k;
+    }
+    return r;
+}
+ssize_t pwrite(int fd, const void *b, size_t n, off_t o)
+{
+    resolve_pwrite();
+    ssize_t r = real_pwrite(fd, b, n, o);
+    for (int t = 0; r < 0 && t < MAX_RETRIES && efault_fix(b, n); t++)
+        r = real_pwrite(fd, b, n, o);
+    for (int t = 0; r > 0 && (size_t)r < n && t < MAX_RETRIES && stopped_at_unit((const char *)b + r, n - r);) {
+        ssize_t k = real_pwrite(fd, (const char *)b + r, n - r, o + r);
+        if (k == 0 || (k < 0 && errno != EFAULT))
+            break;
+        if (k < 0)
+            t++;                      /* re-armed meanwhile: restore again */
+        else
+            r += k;
+    }
+    return r;
+}
 ssize_t pread64(int fd, void *b, size_t n, off_t o) __attribute__((alias("pread")));
 ssize_t pwrite64(int fd, const void *b, size_t n, off_t o) __attribute__((alias("pwrite")));
 ssize_t readv(int fd, const struct iovec *v, int c) { resolve_readv(); RETRY(real_readv(fd, v, c), efault_fix_iov(v, c)) }
@@ -453,6 +556,19 @@ static void restore_all(int mark_retired)
     }
 }
 
+/* Whether a mapping change after epoch `seen` (up to `cur`) overlapped [lo, hi). */
+static int changed_since(uint64_t seen, uint64_t cur, uintptr_t lo, uintptr_t hi)
+{
+    if (cur == seen)
+        return 0;
+    if (cur < seen || cur - seen >= RING)
+        return 1;
+    for (uint64_t e = seen + 1; e <= cur; e++)
+        if (g_ring[e % RING].ep != e || (g_ring[e % RING].lo < hi && lo < g_ring[e % RING].hi))
+            return 1;
+    return 0;
+}
+
 static void arm(const struct msg *m)
 {
     struct hdr *h = g_hdr;
@@ -484,7 +600,8 @@ static void arm(const struct msg *m)
     for (uint32_t i = base; i < base + n; i++) {
         if (__atomic_load_n(&s[i].state, __ATOMIC_ACQUIRE) != REQ)
             continue;
-        if (epoch != m->epoch || excluded(s[i].start, s[i].start + s[i].len)) {
+        if (changed_since(m->epoch, epoch, s[i].start, s[i].start + s[i].len) ||
+            excluded(s[i].start, s[i].start + s[i].len)) {
             __atomic_store_n(&s[i].state, FAILED, __ATOMIC_RELEASE);
             h->failed++;
             continue;

@@ -27,7 +27,8 @@ SOCK_ENV = "DAMOND_TRACE_SOCK"
 MAGIC = 0x544D4144
 NSLOTS = 8192                               # two halves of 4096 units (DAMON's max_nr_regions is 1000 by default)
 HDR = np.dtype([("magic", "<u4"), ("nslots", "<u4"), ("epoch", "<u8"), ("seq_done", "<u8"), ("faults", "<u8"),
-                ("restores", "<u8"), ("efault_retries", "<u8"), ("failed", "<u8"), ("mapgen", "<u8")])
+                ("restores", "<u8"), ("efault_retries", "<u8"), ("failed", "<u8"), ("mapgen", "<u8"), ("advgen", "<u8"),
+                ("pad", "<u8", 7)])
 SLOT = np.dtype([("start", "<u8"), ("len", "<u8"), ("addr", "<u8"), ("state", "<u4"), ("prot", "<u4")])
 FREE, REQ, ARMING, PROT, YOUNG, DISARMING, RETIRED, FAILED = range(8)
 OP_ARM = 1
@@ -110,6 +111,11 @@ class Channel:
     def epoch(self) -> int:
         """Bumped by every mapping change that could invalidate an armed unit."""
         return int(self.hdr["epoch"][0]) if self.hdr is not None else 0
+
+    @property
+    def advgen(self) -> int:
+        """Bumped by every madvise(MADV_HUGEPAGE/MADV_NOHUGEPAGE): VmFlags to re-read."""
+        return int(self.hdr["advgen"][0]) if self.hdr is not None else 0
 
     @property
     def mapgen(self) -> int:

@@ -5,7 +5,8 @@ Owns the mirror of a real process in the emulated machine: its VMAs from /proc/P
 the present bit of /proc/PID/pagemap, faulted into the twin so folio sizes follow the
 emulated THP policy (AnonHugePages, split, collapse and pageout are the emulated
 machine's; the real memory is never touched by DAMOS). A poll thread keeps twins in step
-(maps and pagemap every `refresh_ms`, at once when the tracer reports a mapping change),
+(maps every `refresh_ms` and at once when the tracer reports a mapping change; smaps when
+a VMA appears or the program madvises; pagemap on mapping changes, else every second),
 and ends a twin when its process is reaped (a zombie keeps its pid, as a dead task keeps
 its struct, but loses its memory), so the kdamond stops as the kernel's does.
 
@@ -33,6 +34,7 @@ from damond.mm.phys import BLOCK_PAGES, PAGE_SIZE
 
 log = get_logger("damond.host")
 MAX_PAGEMAP_VMA = 64 << 30           # never read pagemap of reservations larger than this
+PAGEMAP_S = 1.0                      # pagemap of unchanged mappings at most this often (DAMON's update interval)
 SPECIAL = ("[vvar]", "[vdso]", "[vsyscall]", "[vvar_vclock]", "[uprobes]")
 UNIT_PMD, UNIT_CONT = 2 << 20, 64 << 10
 
@@ -156,6 +158,8 @@ class Twin:
         self.epoch_seen = 0
         self.mapgen_seen = -1
         self.last_refresh = 0.0
+        self.last_pagemap = 0.0
+        self.advgen_seen = -1
         self.last_stats = 0.0
         self.zombie = False
         self._entries: list[MapEntry] | None = None
@@ -178,14 +182,22 @@ class Twin:
             return False
         if any(b.start < a.end for a, b in zip(entries, entries[1:])):
             return True                  # maps read across a concurrent change (seq_file pages): next time
-        key = [(e.start, e.end, e.perms, e.name) for e in entries]
-        if self._entries is None or key != [(e.start, e.end, e.perms, e.name) for e in self._entries]:
-            try:
+        known = {(e.start, e.end) for e in self._entries or ()}
+        advgen, now = self.chan.advgen, time.monotonic()
+        if any((e.start, e.end) not in known for e in entries) or advgen != self.advgen_seen:
+            try:                                   # smaps walks page tables: only for new VMAs or madvise
                 with open(f"/proc/{self.pid}/smaps") as f:
                     self._hints = parse_vmflags(f.read())
             except OSError:
                 return False
-        present = {e.start: self._present(e) for e in entries if self._mirrored(e)}
+            self.advgen_seen = advgen
+        present = {}
+        full = mapgen != self.mapgen_seen or now - self.last_pagemap >= PAGEMAP_S
+        for e in entries:                          # pagemap: on mapping changes, new VMAs, else every PAGEMAP_S
+            if self._mirrored(e) and (full or (e.start, e.end) not in known):
+                present[e.start] = self._present(e)
+        if full:
+            self.last_pagemap = now
         with self.m._mutex:
             proc = self.m.process(self.pid)
             if proc is None:

@@ -48,7 +48,7 @@
 enum { FREE = 0, REQ, ARMING, PROT, YOUNG, DISARMING, RETIRED, FAILED };
 enum { OP_ARM = 1 };
 
-struct hdr {                       /* 64 bytes; layout mirrored in tracing.py */
+struct hdr {                       /* 128 bytes; layout mirrored in tracing.py */
     uint32_t magic, nslots;
     uint64_t epoch;                /* bumped by every interposed mapping change */
     uint64_t seq_done;             /* last ARM batch fully handled */
@@ -57,6 +57,8 @@ struct hdr {                       /* 64 bytes; layout mirrored in tracing.py */
     uint64_t efault_retries;
     uint64_t failed;               /* units we could not arm */
     uint64_t mapgen;               /* bumped by every interposed mapping call, new mmaps too */
+    uint64_t advgen;               /* bumped by madvise(MADV_HUGEPAGE / MADV_NOHUGEPAGE) */
+    uint64_t pad[7];               /* 128 bytes */
 };
 struct slot {                      /* 32 bytes */
     uint64_t start, len, addr;
@@ -104,6 +106,7 @@ static long raw_mprotect(uint64_t a, uint64_t l, int p) { return raw3(SYS_mprote
             real_##name = (ret(*) args)dlsym(RTLD_NEXT, #name);        \
     }
 REAL(int, mprotect, (void *, size_t, int))
+REAL(int, madvise, (void *, size_t, int))
 REAL(int, munmap, (void *, size_t))
 REAL(void *, mmap, (void *, size_t, int, int, int, off_t))
 REAL(void *, mremap, (void *, size_t, size_t, int, ...))
@@ -258,6 +261,18 @@ int mprotect(void *a, size_t len, int prot)
     resolve_mprotect();
     map_change((uintptr_t)a, len);
     return real_mprotect(a, len, prot);
+}
+
+int madvise(void *a, size_t len, int advice)
+{
+    resolve_madvise();
+    int r = real_madvise(a, len, advice);
+    if (g_hdr) {
+        if (advice == MADV_HUGEPAGE || advice == MADV_NOHUGEPAGE)
+            __atomic_add_fetch(&g_hdr->advgen, 1, __ATOMIC_RELEASE);
+        __atomic_add_fetch(&g_hdr->mapgen, 1, __ATOMIC_RELEASE);
+    }
+    return r;
 }
 
 int munmap(void *a, size_t len)

@@ -289,3 +289,30 @@ def test_program_changing_its_mappings_and_doing_io_survives(tmp_path):
         assert p.returncode == 0 and out.startswith("ok "), (p.returncode, out, err)
         assert int(out.split()[1]) > 0
         assert seen >= 2, regs
+
+
+def test_twin_follows_exec_and_late_mappings(tmp_path, touch):
+    """As with `damo start "CMD"`: the pid is adopted while it is still a shell that then
+    execs the program, which maps, madvises (MADV_HUGEPAGE) and writes its memory only
+    afterwards. The twin follows the exec (the new image connects again), the new mapping,
+    its hint and its pages: under THP=madvise the 32 MiB end up PMD-mapped in the twin."""
+    with mount(tmp_path, "madvise") as d:
+        env = tracing.child_env(dict(os.environ), str(d.root))
+        p = subprocess.Popen(["sh", "-c", f"read x; exec {touch} 32 1 huge 0"], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True, env=env)
+        try:
+            setup_ctx(d.admin, p.pid)
+            write(d.admin / "kdamonds/0/state", "on")
+            assert _anon_huge_kb(d.root, p.pid) == 0                     # a shell so far
+            p.stdin.write("go\n")
+            p.stdin.flush()
+            p.stdout.readline()                                           # mapped, advised, written
+            deadline = time.monotonic() + 10
+            while _anon_huge_kb(d.root, p.pid) < 32 * 1024 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert 32 * 1024 <= _anon_huge_kb(d.root, p.pid) <= 36 * 1024
+            assert read(d.admin / "kdamonds/0/state") == "on\n"
+            write(d.admin / "kdamonds/0/state", "off")
+        finally:
+            p.kill()
+            p.wait()

@@ -11,6 +11,7 @@ processes cost one idle connection. Layout constants mirror the C structs.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.machinery
 import mmap
 import os
@@ -48,7 +49,7 @@ def preload_path() -> Path | None:
 
 def sock_name(mountpoint: str) -> str:
     """The rendezvous of the daemon serving `mountpoint` ('@' = abstract namespace)."""
-    return "@damond-trace:" + os.path.realpath(mountpoint)[:80]
+    return "@damond-trace:" + hashlib.sha256(os.path.realpath(mountpoint).encode()).hexdigest()[:24]
 
 
 def child_env(env: dict, mountpoint: str) -> dict:

@@ -364,7 +364,11 @@ class Twins:
         if tracing.preload_path() is None:
             log.warning("tracer_not_built", hint="real pids are refused; rebuild with pip install -e .")
             return None
-        return cls(machine, mountpoint)
+        try:
+            return cls(machine, mountpoint)
+        except OSError as e:                       # the rendezvous is taken: serve without twins
+            log.warning("tracer_unavailable", error=str(e), hint="real pids are refused")
+            return None
 
     def adopt(self, pid: int):
         """The twin Process of real `pid` (creating it), or None: no such process in this

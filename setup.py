@@ -4,11 +4,20 @@
 built from damond/spe/csrc/*.c. It is optional: without a C compiler and the Python
 headers (Debian: gcc, python3-dev) the build skips it and damond.spe.feed / hist fall
 back to their numpy/regex code (same results, slower).
+
+`damond.host._trace_preload` is not a Python module: it is the LD_PRELOAD access tracer
+for real programs (damond/host/csrc/trace_preload.c, see damond/host/tracing.py), built
+as a shared object so `pip install` puts it next to the package. Optional as well:
+without it real pids are refused (EINVAL) as before.
 """
 from setuptools import Extension, setup
 
 CSRC = "damond/spe/csrc"
+HOST = "damond/host/csrc"
 
 setup(ext_modules=[Extension("damond.spe._feedparse",
                              [f"{CSRC}/{n}.c" for n in ("feedparse", "aggregator", "aggregator_ops", "perfscan")],
-                             depends=[f"{CSRC}/feedparse.h", f"{CSRC}/aggregator.h"], extra_compile_args=["-O2"], optional=True)])
+                             depends=[f"{CSRC}/feedparse.h", f"{CSRC}/aggregator.h"], extra_compile_args=["-O2"], optional=True),
+                   Extension("damond.host._trace_preload", [f"{HOST}/trace_preload.c"],
+                             extra_compile_args=["-O2", "-Wall", "-pthread", "-fvisibility=default"],
+                             extra_link_args=["-pthread", "-ldl"], optional=True)])

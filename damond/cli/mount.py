@@ -160,6 +160,7 @@ def _foreground(config: Config, mp: str, args) -> int:
     except ConfigError as e:
         print(f"damond: {e}", file=sys.stderr)
         return 1
+    from damond.host.twin import Twins
     served = build(system)
     restart: list[int] = []
     if args.state_dir:
@@ -171,6 +172,7 @@ def _foreground(config: Config, mp: str, args) -> int:
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
             print(f"damond: --state-dir {args.state_dir}: {e}", file=sys.stderr)
             return 1
+    twins = Twins.start(system.machine, mp)          # real pids in pid_target (damond/host)
     system.start()
     standins = getattr(args, "standins", None)
     if standins:       # inside `damond exec`: emulated processes appear in its /proc (damond/host/standins.py)
@@ -183,6 +185,8 @@ def _foreground(config: Config, mp: str, args) -> int:
         return fsmount.serve(served, mp, allow_other=args.allow_other)
     finally:
         system.stop()
+        if twins is not None:
+            twins.close()
 
 
 def spawn_daemon(mp: str, config: str | None, feature_level: str | None, log, machine: str | None = None,

@@ -51,7 +51,8 @@ def mk_target(t: DirNode, ops: params.OpsId, machine) -> params.Target:
     pid = None
     if ops != params.OpsId.PADDR:
         pid = t.get("pid_target")
-        proc = machine.process(pid) if machine is not None else None
+        resolve = getattr(machine, "resolve_pid", None) or getattr(machine, "process", None)
+        proc = resolve(pid) if resolve is not None else None      # a real pid gets its twin here
         if proc is None or not getattr(proc, "alive", True):
             raise CommitError(errno.EINVAL, f"pid_target {pid}: no such process")
     obsolete = t.get("obsolete_target") if t.has("obsolete_target") else False

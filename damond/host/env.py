@@ -12,6 +12,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from damond.host import tracing
+
 BIN_DIR = Path(__file__).resolve().parent / "bin"
 
 
@@ -25,4 +27,4 @@ def child_env(base: dict[str, str], work: Path, root: Path, keep_home: bool = Fa
     env["PATH"] = f"{BIN_DIR}:{env.get('PATH', '/usr/bin:/bin')}"
     env["DAMOND_ROOT"] = str(root)
     env["DAMOND_PYTHON"] = sys.executable
-    return env
+    return tracing.child_env(env, str(root))    # real programs get twins: LD_PRELOAD + rendezvous

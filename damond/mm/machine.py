@@ -59,6 +59,7 @@ class Machine:
         self._phase_seen: dict[int, tuple] = {}
         self._last_plan: SamplePlan | None = None
         self._next_khugepaged_us = thp.khugepaged.scan_sleep_millisecs * 1000
+        self.pid_resolver = None          # pid -> Process | None for pids with no process yet (host twins)
         log.info("machine_built", preset=spec.preset, memory=spec.memory, cpus=spec.nr_cpus,
                  nodes=spec.numa_nodes, tlb_model=spec.tlb.model, timing=timing_of, seed=seed)
 
@@ -132,6 +133,28 @@ class Machine:
         with self._mutex:
             p = self.pt.procs.get(pid)
             return p if p is not None and p.alive else None
+
+    def resolve_pid(self, pid: int) -> Process | None:
+        """The live process `pid`, else the twin `pid_resolver` adopts for it (a real
+        program, damond/host/twin.py), else None. Called without the mutex held: adopting
+        reads /proc and may wait for the program's tracer."""
+        p = self.process(pid)
+        if p is None and self.pid_resolver is not None:
+            p = self.pid_resolver(pid)
+        return p
+
+    def adopt_twin(self, pid: int, comm: str) -> Process:
+        """An empty process under a real program's pid; the twin fills its VMAs and pages.
+        ValueError if an emulated process already has that pid."""
+        with self._mutex:
+            old = self.pt.procs.get(pid)
+            if old is not None and old.alive:
+                raise ValueError(f"pid {pid} is an emulated process")
+            proc = Process(pid, comm[:15], 0, 0, "/")
+            self.pt.procs[pid] = proc
+            self.map_epoch += 1
+            log.info("twin_process", pid=pid, comm=proc.comm)
+            return proc
 
     def new_kthread_pid(self) -> int:
         with self._mutex:
@@ -287,6 +310,9 @@ class Machine:
 
     def va_mkold(self, pid: int, addrs: np.ndarray) -> None:
         with self._mutex:
+            proc = self._proc_or_none(pid)
+            if proc is not None and proc.twin is not None:
+                proc.twin.mkold(proc, addrs)          # a real program: protect the sampled units
             if self.tlb_cfg.flush_on_mkold:
                 _, ok, pidx = self._present(pid, addrs)
                 self.pt.mkold(pidx[ok], np.full(int(ok.sum()), pid))
@@ -298,6 +324,9 @@ class Machine:
 
     def va_young(self, pid: int, addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with self._mutex:
+            proc = self._proc_or_none(pid)
+            if proc is not None and proc.twin is not None:
+                proc.twin.collect(proc)               # a real program: the units it touched are young
             plan = self._plan(pid, addrs)
             if plan is None:
                 n = len(addrs)

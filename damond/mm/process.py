@@ -63,6 +63,7 @@ class Process:
         self._start_list: list[int] = []
         self.gen = 0                        # bumped on every mapping change (stream caches key on it)
         self.workload = None
+        self.twin = None                    # damond/host/twin.Twin when this mirrors a real program
         self.mmap_next = MMAP_TOP
 
     def vmas(self) -> list[Vma]:

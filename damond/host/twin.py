@@ -1,0 +1,462 @@
+"""Emulated twins of real programs: a real pid becomes a Machine process DAMON can monitor.
+
+Owns the mirror of a real process in the emulated machine: its VMAs from /proc/PID/maps
+(madvise hints from the VmFlags `hg`/`nh` of /proc/PID/smaps), its populated pages from
+the present bit of /proc/PID/pagemap, faulted into the twin so folio sizes follow the
+emulated THP policy (AnonHugePages, split, collapse and pageout are the emulated
+machine's; the real memory is never touched by DAMOS). A poll thread keeps twins in step
+(maps every `refresh_ms` and at once when the tracer reports a mapping change; smaps when
+a VMA appears or the program madvises; pagemap on mapping changes, else every second),
+and ends a twin when its process is reaped (a zombie keeps its pid, as a dead task keeps
+its struct, but loses its memory), so the kdamond stops as the kernel's does.
+
+Access checks (called by the Machine under its mutex): `mkold` asks the preloaded helper
+(tracing.py) to protect the unit of each sampled address that the twin maps with one leaf
+(2 MiB for a PMD-mapped folio, 64 KiB for a contpte one, else 4 KiB); `collect` sets the
+twin's accessed bit for every unit the program touched since (faulting the page in if the
+twin did not have it yet). Only anonymous and shmem mappings are protected, never the
+stack, [vvar]/[vdso], an executable's .bss or the tracer's own table.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from bisect import bisect_right
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from damond.host import tracing
+from damond.host.tracing import real_proc
+from damond.log import get_logger
+from damond.mm import phys as P
+from damond.mm.phys import PAGE_SIZE
+
+log = get_logger("damond.host")
+MAX_PAGEMAP_VMA = 64 << 30           # never read pagemap of reservations larger than this
+PAGEMAP_S = 1.0                      # pagemap of unchanged mappings at most this often (DAMON's update interval)
+SPECIAL = ("[vvar]", "[vdso]", "[vsyscall]", "[vvar_vclock]", "[uprobes]")
+UNIT_PMD, UNIT_CONT = 2 << 20, 64 << 10
+
+
+@dataclass
+class MapEntry:
+    """One line of /proc/PID/maps."""
+    start: int
+    end: int
+    perms: str
+    offset: int
+    dev: str
+    inode: int
+    name: str
+
+    @property
+    def anon(self) -> bool:
+        return self.inode == 0 and (self.name == "" or self.name.startswith("[anon:") or self.name in ("[heap]", "[stack]"))
+
+    @property
+    def shmem(self) -> bool:
+        n = self.name
+        return self.perms[3] == "s" and (n.startswith(("/dev/zero", "/SYSV", "/dev/shm/", "/memfd:"))
+                                         or (self.inode == 0 and not n))
+
+
+def parse_maps(text: str) -> list[MapEntry]:
+    out = []
+    for line in text.splitlines():
+        f = line.split(None, 5)
+        if len(f) < 5:
+            continue
+        s, e = f[0].split("-")
+        out.append(MapEntry(int(s, 16), int(e, 16), f[1], int(f[2], 16), f[3], int(f[4]),
+                            f[5].strip() if len(f) > 5 else ""))
+    return out
+
+
+def perms_of(prot: int, flag: str) -> str:
+    return ("r" if prot & 1 else "-") + ("w" if prot & 2 else "-") + ("x" if prot & 4 else "-") + flag
+
+
+def canonical(entries: list[MapEntry], armed: dict[int, tuple[int, int]]) -> list[MapEntry]:
+    """The program's own view of its mappings: pieces that are only our protection
+    (`armed`: unit start -> (len, original prot)) get their original perms back, and the
+    pieces the kernel split for them are merged again."""
+    out: list[MapEntry] = []
+    starts = sorted(armed)
+    for e in entries:
+        if e.perms.startswith("---") and armed:
+            prot = _covered(starts, armed, e.start, e.end)      # the kernel merges adjacent units
+            if prot is not None:
+                e = MapEntry(e.start, e.end, perms_of(prot, e.perms[3]), e.offset, e.dev, e.inode, e.name)
+        p = out[-1] if out else None
+        if (p is not None and p.end == e.start and p.perms == e.perms and p.name == e.name and p.dev == e.dev
+                and p.inode == e.inode and (not e.inode or p.offset + (p.end - p.start) == e.offset)):
+            out[-1] = MapEntry(p.start, e.end, p.perms, p.offset, p.dev, p.inode, p.name)
+        else:
+            out.append(e)
+    return out
+
+
+def _covered(starts: list[int], armed: dict[int, tuple[int, int]], lo: int, hi: int) -> int | None:
+    """The prot of the units covering [lo, hi) completely, None if they do not."""
+    i = max(bisect_right(starts, lo) - 1, 0)
+    at, prot = lo, None
+    while i < len(starts) and starts[i] <= at < hi:
+        s = starts[i]
+        ln, p = armed[s]
+        if s + ln > at:
+            at, prot = s + ln, p if prot is None else prot
+        i += 1
+    return prot if at >= hi else None
+
+
+def parse_vmflags(text: str) -> dict[int, str]:
+    """start -> "hugepage"/"nohugepage" from the VmFlags lines of smaps."""
+    hints, cur = {}, None
+    for line in text.splitlines():
+        if line[:1] in "0123456789abcdef" and "-" in line.split(" ", 1)[0]:
+            cur = int(line.split("-", 1)[0], 16)
+        elif line.startswith("VmFlags:") and cur is not None:
+            fl = line.split()[1:]
+            if "hg" in fl:
+                hints[cur] = "hugepage"
+            elif "nh" in fl:
+                hints[cur] = "nohugepage"
+    return hints
+
+
+def prot_bits(perms: str) -> int:
+    return (1 if perms[0] == "r" else 0) | (2 if perms[1] == "w" else 0) | (4 if perms[2] == "x" else 0)
+
+
+def proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time in ticks) of a real process, None if it does not exist."""
+    try:
+        with open(f"{real_proc()}/{pid}/stat") as f:
+            s = f.read()
+    except OSError:
+        return None
+    rest = s[s.rfind(")") + 2:].split()
+    return rest[0], int(rest[19])
+
+
+def read_comm(pid: int) -> str:
+    try:
+        with open(f"{real_proc()}/{pid}/comm") as f:
+            return f.read().strip()[:15]
+    except OSError:
+        return "?"
+
+
+class Twin:
+    """The emulated side of one real process."""
+
+    def __init__(self, machine, pid: int, chan: tracing.Channel, starttime: int):
+        self.m, self.pid, self.chan, self.starttime = machine, pid, chan, starttime
+        self.protectable: set[int] = set()          # uids of twin VMAs that may be armed
+        self.armed: dict[int, tuple[int, str]] = {}  # the current batch: unit start -> (len, perms)
+        self.epoch_seen = 0
+        self.mapgen_seen = -1
+        self.last_refresh = 0.0
+        self.last_pagemap = 0.0
+        self.advgen_seen = -1
+        self.last_stats = 0.0
+        self.zombie = False
+        self._entries: list[MapEntry] | None = None
+        self._hints: dict[int, str] = {}
+
+    # --- mirror ---------------------------------------------------------------------------------
+    def refresh(self) -> bool:
+        """Re-read maps and pagemap into the twin. False if the process has no mm any more."""
+        epoch = self.chan.epoch
+        mapgen = self.chan.mapgen
+        armed = self.chan.units_in_table()          # before and after: batches armed meanwhile
+        try:
+            with open(f"{real_proc()}/{self.pid}/maps") as f:
+                raw = parse_maps(f.read())
+        except OSError:
+            return False
+        armed.update(self.chan.units_in_table())
+        entries = canonical(raw, armed)
+        if not entries:
+            return False
+        if any(b.start < a.end for a, b in zip(entries, entries[1:])):
+            return True                  # maps read across a concurrent change (seq_file pages): next time
+        known = {(e.start, e.end) for e in self._entries or ()}
+        advgen, now = self.chan.advgen, time.monotonic()
+        if any((e.start, e.end) not in known for e in entries) or advgen != self.advgen_seen:
+            try:                                   # smaps walks page tables: only for new VMAs or madvise
+                with open(f"{real_proc()}/{self.pid}/smaps") as f:
+                    self._hints = parse_vmflags(f.read())
+            except OSError:
+                return False
+            self.advgen_seen = advgen
+        present = {}
+        full = mapgen != self.mapgen_seen or now - self.last_pagemap >= PAGEMAP_S
+        for e in entries:                          # pagemap: on mapping changes, new VMAs, else every PAGEMAP_S
+            if self._mirrored(e) and (full or (e.start, e.end) not in known):
+                present[e.start] = self._present(e)
+        if full:
+            self.last_pagemap = now
+        with self.m._mutex:
+            proc = self.m.process(self.pid)
+            if proc is None:
+                return False
+            self._apply_vmas(proc, entries)
+            for v in proc.vmas():
+                pages = present.get(v.start)
+                if pages is not None and len(pages):
+                    self._fault_missing(proc, v, pages)
+            self.m.map_epoch += 1
+        self._entries = entries
+        self.epoch_seen, self.mapgen_seen = epoch, mapgen
+        self.last_refresh = time.monotonic()
+        return True
+
+    @staticmethod
+    def _mirrored(e: MapEntry) -> bool:
+        return e.name not in SPECIAL and e.end <= 1 << 48
+
+    def _present(self, e: MapEntry) -> np.ndarray | None:
+        """Virtual addresses of the pages of `e` the real process has populated."""
+        if e.perms.startswith("---") or e.end - e.start > MAX_PAGEMAP_VMA:
+            return None
+        n = (e.end - e.start) // PAGE_SIZE
+        try:
+            fd = os.open(f"{real_proc()}/{self.pid}/pagemap", os.O_RDONLY)
+            try:
+                buf = os.pread(fd, n * 8, (e.start // PAGE_SIZE) * 8)
+            finally:
+                os.close(fd)
+        except OSError:
+            return None
+        pm = np.frombuffer(buf[:len(buf) // 8 * 8], np.uint64)
+        idx = np.flatnonzero(pm >> np.uint64(63))
+        return (np.uint64(e.start) + idx.astype(np.uint64) * np.uint64(PAGE_SIZE))
+
+    def _apply_vmas(self, proc, entries: list[MapEntry]) -> None:
+        want = {(e.start, e.end): e for e in entries if self._mirrored(e)}
+        have = {(v.start, v.end): v for v in proc.vmas()}
+        for k, v in have.items():
+            e = want.get(k)
+            if e is None or e.anon != v.anon or e.shmem != v.shmem or e.name != v.name:
+                log.debug("twin_vma_gone", pid=self.pid, start=hex(v.start), end=hex(v.end))
+                self.m.pt.unmap_vma(proc, v)
+                self.protectable.discard(v.uid)
+        prev = None
+        for e in sorted(want.values(), key=lambda x: x.start):
+            v = proc.find_vma(e.start)
+            hint = self._hints.get(e.start)
+            if v is None:
+                try:
+                    v = self.m.pt.new_vma(proc, e.start, e.end - e.start, anon=e.anon, shmem=e.shmem,
+                                          name=e.name, hint=hint, perms=e.perms)
+                except ValueError:       # overlaps a twin VMA that moved: rebuilt next refresh
+                    self._entries = None
+                    continue
+            v.perms, v.hugepage_hint = e.perms, hint
+            bss = (e.anon and not e.name and prev is not None and prev.end == e.start and prev.inode != 0
+                   and prev.perms.startswith("rw") and prev.perms[3] == "p" and prev.name.startswith("/")
+                   and not prev.name.startswith("/memfd:"))          # an ELF's data segment, then its .bss
+            ok = (e.anon or e.shmem) and e.name != "[stack]" and not e.perms.startswith("---") and not bss \
+                and not e.name.startswith("/memfd:damond-trace")
+            (self.protectable.add if ok else self.protectable.discard)(v.uid)
+            prev = e
+
+    def _fault_missing(self, proc, v, pages: np.ndarray) -> None:
+        """Fault into the twin the real pages it has never seen (neither resident nor
+        paged out by DAMOS: a twin page paged out stays out until the program touches it)."""
+        ok, _, pidx = proc.translate(pages)
+        fl = self.m.phys.flags
+        known = np.zeros(len(pages), bool)
+        known[ok] = (fl[pidx[ok]] & (P.PRESENT | P.SWAP)) != 0
+        miss = pages[~known]
+        if len(miss):
+            try:
+                self.m.pt.fault(proc, v, miss)
+            except P.OutOfMemory:
+                log.warning("twin_out_of_memory", pid=self.pid, vma=hex(v.start))
+
+    def drop_mm(self) -> None:
+        """The process exited (zombie): its memory is gone, its pid stays."""
+        with self.m._mutex:
+            proc = self.m.process(self.pid)
+            if proc is not None:
+                for v in proc.vmas():
+                    self.m.pt.unmap_vma(proc, v)
+                self.m.map_epoch += 1
+            self.armed = {}
+        self.zombie = True
+
+    # --- access checks (the Machine calls these holding its mutex) ------------------------------
+    def mkold(self, proc, addrs: np.ndarray) -> None:
+        """Protect the unit holding each sampled address (a new sample)."""
+        self.armed = {}
+        if self.zombie or self.chan.closed or not len(addrs):
+            return
+        a = np.asarray(addrs, np.uint64)
+        vmas = proc.vmas()
+        if not vmas:
+            return
+        ok, vi, pidx = proc.translate(a)
+        inv = np.searchsorted([v.start for v in vmas], a.view(np.int64), "right") - 1
+        inside = (inv >= 0) & (a < np.array([v.end for v in vmas], np.uint64)[np.maximum(inv, 0)])
+        can = np.array([v.uid in self.protectable for v in vmas], bool)[np.maximum(inv, 0)] & inside
+        if not can.any():
+            self.chan.arm(a[:0], a[:0], a[:0].astype(np.uint32), self.epoch_seen)
+            return
+        fl, order = self.m.phys.flags, self.m.phys.order
+        pres = ok.copy()
+        pres[ok] = (fl[pidx[ok]] & P.PRESENT) != 0
+        unit = np.full(len(a), PAGE_SIZE, np.uint64)
+        pmd = pres & ((fl[pidx] & P.PMD) != 0)
+        cont = pres & ~pmd & (order[pidx] >= 4)
+        unit[pmd] = UNIT_PMD
+        unit[cont] = UNIT_CONT
+        start = a & ~(unit - np.uint64(1))
+        start, unit, iv = start[can], unit[can], inv[can]
+        _, first = np.unique(start, return_index=True)
+        start, unit, iv = start[first], unit[first], iv[first]
+        perms = [vmas[i].perms for i in iv.tolist()]
+        prots = np.array([prot_bits(p) for p in perms], np.uint32)
+        if self.chan.arm(start, unit, prots, self.epoch_seen):
+            self.armed = {int(s): (int(n), p) for s, n, p in zip(start.tolist(), unit.tolist(), perms)}
+
+    def collect(self, proc) -> int:
+        """Set the twin's accessed bit for every unit touched since `mkold`; returns how many."""
+        hits = self.chan.young()
+        if not len(hits):
+            return 0
+        pages = hits & ~np.uint64(PAGE_SIZE - 1)
+        ok, _, pidx = proc.translate(pages)
+        fl = self.m.phys.flags
+        pres = ok.copy()
+        pres[ok] = (fl[pidx[ok]] & P.PRESENT) != 0
+        if pres.any():
+            fl[self.m.pt.af_loc(pidx[pres])] |= P.AF
+        for p in pages[~pres].tolist():                   # first touch of a page the twin lacks
+            v = proc.find_vma(p)
+            if v is not None:
+                try:
+                    self.m.pt.fault(proc, v, np.array([p], np.uint64))
+                except P.OutOfMemory:
+                    pass
+                self.m.map_epoch += 1
+        return len(hits)
+
+
+class Twins:
+    """Adopts real pids for the Machine (its `pid_resolver`) and keeps their twins alive."""
+
+    def __init__(self, machine, mountpoint: str, refresh_ms: int = 100, wait_s: float = 2.0):
+        self.m, self.refresh_s, self.wait_s = machine, refresh_ms / 1000, wait_s
+        self.tracer = tracing.Tracer(mountpoint)
+        self.twins: dict[int, Twin] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        machine.pid_resolver = self.adopt
+        self._thread = threading.Thread(target=self._poll, name="damond-twins", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def start(cls, machine, mountpoint: str) -> "Twins | None":
+        """Twins for the daemon on `mountpoint`, or None when the tracer was not built."""
+        if tracing.preload_path() is None:
+            log.warning("tracer_not_built", hint="real pids are refused; rebuild with pip install -e .")
+            return None
+        try:
+            return cls(machine, mountpoint)
+        except OSError as e:                       # the rendezvous is taken: serve without twins
+            log.warning("tracer_unavailable", error=str(e), hint="real pids are refused")
+            return None
+
+    def adopt(self, pid: int):
+        """The twin Process of real `pid` (creating it), or None: no such process in this
+        namespace, or not started under this daemon's tracer (static binaries, programs
+        started elsewhere)."""
+        if not isinstance(pid, int) or pid <= 0:
+            return None
+        st = proc_stat(pid)
+        if st is None or st[0] in "ZX":
+            return None
+        if not tracing.traced_by(pid, self.tracer.name):
+            log.info("twin_refused", pid=pid, reason="not started under this daemon's tracer")
+            return None
+        chan = self.tracer.channel(pid, self.wait_s)
+        if chan is None or not chan.attach():
+            log.info("twin_refused", pid=pid, reason="tracer did not connect")
+            return None
+        with self._lock:
+            old = self.twins.get(pid)
+            if old is not None and old.starttime == st[1] and self.m.process(pid) is not None:
+                return self.m.process(pid)
+            try:
+                proc = self.m.adopt_twin(pid, read_comm(pid))
+            except ValueError as e:
+                log.info("twin_refused", pid=pid, reason=str(e))
+                return None
+            twin = Twin(self.m, pid, chan, st[1])
+            proc.twin = twin
+            if not twin.refresh():
+                self.m.kill(pid)
+                return None
+            self.twins[pid] = twin
+        log.info("twin_adopted", pid=pid, comm=proc.comm, vmas=len(proc.vmas()))
+        return proc
+
+    def _poll(self) -> None:
+        last_prune = 0.0
+        while not self._stop.wait(0.02):
+            now = time.monotonic()
+            for pid, twin in list(self.twins.items()):
+                try:
+                    self._poll_one(twin, now)
+                except Exception as e:             # a twin's trouble never kills the daemon
+                    log.error("twin_poll_failed", pid=pid, error=repr(e))
+            if now - last_prune > 1.0:
+                self.tracer.prune()
+                last_prune = now
+
+    def _poll_one(self, twin: Twin, now: float) -> None:
+        st = proc_stat(twin.pid)
+        if st is None or st[1] != twin.starttime:
+            self._end(twin, "exited")
+            return
+        if st[0] in "ZX":
+            if not twin.zombie:
+                twin.drop_mm()
+                log.info("twin_zombie", pid=twin.pid)
+            return
+        if twin.zombie:
+            return
+        chan = self.tracer.channels.get(twin.pid)
+        if chan is not None and chan is not twin.chan and chan.attach():   # exec: a new image connected
+            twin.chan, twin._entries = chan, None
+            with self.m._mutex:
+                twin.armed = {}
+                proc = self.m.process(twin.pid)
+                if proc is not None:
+                    proc.comm = read_comm(twin.pid)
+        if now - twin.last_stats >= 10.0:
+            twin.last_stats = now
+            log.info("twin_stats", pid=twin.pid, seq=twin.chan.seq, skipped=twin.chan.skipped, epoch_seen=twin.epoch_seen,
+                     armed=len(twin.armed), **twin.chan.stats())
+        if twin.chan.mapgen != twin.mapgen_seen or now - twin.last_refresh >= self.refresh_s:
+            if not twin.refresh():
+                twin.drop_mm()
+
+    def _end(self, twin: Twin, why: str) -> None:
+        with self._lock:
+            self.twins.pop(twin.pid, None)
+        self.m.kill(twin.pid)
+        self.tracer.forget(twin.pid)
+        log.info("twin_exited", pid=twin.pid, reason=why)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.tracer.close()
+
+
+__all__ = ["Twin", "Twins", "parse_maps", "canonical", "parse_vmflags"]

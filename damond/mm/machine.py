@@ -154,6 +154,7 @@ class Machine:
             self.pt.procs[pid] = proc
             self.map_epoch += 1
             log.info("twin_process", pid=pid, comm=proc.comm)
+            self._notify_process("spawn", proc)     # exec's /proc binds cover twins too
             return proc
 
     def new_kthread_pid(self) -> int:

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from damond.cli.mount import spawn_daemon, wait_ready
+from damond.cli.mount import add_log_arguments, log_argv, spawn_daemon, wait_ready
 
 MiB = 1 << 20
 
@@ -28,6 +28,7 @@ def set_argparser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=4.0,
                         help="how long each monitoring phase runs (wall seconds, default 4)")
     parser.add_argument("--keep", action="store_true", help="leave the mount in place at the end")
+    add_log_arguments(parser)
 
 
 class Shell:
@@ -249,7 +250,7 @@ def _run(args: argparse.Namespace, tmp: Path) -> int:
     root.mkdir()
     log = open(tmp / "damond.log", "w+")
     print(f"# damond mount {root}" + (f" --config {args.config}" if args.config else ""))
-    proc = spawn_daemon(str(root), args.config, None, log)
+    proc = spawn_daemon(str(root), args.config, None, log, extra=tuple(log_argv(args)))
     env = dict(os.environ)
     env["PATH"] = f"{_damond_bin(tmp)}{os.pathsep}{env.get('PATH', '')}"
     rc = 0

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from damond.cli.mount import spawn_daemon, wait_ready
+from damond.cli.mount import add_log_arguments, log_argv, spawn_daemon, wait_ready
 from damond.host import namespace as ns
 from damond.host.env import child_env
 from damond.host.namespace import ExecError
@@ -37,6 +37,7 @@ def set_argparser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--machine", metavar="NAME", help="a shipped machine profile (kunpeng920-rfc, x86-vm)")
     parser.add_argument("--feature-level", help="kernel feature level of the served tree")
     parser.add_argument("--keep-home", action="store_true", help="use the caller's HOME instead of a fresh one")
+    add_log_arguments(parser)
     parser.add_argument("cmd", nargs=argparse.REMAINDER, help="command to run (after --)")
 
 
@@ -109,10 +110,10 @@ def _inside(args: argparse.Namespace) -> int:
     ns.set_ns_last_pid(ns.REAL_PID_BASE)             # real processes above, emulated pids below
     log = open(work / "damond.log", "w")
     daemon = spawn_daemon(str(root), args.config, args.feature_level, log, args.machine,
-                          extra=("--standins", str(work)))
+                          extra=("--standins", str(work), *log_argv(args)))
     try:
         if not wait_ready(str(root), daemon, timeout=60):
-            tail = (work / "damond.log").read_text().strip().splitlines()
+            tail = Path(args.log_file or work / "damond.log").read_text().strip().splitlines()
             raise ExecError("damond did not come up" + (f": {tail[-1]}" if tail else ""))
         ns.bind_admin(root)                          # 6. bind and verify before anything else
         ns.verify(root)
@@ -151,6 +152,7 @@ def _outer(args: argparse.Namespace) -> int:
                 argv += [flag, os.path.abspath(v) if flag == "--config" else v]
         if args.keep_home:
             argv.append("--keep-home")
+        argv += log_argv(args)
         argv += ["--", *args.cmd]
         signal.signal(signal.SIGINT, signal.SIG_IGN)        # the namespace's init handles it
         return subprocess.run([*ns.unshare_argv(), *argv], env=env).returncode

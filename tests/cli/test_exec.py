@@ -190,3 +190,18 @@ def test_host_debugfs_and_tracefs_mounts_are_replaced(need_ns):
                        env=dict(os.environ, PYTHONPATH=str(REPO)), text=True, capture_output=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert p.stdout.splitlines() == ["/sys/kernel/tracing tracefs ro", "damon:damon_aggregated"]
+
+
+def test_log_file_keeps_the_daemons_log(need_ns, tmp_path):
+    """`damond exec --log-file F --log-format json`: the daemon's log lands in F (outside the
+    namespace's tmpfs, so it survives exec) as JSON lines, with the kdamond it started."""
+    log = tmp_path / "exec.log"
+    p = _exec("A=/sys/kernel/mm/damon/admin/kdamonds; echo 1 > $A/nr_kdamonds; "
+              "echo 1 > $A/0/contexts/nr_contexts; echo paddr > $A/0/contexts/0/operations; "
+              "echo on > $A/0/state; cat $A/0/state",
+              "--log-file", str(log), "--log-format", "json", "--log-level", "debug")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["on"]
+    import json
+    events = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    assert any(e.get("event") == "kdamond_started" for e in events), events[-5:]

@@ -316,3 +316,26 @@ def test_twin_follows_exec_and_late_mappings(tmp_path, touch):
         finally:
             p.kill()
             p.wait()
+
+
+def test_thread_control_block_is_never_protected(tmp_path):
+    """A region over the program's own thread control block (the kernel writes its rseq
+    area on every return to user space: a protected page there is a SIGSEGV the program
+    cannot handle, as the selftests' access_memory got) is sampled every millisecond for
+    two seconds: the program runs to its end and exits 0."""
+    exe = tmp_path / "tcb"
+    subprocess.run(["gcc", "-O2", "-o", str(exe), str(HERE / "tcb.c")], check=True)
+    with mount(tmp_path) as d:
+        p = subprocess.Popen([str(exe), "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=tracing.child_env(dict(os.environ), str(d.root)))
+        try:
+            addr, pid = p.stdout.readline().split()
+            a = int(addr, 16)
+            setup_ctx(d.admin, int(pid), "fvaddr", [(a - 8192, a + 12288)], sample_us=1000, aggr_us=20000)
+            write(d.admin / "kdamonds/0/state", "on")
+            out, err = p.communicate(timeout=30)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        assert p.returncode == 0 and out.startswith("ok "), (p.returncode, out, err)

@@ -339,3 +339,36 @@ def test_thread_control_block_is_never_protected(tmp_path):
                 p.kill()
                 p.wait()
         assert p.returncode == 0 and out.startswith("ok "), (p.returncode, out, err)
+
+
+def test_tmpfs_file_mapping_is_shmem_as_its_mount_says(tmp_path):
+    """A shared mapping of a file on a tmpfs mounted with huge=always (test_damos_split_file.sh's
+    setup) is shmem in the twin and PMD-mapped as that mount says: ShmemPmdMapped covers
+    the 2 MiB-aligned part (the twin used to take it for a plain file: 0 kB, and DAMOS
+    split had nothing to split)."""
+    if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode:
+        pytest.skip("needs unshare -m")
+    exe = tmp_path / "shmfile"
+    subprocess.run(["gcc", "-O2", "-o", str(exe), str(HERE / "shmfile.c")], check=True)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    with mount(tmp_path, "never") as d:
+        env = tracing.child_env(dict(os.environ), str(d.root))
+        sh = f"mount -t tmpfs -o huge=always,size=64M tmpfs {mnt} && exec {exe} {mnt}/f 16"
+        p = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", sh],
+                             stdout=subprocess.PIPE, text=True, env=env)
+        try:
+            addr, size, pid = p.stdout.readline().split()
+            setup_ctx(d.admin, int(pid))
+            write(d.admin / "kdamonds/0/state", "on")       # adopts the twin
+            deadline = time.monotonic() + 10
+            while not (d.root / f"proc/{pid}/smaps_rollup").exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            kb = _rollup_kb(d.root, int(pid), "ShmemPmdMapped")
+            a = int(addr, 16)
+            aligned = ((a + int(size)) & ~(2 * MB - 1)) - ((a + 2 * MB - 1) & ~(2 * MB - 1))
+            assert kb >= aligned // 1024 >= 14 * 1024
+            assert _rollup_kb(d.root, int(pid), "AnonHugePages") == 0
+        finally:
+            p.kill()
+            p.wait()

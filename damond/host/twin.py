@@ -50,6 +50,7 @@ class MapEntry:
     dev: str
     inode: int
     name: str
+    tmpfs_huge: str | None = None    # a file on a tmpfs mount: that mount's huge= option
 
     @property
     def anon(self) -> bool:
@@ -59,7 +60,7 @@ class MapEntry:
     def shmem(self) -> bool:
         n = self.name
         return self.perms[3] == "s" and (n.startswith(("/dev/zero", "/SYSV", "/dev/shm/", "/memfd:"))
-                                         or (self.inode == 0 and not n))
+                                         or (self.inode == 0 and not n) or self.tmpfs_huge is not None)
 
 
 def parse_maps(text: str) -> list[MapEntry]:
@@ -72,6 +73,30 @@ def parse_maps(text: str) -> list[MapEntry]:
         out.append(MapEntry(int(s, 16), int(e, 16), f[1], int(f[2], 16), f[3], int(f[4]),
                             f[5].strip() if len(f) > 5 else ""))
     return out
+
+
+def parse_tmpfs_mounts(text: str) -> dict[tuple[int, int], str]:
+    """/proc/PID/mountinfo -> {(major, minor): huge= option} of its tmpfs mounts ("never"
+    when the mount has none, as shmem's default)."""
+    out = {}
+    for line in text.splitlines():
+        pre, sep, post = line.partition(" - ")
+        f, g = pre.split(), post.split()
+        if not sep or len(f) < 3 or len(g) < 3 or g[0] != "tmpfs" or ":" not in f[2]:
+            continue
+        huge = next((o[5:] for o in g[2].split(",") if o.startswith("huge=")), "never")
+        major, minor = f[2].split(":")
+        out[(int(major), int(minor))] = huge
+    return out
+
+
+def mark_tmpfs(entries: list[MapEntry], mounts: dict[tuple[int, int], str]) -> None:
+    """Shared mappings of files on a tmpfs mount are shmem (the kernel's shmem folios,
+    PMD-sized as the mount's huge= says)."""
+    for e in entries:
+        if e.inode and e.perms[3] == "s" and ":" in e.dev:
+            major, minor = e.dev.split(":")
+            e.tmpfs_huge = mounts.get((int(major, 16), int(minor, 16)))
 
 
 def perms_of(prot: int, flag: str) -> str:
@@ -88,11 +113,12 @@ def canonical(entries: list[MapEntry], armed: dict[int, tuple[int, int]]) -> lis
         if e.perms.startswith("---") and armed:
             prot = _covered(starts, armed, e.start, e.end)      # the kernel merges adjacent units
             if prot is not None:
-                e = MapEntry(e.start, e.end, perms_of(prot, e.perms[3]), e.offset, e.dev, e.inode, e.name)
+                e = MapEntry(e.start, e.end, perms_of(prot, e.perms[3]), e.offset, e.dev, e.inode, e.name,
+                             e.tmpfs_huge)
         p = out[-1] if out else None
         if (p is not None and p.end == e.start and p.perms == e.perms and p.name == e.name and p.dev == e.dev
                 and p.inode == e.inode and (not e.inode or p.offset + (p.end - p.start) == e.offset)):
-            out[-1] = MapEntry(p.start, e.end, p.perms, p.offset, p.dev, p.inode, p.name)
+            out[-1] = MapEntry(p.start, e.end, p.perms, p.offset, p.dev, p.inode, p.name, p.tmpfs_huge)
         else:
             out.append(e)
     return out
@@ -165,6 +191,7 @@ class Twin:
         self.zombie = False
         self._entries: list[MapEntry] | None = None
         self._hints: dict[int, str] = {}
+        self._tmpfs: dict[tuple[int, int], str] = {}
 
     # --- mirror ---------------------------------------------------------------------------------
     def refresh(self) -> bool:
@@ -189,9 +216,12 @@ class Twin:
             try:                                   # smaps walks page tables: only for new VMAs or madvise
                 with open(f"{real_proc()}/{self.pid}/smaps") as f:
                     self._hints = parse_vmflags(f.read())
+                with open(f"{real_proc()}/{self.pid}/mountinfo") as f:
+                    self._tmpfs = parse_tmpfs_mounts(f.read())
             except OSError:
                 return False
             self.advgen_seen = advgen
+        mark_tmpfs(entries, self._tmpfs)
         present = {}
         full = mapgen != self.mapgen_seen or now - self.last_pagemap >= PAGEMAP_S
         for e in entries:                          # pagemap: on mapping changes, new VMAs, else every PAGEMAP_S
@@ -240,7 +270,7 @@ class Twin:
         have = {(v.start, v.end): v for v in proc.vmas()}
         for k, v in have.items():
             e = want.get(k)
-            if e is None or e.anon != v.anon or e.shmem != v.shmem or e.name != v.name:
+            if e is None or e.anon != v.anon or e.shmem != v.shmem or e.name != v.name or e.tmpfs_huge != v.huge:
                 log.debug("twin_vma_gone", pid=self.pid, start=hex(v.start), end=hex(v.end))
                 self.m.pt.unmap_vma(proc, v)
                 self.protectable.discard(v.uid)
@@ -251,7 +281,7 @@ class Twin:
             if v is None:
                 try:
                     v = self.m.pt.new_vma(proc, e.start, e.end - e.start, anon=e.anon, shmem=e.shmem,
-                                          name=e.name, hint=hint, perms=e.perms)
+                                          name=e.name, hint=hint, perms=e.perms, huge=e.tmpfs_huge)
                 except ValueError:       # overlaps a twin VMA that moved: rebuilt next refresh
                     self._entries = None
                     continue

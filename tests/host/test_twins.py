@@ -316,3 +316,59 @@ def test_twin_follows_exec_and_late_mappings(tmp_path, touch):
         finally:
             p.kill()
             p.wait()
+
+
+def test_thread_control_block_is_never_protected(tmp_path):
+    """A region over the program's own thread control block (the kernel writes its rseq
+    area on every return to user space: a protected page there is a SIGSEGV the program
+    cannot handle, as the selftests' access_memory got) is sampled every millisecond for
+    two seconds: the program runs to its end and exits 0."""
+    exe = tmp_path / "tcb"
+    subprocess.run(["gcc", "-O2", "-o", str(exe), str(HERE / "tcb.c")], check=True)
+    with mount(tmp_path) as d:
+        p = subprocess.Popen([str(exe), "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=tracing.child_env(dict(os.environ), str(d.root)))
+        try:
+            addr, pid = p.stdout.readline().split()
+            a = int(addr, 16)
+            setup_ctx(d.admin, int(pid), "fvaddr", [(a - 8192, a + 12288)], sample_us=1000, aggr_us=20000)
+            write(d.admin / "kdamonds/0/state", "on")
+            out, err = p.communicate(timeout=30)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        assert p.returncode == 0 and out.startswith("ok "), (p.returncode, out, err)
+
+
+def test_tmpfs_file_mapping_is_shmem_as_its_mount_says(tmp_path):
+    """A shared mapping of a file on a tmpfs mounted with huge=always (test_damos_split_file.sh's
+    setup) is shmem in the twin and PMD-mapped as that mount says: ShmemPmdMapped covers
+    the 2 MiB-aligned part (the twin used to take it for a plain file: 0 kB, and DAMOS
+    split had nothing to split)."""
+    if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode:
+        pytest.skip("needs unshare -m")
+    exe = tmp_path / "shmfile"
+    subprocess.run(["gcc", "-O2", "-o", str(exe), str(HERE / "shmfile.c")], check=True)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    with mount(tmp_path, "never") as d:
+        env = tracing.child_env(dict(os.environ), str(d.root))
+        sh = f"mount -t tmpfs -o huge=always,size=64M tmpfs {mnt} && exec {exe} {mnt}/f 16"
+        p = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", sh],
+                             stdout=subprocess.PIPE, text=True, env=env)
+        try:
+            addr, size, pid = p.stdout.readline().split()
+            setup_ctx(d.admin, int(pid))
+            write(d.admin / "kdamonds/0/state", "on")       # adopts the twin
+            deadline = time.monotonic() + 10
+            while not (d.root / f"proc/{pid}/smaps_rollup").exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            kb = _rollup_kb(d.root, int(pid), "ShmemPmdMapped")
+            a = int(addr, 16)
+            aligned = ((a + int(size)) & ~(2 * MB - 1)) - ((a + 2 * MB - 1) & ~(2 * MB - 1))
+            assert kb >= aligned // 1024 >= 14 * 1024
+            assert _rollup_kb(d.root, int(pid), "AnonHugePages") == 0
+        finally:
+            p.kill()
+            p.wait()

@@ -18,8 +18,8 @@
  * of our units (the kernel would have set the accessed bit: the unit is marked young);
  * read/write on regular files and /dev/zero-like devices and pread/pwrite also finish a copy
  * that stopped short at one of our units.
- * Thread stacks (pthread_create is interposed) and this library's own data are never
- * armed. fork: the child restores every unit it inherited and connects anew (pthread_atfork).
+ * Thread stacks (pthread_create is interposed), each thread's TCB/rseq area (the kernel
+ * writes it) and this library's own data are never armed. fork: the child restores every unit it inherited and connects anew (pthread_atfork).
  * Limits (documented in the README): static binaries are not traced; libc-internal I/O
  * (stdio buffers) and raw syscalls into an armed unit may see EFAULT; a handler the
  * program installs with a raw rt_sigaction syscall replaces ours.
@@ -507,6 +507,19 @@ static void excl_self_stack(uintptr_t *lo)
     }
 }
 
+/* The thread's control block: the kernel writes it behind the program's back (the rseq area
+ * on every return to user space, clear_child_tid at exit). A protected page there is not a
+ * fault the handler sees: the kernel kills the program with SIGSEGV (SI_KERNEL). glibc keeps
+ * struct pthread, its rseq area and the TCB within a few KiB of pthread_self() on x86-64
+ * (TLS variant II) and arm64 (variant I): 8 KiB on each side covers both. */
+static uintptr_t excl_self_tcb(void)
+{
+    uintptr_t p = (uintptr_t)pthread_self() & ~(uintptr_t)4095;
+    uintptr_t lo = p > 8192 ? p - 8192 : 0;
+    excl_add(lo, p + 4096 + 8192);
+    return lo;
+}
+
 struct tramp { void *(*fn)(void *); void *arg; };
 static void *trampoline(void *p)
 {
@@ -514,9 +527,11 @@ static void *trampoline(void *p)
     uintptr_t lo;
     free(p);
     excl_self_stack(&lo);
+    uintptr_t tcb = excl_self_tcb();
     void *r = t.fn(t.arg);
     if (lo)
         excl_del(lo);
+    excl_del(tcb);
     return r;
 }
 
@@ -655,6 +670,7 @@ static void *control(void *unused)
     (void)unused;
     uintptr_t lo;
     excl_self_stack(&lo);
+    excl_self_tcb();
     int sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (sock < 0)
         return NULL;
@@ -737,6 +753,7 @@ __attribute__((constructor)) static void init(void)
     dl_iterate_phdr(self_segments, (void *)&init);
     uintptr_t lo;
     excl_self_stack(&lo);             /* the main thread's stack ([stack] is skipped daemon-side too) */
+    excl_self_tcb();                  /* the main thread's TCB and rseq area (ld.so's anonymous memory) */
     install_handler();
     pthread_atfork(before_fork, after_fork_parent, after_fork_child);
     start_control();

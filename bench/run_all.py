@@ -33,6 +33,7 @@ BENCHES = {
     "mm_speed": ([], ["--quick"]),
     "spe_feed": ([], ["--lines", "2000000", "--rounds", "3", "--settle", "3"]),
     "spe_hist": ([], ["--records", "300000", "--rounds", "3"]),
+    "twins_speed": ([], ["--rounds", "3", "--seconds", "2"]),
 }
 
 

@@ -29,6 +29,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from damond.host import tracing  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import row  # noqa: E402  (bench/ is the script's directory)
 from tests.helpers import DamondProcess, read, write  # noqa: E402
 
 CONFIG = ('seed = 1\n[machine]\nmemory = "4G"\nnr_cpus = 2\nnuma_nodes = 1\n[thp]\nenabled = "{thp}"\n'
@@ -71,7 +74,11 @@ def monitor(admin: Path, pid: int, addr: int) -> None:
 
 
 def run(rounds: int = 5, seconds: float = 3.0, thp: str = "always") -> dict:
-    work = Path(tempfile.mkdtemp(prefix="twins-bench-"))
+    with tempfile.TemporaryDirectory(prefix="twins-bench-") as td:
+        return _run(Path(td), rounds, seconds, thp)
+
+
+def _run(work: Path, rounds: int, seconds: float, thp: str) -> dict:
     exe = work / "touch"
     subprocess.run(["gcc", "-O2", "-o", str(exe), str(REPO / "tests/host/touch.c")], check=True)
     (work / "m.toml").write_text(CONFIG.format(thp=thp))
@@ -97,6 +104,10 @@ def run(rounds: int = 5, seconds: float = 3.0, thp: str = "always") -> dict:
             write(d.admin / "kdamonds/nr_kdamonds", "0")
     med, cmed = statistics.median(ratios), statistics.median(cpu_ratios)
     print(f"THP={thp}: median traced/untraced: wall {med:.3f}, per CPU second {cmed:.3f} (target >= 0.90)")
+    unit = "4 KiB units" if thp == "never" else "2 MiB units (host pages 4 KiB)"
+    row("twins_speed", f"real program traced through its twin vs untraced, side by side, 64 MiB swept, "
+        f"10 regions, 5 ms / 100 ms, twin THP={thp}: {unit}",
+        f"{cmed:.2f} per CPU second (wall {med:.2f}; median of {rounds})", cmed, ">=", 0.90)
     return {"ratios": ratios, "median": med, "cpu_ratios": cpu_ratios, "cpu_median": cmed}
 
 
@@ -115,6 +126,8 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=3.0)
-    ap.add_argument("--thp", default="always", help="the emulated THP policy (never: 4 KiB units, always: 2 MiB)")
+    ap.add_argument("--thp", nargs="+", default=["never", "always"],
+                    help="the emulated THP policies to run (never: 4 KiB units, always: 2 MiB)")
     a = ap.parse_args()
-    run(a.rounds, a.seconds, a.thp)
+    for thp in a.thp:
+        run(a.rounds, a.seconds, thp)

@@ -10,6 +10,7 @@ exists. A bad config is one line on stderr and exit 1, before anything is mounte
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -31,6 +32,8 @@ def set_argparser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--foreground", action="store_true", help="serve in this process until unmounted")
     p.add_argument("--feature-level", metavar="L", help="kernel feature level (overrides [daemon] feature_level)")
     p.add_argument("--standins", metavar="DIR", help=argparse.SUPPRESS)   # damond exec: same-pid stand-ins
+    # background mode's own temp log: the daemon removes it when it exits cleanly (kept, and named, on failure)
+    p.add_argument("--log-file-owned", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--state-dir", metavar="DIR",
                    help="save the committed tree and the PFN tree in DIR on each on/commit/off and "
                         "restore them (kdamonds that ran are started again) at start")
@@ -45,7 +48,7 @@ def add_log_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--log-file", metavar="FILE",
                    help="append the daemon's log to FILE (default: stderr; in the background a "
-                        "damond-*.log file in the temp directory, named on failure)")
+                        "damond-*.log file in the temp directory, removed at a clean exit, named on failure)")
     p.add_argument("--log-level", choices=LEVELS, default="info", help="least severe event logged (default: info)")
     p.add_argument("--log-format", choices=FORMATS,
                    help="json lines or console lines (default: console on a terminal, else json)")
@@ -95,7 +98,11 @@ def main(args) -> int:
         return 1
     if args.foreground:
         _use_malloc()
-        return _foreground(config, mp, args)
+        rc = _foreground(config, mp, args)
+        if rc == 0 and args.log_file_owned and args.log_file:
+            with contextlib.suppress(OSError):
+                os.unlink(args.log_file)
+        return rc
     return _background(args, mp)
 
 
@@ -218,14 +225,15 @@ def wait_ready(mp: str, child: subprocess.Popen, timeout: float = READY_TIMEOUT_
 
 
 def _background(args, mp: str) -> int:
-    """The daemon logs to --log-file, else to a damond-*.log file of its own (a real file
-    that stays, so a daemon that dies later can be diagnosed)."""
+    """The daemon logs to --log-file, else to a damond-*.log file of its own: a real file, so
+    a daemon that dies can be diagnosed, which the daemon removes when it exits cleanly."""
     path = args.log_file
-    if path is None:
+    owned = path is None
+    if owned:
         fd, path = tempfile.mkstemp(prefix="damond-", suffix=".log")
         os.close(fd)
     path = os.path.abspath(path)
-    extra = ["--log-file", path, "--log-level", args.log_level] + (
+    extra = ["--log-file", path, "--log-level", args.log_level] + (["--log-file-owned"] if owned else []) + (
         ["--log-format", args.log_format] if args.log_format else []) + _state_argv(args) + (
         ["--allow-other"] if args.allow_other else [])
     with open(path, "ab") as out:       # what the child prints before its log is set up

@@ -77,3 +77,27 @@ def test_background_mount_logs_to_the_named_file(tmp_path):
             time.sleep(0.05)
     assert not os.path.ismount(mp)
     assert "Ignoring invalid max threads" not in log.read_text()
+
+
+def test_background_mount_without_log_file_leaves_nothing_in_tmp(tmp_path):
+    """Without --log-file a background mount logs to a damond-*.log of its own in the temp
+    directory; a clean exit (SIGTERM) removes it."""
+    mp, tmp = tmp_path / "sys", tmp_path / "tmp"
+    mp.mkdir()
+    tmp.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(REPO), TMPDIR=str(tmp))
+    p = subprocess.run([sys.executable, "-m", "damond", "mount", str(mp)],
+                       capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert p.returncode == 0, p.stderr
+    pid = int(p.stdout.strip())
+    assert [f.name for f in tmp.iterdir() if f.name.startswith("damond-")], "the daemon logs to its own file"
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    assert not os.path.ismount(mp)
+    assert list(tmp.iterdir()) == []

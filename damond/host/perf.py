@@ -243,24 +243,14 @@ def _tp_fields(spec: str | None) -> tuple[str, ...]:
 
 def format_damon(lines: list[bytes], events: list[str], fields: tuple[str, ...], ns: bool) -> bytes:
     """perf script text of trace_pipe lines (`ts_ns pid cpu kdamond event: text`)."""
+    from damond.spe import perf_script
+
     width = max((len(e) for e in events), default=0)
     out = []
     for ln in lines:
         ts, pid, cpu, kd, rest = ln.decode().rstrip("\n").split(" ", 4)
         ev, _, text = rest.partition(": ")
-        t = int(ts)
-        s = ""
-        if "comm" in fields:
-            s += f"{'kdamond.' + kd:>16} "
-        if "pid" in fields and "tid" in fields:
-            s += f"{int(pid):7d}/{int(pid):<7d} "
-        elif "pid" in fields or "tid" in fields:
-            s += f"{int(pid):7d} "
-        if "cpu" in fields:
-            s += f"[{int(cpu):03d}] "
-        if "time" in fields:
-            stamp = f"{t // 10**9}.{t % 10**9:09d}" if ns else f"{t // 10**9}.{(t % 10**9) // 1000:06d}"
-            s += f"{stamp:>12}: "
+        s = perf_script.sample_head(fields, "kdamond." + kd, int(pid), int(pid), int(cpu), int(ts), ns)
         if "event" in fields:
             s += f"{'damon:' + ev:>{width}}: "
         if "trace" in fields:

@@ -158,6 +158,26 @@ def _format_batch(recs, comms, fields, groups, raw_evsel, ns) -> bytes:
     return T.join(cols)
 
 
+def sample_head(f: set[str] | tuple[str, ...], comm: str, pid: int, tid: int, cpu: int, t_ns: int, ns: bool) -> str:
+    """The start of a perf script sample line (tools/perf builtin-script.c
+    perf_sample__fprintf_start): comm, pid/tid, [cpu], time, each only when in `f`."""
+    head = ""
+    if "comm" in f:
+        head += f"{comm:>16} "
+    if "pid" in f and "tid" in f:
+        head += f"{pid:7d}/{tid:<7d} "
+    elif "pid" in f:
+        head += f"{pid:7d} "
+    elif "tid" in f:
+        head += f"{tid:7d} "
+    if "cpu" in f:
+        head += f"[{cpu:03d}] "
+    if "time" in f:
+        secs, nsec = divmod(t_ns, 1_000_000_000)
+        head += f"{secs:5d}.{nsec:09d}: " if ns else f"{f'{secs}.{nsec // 1000:06d}':>12}: "
+    return head
+
+
 def format_records_loop(recs: np.ndarray, comms: dict[int, str], fields: tuple[str, ...], groups: list[str],
                         raw_evsel: str, ns: bool = False) -> str:
     """Every sample line perf script prints for these records, one record at a time (the
@@ -179,20 +199,7 @@ def format_records_loop(recs: np.ndarray, comms: dict[int, str], fields: tuple[s
     out = []
     for t, pid, tid, cpu, op, va, pa, ev, lt, lx, pc in recs.tolist():
         comm = comms.get(pid, ":%d" % pid)
-        head = ""
-        if "comm" in f:
-            head += f"{comm:>16} "
-        if "pid" in f and "tid" in f:
-            head += f"{pid:7d}/{tid:<7d} "
-        elif "pid" in f:
-            head += f"{pid:7d} "
-        elif "tid" in f:
-            head += f"{tid:7d} "
-        if "cpu" in f:
-            head += f"[{cpu:03d}] "
-        if "time" in f:
-            secs, nsec = divmod(t, 1_000_000_000)
-            head += f"{secs:5d}.{nsec:09d}: " if ns else f"{f'{secs}.{nsec // 1000:06d}':>12}: "
+        head = sample_head(f, comm, pid, tid, cpu, t, ns)
         if "period" in f:
             head += f"{1:10d} "
         tail = ""

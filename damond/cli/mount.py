@@ -85,6 +85,8 @@ def _load(args) -> Config:
 
 
 def main(args) -> int:
+    if args.foreground:
+        _use_malloc()                 # first: the re-exec'd daemon does every check below once
     mp = os.path.realpath(args.mountpoint)
     if mp == "/sys" or mp.startswith("/sys/"):
         print(f"damond: refusing to mount under /sys ({mp}); mount in a private directory", file=sys.stderr)
@@ -97,7 +99,6 @@ def main(args) -> int:
         print(f"damond: {e}", file=sys.stderr)
         return 1
     if args.foreground:
-        _use_malloc()
         rc = _foreground(config, mp, args)
         if rc == 0 and args.log_file_owned and args.log_file:
             with contextlib.suppress(OSError):

@@ -13,13 +13,14 @@ import sys
 from pathlib import Path
 
 from damond.host import tracing
+from damond.host.namespace import REAL_PROC_ENV
 
 BIN_DIR = Path(__file__).resolve().parent / "bin"
 
 
 def child_env(base: dict[str, str], work: Path, root: Path, keep_home: bool = False) -> dict[str, str]:
     env = dict(base)
-    env.pop("DAMOND_REAL_PROC", None)          # the daemon's, not CMD's
+    env.pop(REAL_PROC_ENV, None)          # the daemon's, not CMD's
     if not keep_home:
         home = work / "home"
         home.mkdir(exist_ok=True)

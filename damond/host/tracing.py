@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from damond.host.namespace import REAL_PROC_ENV
 from damond.log import get_logger
 
 SOCK_ENV = "DAMOND_TRACE_SOCK"
@@ -52,7 +53,7 @@ def real_proc() -> str:
     """Where real processes' own /proc entries are read: under `damond exec` /proc/PID/* of
     every Machine process (twins too) is damond's, so the daemon reads the pristine procfs
     exec gives it in $DAMOND_REAL_PROC (damond/host/namespace.py); elsewhere /proc."""
-    return os.environ.get("DAMOND_REAL_PROC", "/proc")
+    return os.environ.get(REAL_PROC_ENV, "/proc")
 
 
 def sock_name(mountpoint: str) -> str:

@@ -8,7 +8,8 @@ what=${1:-demo}; shift || true
 
 need_apt=()
 # fuse3: fusermount3 and libfuse3; gcc + python3-dev: the optional compiled spe_feed parser
-for pkg in fuse3 libfuse3-3 gcc python3-dev util-linux; do
+# gawk: the RFC's scripts (damon_spe_ctl.sh) run under `damond exec` need its strtonum (mawk has none)
+for pkg in fuse3 libfuse3-3 gcc python3-dev util-linux gawk; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)

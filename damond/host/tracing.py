@@ -35,6 +35,7 @@ HDR = np.dtype([("magic", "<u4"), ("nslots", "<u4"), ("epoch", "<u8"), ("seq_don
 SLOT = np.dtype([("start", "<u8"), ("len", "<u8"), ("addr", "<u8"), ("state", "<u4"), ("prot", "<u4")])
 FREE, REQ, ARMING, PROT, YOUNG, DISARMING, RETIRED, FAILED = range(8)
 OP_ARM = 1
+ADDR_STORE = np.uint64(1 << 63)            # a slot addr's store bit (csrc/trace_preload.c)
 MSG = struct.Struct("<QQII")
 log = get_logger("damond.host")
 
@@ -166,13 +167,24 @@ class Channel:
 
     def young(self) -> np.ndarray:
         """Fault addresses of the current batch's units touched since `arm` (uint64)."""
+        return self.young_ops()[0]
+
+    def young_ops(self) -> tuple[np.ndarray, np.ndarray]:
+        """(fault addresses, was-a-store mask) of the current batch's touched units. The
+        helper sets bit 63 of a slot's addr (ADDR_STORE) when the faulting access was a store
+        (x86-64; elsewhere every fault reads as a load)."""
         if self.hdr is None or not self.seq:
-            return np.zeros(0, np.uint64)
+            return np.zeros(0, np.uint64), np.zeros(0, bool)
         half = NSLOTS // 2
         base = (self.seq & 1) * half
         s = self.slots[base:base + len(self.units)]
-        hit = s["state"] == YOUNG
-        return s["addr"][hit].copy()
+        a = s["addr"][s["state"] == YOUNG]
+        return a & ~ADDR_STORE, (a & ADDR_STORE) != 0
+
+    @property
+    def busy(self) -> bool:
+        """The helper has not finished the last batch yet (a new `arm` would be skipped)."""
+        return bool(self.seq) and self.hdr is not None and int(self.hdr["seq_done"][0]) < self.seq
 
     def units_in_table(self) -> dict[int, tuple[int, int]]:
         """Every unit the helper may have protected lately (both halves, any state but

@@ -38,6 +38,7 @@ MAX_PAGEMAP_VMA = 64 << 30           # never read pagemap of reservations larger
 PAGEMAP_S = 1.0                      # pagemap of unchanged mappings at most this often (DAMON's update interval)
 SPECIAL = ("[vvar]", "[vdso]", "[vsyscall]", "[vvar_vclock]", "[uprobes]")
 UNIT_PMD, UNIT_CONT = 2 << 20, 64 << 10
+ADOPT_AFTER_S = 0.2                  # a traced process connected this long becomes a twin unasked
 
 
 @dataclass
@@ -181,7 +182,13 @@ class Twin:
     def __init__(self, machine, pid: int, chan: tracing.Channel, starttime: int):
         self.m, self.pid, self.chan, self.starttime = machine, pid, chan, starttime
         self.protectable: set[int] = set()          # uids of twin VMAs that may be armed
-        self.armed: dict[int, tuple[int, str]] = {}  # the current batch: unit start -> (len, perms)
+        self.armed: dict[int, tuple[int, int]] = {}  # DAMON's sample: unit start -> (len, prot)
+        self.seen: set[int] = set()                 # fault addresses of the current batch already taken
+        self.spe_set: set[int] = set()              # starts of the SPE source's units in the current batch
+        self.batch_starts = np.zeros(0, np.uint64)  # the current batch's units, sorted
+        self.batch_lens = np.zeros(0, np.uint64)
+        self.spe_pick = None                        # the SPE source's unit picker while a session selects us
+        self.spe_hits: list = []                    # touches of SPE units not taken by the SPE source yet
         self.epoch_seen = 0
         self.mapgen_seen = -1
         self.last_refresh = 0.0
@@ -316,26 +323,28 @@ class Twin:
                 for v in proc.vmas():
                     self.m.pt.unmap_vma(proc, v)
                 self.m.map_epoch += 1
-            self.armed = {}
+            self.reset_batch()
         self.zombie = True
 
     # --- access checks (the Machine calls these holding its mutex) ------------------------------
-    def mkold(self, proc, addrs: np.ndarray) -> None:
-        """Protect the unit holding each sampled address (a new sample)."""
-        self.armed = {}
-        if self.zombie or self.chan.closed or not len(addrs):
-            return
+    # One batch of units is armed at a time (the helper's table): DAMON's sample (`armed`)
+    # plus, while an SPE session selects this twin, the SPE source's units (`spe_units`).
+    # Every touch seen in a batch sets the twin's accessed bit once (`_harvest`); touches of
+    # SPE units are kept in `spe_hits` until the SPE source takes them (`spe_window`).
+    def units(self, proc, addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(start, len, prot) of the protectable unit holding each address, deduplicated: 2 MiB
+        for a PMD-mapped twin folio, 64 KiB for a contpte one, else 4 KiB."""
         a = np.asarray(addrs, np.uint64)
         vmas = proc.vmas()
-        if not vmas:
-            return
+        none = (a[:0], a[:0], a[:0].astype(np.uint32))
+        if not vmas or not len(a):
+            return none
         ok, vi, pidx = proc.translate(a)
         inv = np.searchsorted([v.start for v in vmas], a.view(np.int64), "right") - 1
         inside = (inv >= 0) & (a < np.array([v.end for v in vmas], np.uint64)[np.maximum(inv, 0)])
         can = np.array([v.uid in self.protectable for v in vmas], bool)[np.maximum(inv, 0)] & inside
         if not can.any():
-            self.chan.arm(a[:0], a[:0], a[:0].astype(np.uint32), self.epoch_seen)
-            return
+            return none
         fl, order = self.m.phys.flags, self.m.phys.order
         pres = ok.copy()
         pres[ok] = (fl[pidx[ok]] & P.PRESENT) != 0
@@ -347,18 +356,76 @@ class Twin:
         start = a & ~(unit - np.uint64(1))
         start, unit, iv = start[can], unit[can], inv[can]
         _, first = np.unique(start, return_index=True)
+        first.sort()
         start, unit, iv = start[first], unit[first], iv[first]
-        perms = [vmas[i].perms for i in iv.tolist()]
-        prots = np.array([prot_bits(p) for p in perms], np.uint32)
-        if self.chan.arm(start, unit, prots, self.epoch_seen):
-            self.armed = {int(s): (int(n), p) for s, n, p in zip(start.tolist(), unit.tolist(), perms)}
+        prots = np.array([prot_bits(vmas[i].perms) for i in iv.tolist()], np.uint32)
+        return start, unit, prots
+
+    def mkold(self, proc, addrs: np.ndarray) -> None:
+        """Protect the unit holding each sampled address (a new sample)."""
+        self._harvest(proc)
+        self.armed = {}
+        if self.zombie or self.chan.closed or not len(addrs):
+            return
+        start, unit, prots = self.units(proc, addrs)
+        if self._arm(start, unit, prots, self.spe_pick(proc) if self.spe_pick is not None else None):
+            self.armed = {int(s): (int(n), int(p)) for s, n, p in zip(start.tolist(), unit.tolist(), prots.tolist())}
 
     def collect(self, proc) -> int:
-        """Set the twin's accessed bit for every unit touched since `mkold`; returns how many."""
-        hits = self.chan.young()
-        if not len(hits):
+        """Set the twin's accessed bit for every unit touched since `mkold`; returns how many
+        touches were new."""
+        return self._harvest(proc)
+
+    def reset_batch(self) -> None:
+        """Forget the current batch (the helper's table went away: exec, exit)."""
+        self.armed, self.seen, self.spe_set = {}, set(), set()
+        self.batch_starts, self.batch_lens = np.zeros(0, np.uint64), np.zeros(0, np.uint64)
+
+    def _arm(self, start: np.ndarray, unit: np.ndarray, prots: np.ndarray, spe: tuple | None) -> bool:
+        """Arm DAMON's units plus the SPE source's (`spe`: start, len, prot) as one batch:
+        the helper keeps one batch at a time."""
+        spe_starts: set[int] = set()
+        if spe is not None and len(spe[0]):
+            new = ~np.isin(spe[0], start)
+            room = max(tracing.NSLOTS // 2 - len(start), 0)
+            ss, su, sp = (x[new][:room] for x in spe)
+            spe_starts = set(ss.tolist()) | set(spe[0][~new].tolist())
+            start, unit, prots = np.concatenate([start, ss]), np.concatenate([unit, su]), np.concatenate([prots, sp])
+        ok = self.chan.arm(start, unit, prots, self.epoch_seen)
+        self.reset_batch()
+        if ok:
+            order = np.argsort(start, kind="stable")
+            self.batch_starts, self.batch_lens = start[order], unit[order]
+            self.spe_set = spe_starts
+        return ok
+
+    def _unit_of(self, addrs: np.ndarray) -> np.ndarray:
+        """Start of the batch unit holding each address (0 where none)."""
+        i = np.searchsorted(self.batch_starts, addrs, "right") - 1
+        ok = i >= 0
+        ok[ok] = addrs[ok] - self.batch_starts[i[ok]] < self.batch_lens[i[ok]]
+        return np.where(ok, self.batch_starts[np.maximum(i, 0)] if len(self.batch_starts) else 0, 0)
+
+    def _harvest(self, proc) -> int:
+        """Take the touches of the current batch not taken yet: set the accessed bit of their
+        pages (faulting in a page the twin lacks; the kernel's hardware sets it on any access)
+        and keep those of SPE units for the SPE source. Returns how many were new."""
+        addrs, store = self.chan.young_ops()
+        if not len(addrs):
             return 0
-        pages = hits & ~np.uint64(PAGE_SIZE - 1)
+        new = np.array([a not in self.seen for a in addrs.tolist()], bool)
+        if not new.any():
+            return 0
+        addrs, store = addrs[new], store[new]
+        self.seen.update(addrs.tolist())
+        self._touch(proc, addrs & ~np.uint64(PAGE_SIZE - 1))
+        if self.spe_set:
+            sel = np.array([u in self.spe_set for u in self._unit_of(addrs).tolist()], bool)
+            if sel.any():
+                self.spe_hits.append((addrs[sel], store[sel], time.monotonic()))
+        return int(len(addrs))
+
+    def _touch(self, proc, pages: np.ndarray) -> None:
         ok, _, pidx = proc.translate(pages)
         fl = self.m.phys.flags
         pres = ok.copy()
@@ -373,7 +440,30 @@ class Twin:
                 except P.OutOfMemory:
                     pass
                 self.m.map_epoch += 1
-        return len(hits)
+
+    # --- the SPE source's side (damond/host/twin_spe.py; called holding the machine's mutex) ----
+    def spe_window(self, proc, pick) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """End the current SPE window and start the next. Takes the touches of SPE units since
+        the last call; with `pick` (proc -> (start, len, prot), the SPE source's choice) arms
+        new SPE units together with DAMON's units not touched yet in its sample, unless the
+        helper is still busy with the last batch; `pick=None` ends SPE for this twin.
+        Returns (fault addresses, store mask, monotonic time of the take) of the touches."""
+        self._harvest(proc)
+        hits, self.spe_hits = self.spe_hits, []
+        ending = pick is None and self.spe_pick is not None
+        self.spe_pick = pick
+        if (pick is not None or ending) and not self.zombie and not self.chan.closed and not self.chan.busy:
+            touched = set(self._unit_of(np.array(sorted(self.seen), np.uint64)).tolist()) if self.seen else set()
+            keep = [s for s in self.armed if s not in touched]
+            d = (np.array(keep, np.uint64), np.array([self.armed[s][0] for s in keep], np.uint64),
+                 np.array([self.armed[s][1] for s in keep], np.uint32))
+            armed = self.armed
+            if self._arm(*d, pick(proc) if pick is not None else None):   # ending: retire the SPE units
+                self.armed = armed
+        if not hits:
+            return np.zeros(0, np.uint64), np.zeros(0, bool), np.zeros(0)
+        return (np.concatenate([h[0] for h in hits]), np.concatenate([h[1] for h in hits]),
+                np.concatenate([np.full(len(h[0]), h[2]) for h in hits]))
 
 
 class Twins:
@@ -385,7 +475,13 @@ class Twins:
         self.twins: dict[int, Twin] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._tried: dict[int, tracing.Channel] = {}   # eager adoption: the connection last tried per pid
+        self._first_seen: dict[int, float] = {}          # id(channel) -> when the poll first saw it
         machine.pid_resolver = self.adopt
+        from damond.host.twin_spe import TwinSpe
+
+        self.spe = TwinSpe(self)
+        machine.spe_sources = [self.spe]          # damond/spe/sampler.py attaches its sessions here
         self._thread = threading.Thread(target=self._poll, name="damond-twins", daemon=True)
         self._thread.start()
 
@@ -444,9 +540,31 @@ class Twins:
                     self._poll_one(twin, now)
                 except Exception as e:             # a twin's trouble never kills the daemon
                     log.error("twin_poll_failed", pid=pid, error=repr(e))
+            self._adopt_new(now)
             if now - last_prune > 1.0:
                 self.tracer.prune()
+                live = {id(c) for c in self.tracer.channels.values()}
+                self._tried = {p: c for p, c in self._tried.items() if id(c) in live}
+                self._first_seen = {k: t for k, t in self._first_seen.items() if k in live}
                 last_prune = now
+
+    def _adopt_new(self, now: float) -> None:
+        """Every traced process becomes a twin once its helper has been connected ADOPT_AFTER_S,
+        before anyone names its pid: /proc/PID/{maps,smaps,pagemap,...} are then the emulated
+        machine's for every reader (a script scans smaps before it writes pid_target).
+        Commands that exit sooner (cat, wc, awk in a pipeline) are never mirrored."""
+        for pid, chan in list(self.tracer.channels.items()):
+            if pid in self.twins or self._tried.get(pid) is chan or chan.closed:
+                continue
+            first = self._first_seen.setdefault(id(chan), now)
+            if now - first < ADOPT_AFTER_S:
+                continue
+            self._tried[pid] = chan
+            self._first_seen.pop(id(chan), None)
+            try:
+                self.adopt(pid)
+            except Exception as e:                 # a process that vanished mid-adoption
+                log.info("twin_eager_failed", pid=pid, error=repr(e))
 
     def _poll_one(self, twin: Twin, now: float) -> None:
         st = proc_stat(twin.pid)
@@ -464,7 +582,7 @@ class Twins:
         if chan is not None and chan is not twin.chan and chan.attach():   # exec: a new image connected
             twin.chan, twin._entries = chan, None
             with self.m._mutex:
-                twin.armed = {}
+                twin.reset_batch()
                 proc = self.m.process(twin.pid)
                 if proc is not None:
                     proc.comm = read_comm(twin.pid)
@@ -486,6 +604,7 @@ class Twins:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=2)
+        self.spe.close()
         self.tracer.close()
 
 

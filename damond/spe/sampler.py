@@ -116,9 +116,13 @@ class Sampler:
     def start(self, machine) -> None:
         self._machine = machine
         machine.add_step_observer(self.on_step)
+        for src in list(getattr(machine, "spe_sources", ())):   # record sources outside the stepper (twins)
+            src.attach(self)
 
     def stop(self) -> None:
         if self._machine is not None:
+            for src in list(getattr(self._machine, "spe_sources", ())):
+                src.detach(self)
             remove = getattr(self._machine, "remove_step_observer", None)
             if remove is not None:
                 remove(self.on_step)
@@ -178,14 +182,8 @@ class Sampler:
         lat_x = np.where(tlb_refill, rng.integers(20, 60, n), rng.integers(0, 2, n)).astype(np.uint32)
         lat_t = (lat_x + np.where(llc_miss, rng.integers(150, 300, n),
                                   np.where(l1d_refill, rng.integers(20, 40, n), rng.integers(4, 6, n)))).astype(np.uint32)
-        keep = np.ones(n, dtype=bool)
+        keep = self._keep(op, ev, lat_t)
         c = self.cfg
-        if c.load_filter or c.store_filter or c.branch_filter:
-            keep &= ((op == OP_LOAD) & bool(c.load_filter)) | ((op == OP_STORE) & bool(c.store_filter))
-        if c.event_filter:
-            keep &= (ev & np.uint32(c.event_filter)) == np.uint32(c.event_filter)
-        if c.min_latency:
-            keep &= lat_t >= c.min_latency
         self.filtered += int(n - np.count_nonzero(keep))
         if not keep.any():
             return None
@@ -203,6 +201,38 @@ class Sampler:
         r["lat_tot"], r["lat_xlat"] = lat_t[keep], lat_x[keep]
         r["pc"] = np.uint64(0xaaaad4c01000) + np.uint64(p.pid % 4096 * 0x100) + (op[keep].astype(np.uint64) * np.uint64(8))
         return r
+
+    def _keep(self, op: np.ndarray, ev: np.ndarray, lat_t: np.ndarray) -> np.ndarray:
+        """The filters (PMSFCR_EL1 / PMSEVFR_EL1 / PMSLATFR_EL1), applied after selection."""
+        keep = np.ones(len(op), dtype=bool)
+        c = self.cfg
+        if c.load_filter or c.store_filter or c.branch_filter:
+            keep &= ((op == OP_LOAD) & bool(c.load_filter)) | ((op == OP_STORE) & bool(c.store_filter))
+        if c.event_filter:
+            keep &= (ev & np.uint32(c.event_filter)) == np.uint32(c.event_filter)
+        if c.min_latency:
+            keep &= lat_t >= c.min_latency
+        return keep
+
+    def feed(self, recs: np.ndarray) -> None:
+        """Records selected by a source outside the machine's stepper (the twins of real
+        programs, damond/host/twin_spe.py): filtered and queued like the sampler's own."""
+        if not len(recs):
+            return
+        keep = self._keep(recs["op"], recs["events"], recs["lat_tot"])
+        self.selected += len(recs)
+        self.filtered += int(len(recs) - np.count_nonzero(keep))
+        recs = recs[keep]
+        if not self.cfg.pa_enable:
+            recs["pa"] = 0
+        with self._mutex:
+            room = MAX_PENDING - self._pending
+            if len(recs) > room:
+                self.lost += len(recs) - room
+                recs = recs[:room]
+            if len(recs):
+                self._chunks.append(recs)
+                self._pending += len(recs)
 
     def drain(self, max_n: int | None = None) -> np.ndarray:
         """Up to `max_n` (default all) records not yet drained, oldest first."""

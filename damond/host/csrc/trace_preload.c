@@ -42,6 +42,7 @@
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/un.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 #define MAGIC 0x544d4144u          /* "DAMT" */
@@ -157,6 +158,19 @@ static int retry_once(uintptr_t addr)
     return h != NULL;
 }
 
+/* The access was a store: bit 63 of a slot's addr (user addresses never have it), read by
+ * the twins' SPE source (damond/host/twin_spe.py). x86-64 page-fault error code bit 1. */
+#define ADDR_STORE (1ULL << 63)
+static uint64_t store_bit(void *uc)
+{
+#if defined(__x86_64__)
+    return (((ucontext_t *)uc)->uc_mcontext.gregs[REG_ERR] & 2) ? ADDR_STORE : 0;
+#else
+    (void)uc;
+    return 0;
+#endif
+}
+
 static void on_segv(int sig, siginfo_t *info, void *uc)
 {
     struct hdr *h = g_hdr;
@@ -173,7 +187,7 @@ static void on_segv(int sig, siginfo_t *info, void *uc)
             if (!live(st) || a < s[i].start || a - s[i].start >= s[i].len)
                 continue;
             if (st == ARMING || st == PROT) {
-                s[i].addr = a;
+                s[i].addr = a | store_bit(uc);
                 if (__atomic_compare_exchange_n(&s[i].state, &st, YOUNG, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
                     __atomic_add_fetch(&h->faults, 1, __ATOMIC_RELAXED);
             }

@@ -1,0 +1,115 @@
+"""Under `damond exec`, a real program is a twin before anyone names its pid (its smaps shows
+the emulated THP policy's AnonHugePages), `perf record -e arm_spe_0/.../ -p PID` records
+emulated SPE samples only where it really touches, with the physical address its pagemap
+shows, and the RFC's control-plane flow (SPE histogram -> spe_feed -> split scheme) splits
+its sparse THPs and keeps its dense ones."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from damond.host import tracing
+
+REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+NR_THPS, STRIDE = 4, 32
+SCRIPT = r"""
+set -e
+A=/sys/kernel/mm/damon/admin/kdamonds
+C=$A/0/contexts/0
+"$PROG" $NR_THPS $STRIDE > "$W/addr" &
+pid=$!
+while [ ! -s "$W/addr" ]; do sleep 0.05; done
+read sparse dense size cpid < "$W/addr"
+echo "areas $((0x$sparse)) $((0x$dense)) $size $pid"
+echo "kdamonds $(cat $A/../kdamonds/nr_kdamonds)"
+dev=$(stat -c %d /sys/kernel/mm/damon/admin)
+i=0                          # the twin appears unasked: its smaps becomes damond's (the admin tree's device)
+while [ "$(stat -c %d /proc/$pid/smaps)" != "$dev" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+echo "smaps_dev $(stat -c %d /proc/$pid/smaps) admin_dev $dev waited_ds $i"
+smaps_thp() {                # AnonHugePages (kB) of the VMA starting at $1
+  awk -v a="$1" '/^[0-9a-f]+-/ {split($1, r, "-"); cur = r[1]} /^AnonHugePages:/ && cur == a {print $2}' /proc/$pid/smaps
+}
+echo "before $(smaps_thp $sparse) $(smaps_thp $dense)"
+perf record -e arm_spe_0/ts_enable=1,pa_enable=1,min_latency=0/ -p $pid -o "$W/spe.data" -- sleep 2 2> "$W/rec.log"
+perf script -i "$W/spe.data" -F addr,phys_addr,event > "$W/samples.txt"
+"$DAMOND_PYTHON" - "$pid" "$W/samples.txt" <<'EOF'
+import sys
+pid, path = int(sys.argv[1]), sys.argv[2]
+with open(f"/proc/{pid}/pagemap", "rb") as pm:
+    for line in open(path):
+        f = line.split()
+        if f[-3] != "memory:":
+            continue
+        va, pa = int(f[-2], 16), int(f[-1], 16)
+        pm.seek(va // 4096 * 8)
+        e = int.from_bytes(pm.read(8), "little")
+        print("sample", va, pa, (e & ((1 << 55) - 1)) if e >> 63 else -1)
+EOF
+perf script -i "$W/spe.data" -F phys_addr | "$DAMOND_PYTHON" -m damond spe-hist --feed > /sys/kernel/debug/damon/spe_feed
+echo 1 > $A/nr_kdamonds
+echo 1 > $A/0/contexts/nr_contexts
+echo fvaddr > $C/operations
+echo 1 > $C/targets/nr_targets
+echo $pid > $C/targets/0/pid_target
+echo 1 > $C/targets/0/regions/nr_regions
+echo $((0x$sparse)) > $C/targets/0/regions/0/start
+echo $((0x$dense + size)) > $C/targets/0/regions/0/end
+echo 1 > $C/schemes/nr_schemes
+echo split > $C/schemes/0/action
+echo 2 > $C/schemes/0/target_order
+echo 18446744073709551615 > $C/schemes/0/access_pattern/sz/max
+echo 4294967295 > $C/schemes/0/access_pattern/nr_accesses/max
+echo 4294967295 > $C/schemes/0/access_pattern/age/max
+echo on > $A/0/state
+i=0
+while [ "$(smaps_thp $sparse)" != 0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+sleep 0.5
+echo "after $(smaps_thp $sparse) $(smaps_thp $dense)"
+echo off > $A/0/state
+kill $pid; wait $pid || true
+"""
+
+
+@pytest.fixture
+def need_exec():
+    if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
+        pytest.skip("needs root and /dev/fuse")
+    if not Path("/sys/kernel/mm/damon").is_dir():
+        pytest.skip("this kernel has no /sys/kernel/mm/damon to hide")
+    if tracing.preload_path() is None:
+        pytest.skip("tracer not built")
+
+
+def test_twin_spe_ctl_flow(need_exec, tmp_path):
+    exe = tmp_path / "thpmix"
+    subprocess.run(["gcc", "-O2", "-o", str(exe), str(HERE / "thpmix.c")], check=True)
+    env = dict(os.environ, PYTHONPATH=str(REPO), PROG=str(exe), W=str(tmp_path), NR_THPS=str(NR_THPS),
+               STRIDE=str(STRIDE))
+    p = subprocess.run([sys.executable, "-m", "damond", "exec", "--", "bash", "-c", SCRIPT],
+                       env=env, text=True, capture_output=True, timeout=240)
+    assert p.returncode == 0, p.stdout + p.stderr
+    out = [ln.split() for ln in p.stdout.splitlines()]
+    first = {ln[0]: ln[1:] for ln in out if ln[0] != "sample"}
+    sparse, dense, size, _ = map(int, first["areas"])
+    thp_kb = str(NR_THPS * 2048)
+    # a twin before any pid_target write: smaps is damond's and shows the emulated THPs
+    assert first["kdamonds"] == ["0"]
+    assert first["smaps_dev"][0] == first["smaps_dev"][2], first
+    assert first["before"] == [thp_kb, thp_kb], p.stdout
+    # SPE samples: only the pages the program keeps touching, at its exact offset, with the
+    # physical address of the twin's page (its pagemap)
+    samples = [tuple(map(int, ln[1:])) for ln in out if ln[0] == "sample"]
+    in_sparse = [s for s in samples if sparse <= s[0] < sparse + size]
+    in_dense = [s for s in samples if dense <= s[0] < dense + size]
+    assert len(in_dense) > 100 and in_sparse, (len(samples), len(in_sparse), len(in_dense))
+    assert all((va - sparse) % (STRIDE * 4096) == 64 for va, _, _ in in_sparse), in_sparse[:5]
+    assert all(va % 4096 == 64 for va, _, _ in in_dense)
+    assert all(pa >> 12 == pfn for _, pa, pfn in in_sparse + in_dense)
+    assert len({va >> 21 for va, _, _ in in_dense}) == NR_THPS
+    # SPE histogram -> spe_feed -> split: the sparse THPs are split, the dense ones kept
+    assert first["after"] == ["0", thp_kb], p.stdout

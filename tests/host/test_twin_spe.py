@@ -1,6 +1,6 @@
 """Under `damond exec`, a real program is a twin before anyone names its pid (its smaps shows
-the emulated THP policy's AnonHugePages), `perf record -e arm_spe_0/.../ -p PID` records
-emulated SPE samples only where it really touches, with the physical address its pagemap
+the emulated THP policy's AnonHugePages), `perf record -e arm_spe_0/.../ -p PID` (and
+`-a`) records emulated SPE samples only where it really touches, with the physical address its pagemap
 shows, and the RFC's control-plane flow (SPE histogram -> spe_feed -> split scheme) splits
 its sparse THPs and keeps its dense ones."""
 from __future__ import annotations
@@ -50,6 +50,8 @@ with open(f"/proc/{pid}/pagemap", "rb") as pm:
         e = int.from_bytes(pm.read(8), "little")
         print("sample", va, pa, (e & ((1 << 55) - 1)) if e >> 63 else -1)
 EOF
+perf record -e arm_spe_0/ts_enable=1,pa_enable=1/ -c 16384 -a -o "$W/all.data" -- sleep 1 2> "$W/rec_all.log"
+perf script -i "$W/all.data" -F pid,addr,event | awk -v p=$pid '$1 == p && $2 == "memory:" {print "all", $3}'
 perf script -i "$W/spe.data" -F phys_addr | "$DAMOND_PYTHON" -m damond spe-hist --feed > /sys/kernel/debug/damon/spe_feed
 echo 1 > $A/nr_kdamonds
 echo 1 > $A/0/contexts/nr_contexts
@@ -94,7 +96,7 @@ def test_twin_spe_ctl_flow(need_exec, tmp_path):
                        env=env, text=True, capture_output=True, timeout=240)
     assert p.returncode == 0, p.stdout + p.stderr
     out = [ln.split() for ln in p.stdout.splitlines()]
-    first = {ln[0]: ln[1:] for ln in out if ln[0] != "sample"}
+    first = {ln[0]: ln[1:] for ln in out if ln[0] not in ("sample", "all")}
     sparse, dense, size, _ = map(int, first["areas"])
     thp_kb = str(NR_THPS * 2048)
     # a twin before any pid_target write: smaps is damond's and shows the emulated THPs
@@ -111,5 +113,11 @@ def test_twin_spe_ctl_flow(need_exec, tmp_path):
     assert all(va % 4096 == 64 for va, _, _ in in_dense)
     assert all(pa >> 12 == pfn for _, pa, pfn in in_sparse + in_dense)
     assert len({va >> 21 for va, _, _ in in_dense}) == NR_THPS
+    # system-wide (-a, with the emulated workloads' records): the program's samples too, same rule
+    every = [int(ln[1], 16) for ln in out if ln[0] == "all"]
+    assert len(every) > 10 and all(dense <= va < dense + size and va % 4096 == 64 or
+                                   sparse <= va < sparse + size and (va - sparse) % (STRIDE * 4096) == 64
+                                   or not (sparse <= va < dense + size) for va in every), every[:10]
+    assert sum(dense <= va < dense + size for va in every) > 10
     # SPE histogram -> spe_feed -> split: the sparse THPs are split, the dense ones kept
     assert first["after"] == ["0", thp_kb], p.stdout

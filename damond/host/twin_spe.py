@@ -64,6 +64,9 @@ class TwinSpe:
         self._thread.start()
 
     def attach(self, sampler) -> None:
+        pid = sampler.cfg.pid
+        if pid >= 0 and self.m.process(pid) is None:
+            self.m.resolve_pid(pid)          # -p of a program not mirrored yet: adopt it now (or not at all)
         with self._lock:
             self.samplers.append(sampler)
         self._wake.set()

@@ -6,13 +6,19 @@ its sparse THPs and keeps its dense ones."""
 from __future__ import annotations
 
 import os
+import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from damond.host import tracing
+from damond.spe.sampler import OP_LOAD, OP_STORE, parse_records
+from tests.helpers import write
+from tests.host.test_twins import MB, Prog, mount, setup_ctx, tried
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -121,3 +127,53 @@ def test_twin_spe_ctl_flow(need_exec, tmp_path):
     assert sum(dense <= va < dense + size for va in every) > 10
     # SPE histogram -> spe_feed -> split: the sparse THPs are split, the dense ones kept
     assert first["after"] == ["0", thp_kb], p.stdout
+
+
+@pytest.fixture(scope="module")
+def touch(tmp_path_factory):
+    exe = tmp_path_factory.mktemp("prog") / "touch"
+    subprocess.run(["gcc", "-O2", "-o", str(exe), str(HERE / "touch.c")], check=True)
+    return exe
+
+
+def test_spe_session_and_kdamond_share_a_twin(tmp_path, touch):
+    """An SPE session on a twin (damond/spe_record, as perf's -p writes it) while a kdamond
+    monitors it: both use the program's one batch of protected units. DAMON still reports the
+    hot 8 MiB accessed and the cold 16 MiB not, and the SPE records all fall in the hot part,
+    at the offset the program touches, with a physical address in the same page offset."""
+    with mount(tmp_path) as d:
+        prog = Prog(touch, d.root, 32, 8)
+        try:
+            a = prog.addr
+            c = setup_ctx(d.admin, prog.pid, "fvaddr", [(a, a + 8 * MB), (a + 12 * MB, a + 28 * MB)])
+            write(d.admin / "kdamonds/0/state", "on")
+            fd = os.open(d.root / "damond/spe_record", os.O_RDWR)
+            try:
+                os.write(fd, f"pa_enable=1 pid={prog.pid}".encode())
+                hot_seen = 0
+                for _ in range(4):
+                    time.sleep(0.35)
+                    regs = tried(d.admin, c)
+                    hot = [r for r in regs if r[1] <= a + 8 * MB]
+                    cold = [r for r in regs if r[0] >= a + 12 * MB]
+                    assert hot and cold and all(r[2] == 0 for r in cold), regs
+                    hot_seen += all(r[2] > 0 for r in hot)
+                raw = b""
+                while chunk := os.read(fd, 1 << 20):
+                    raw += chunk
+            finally:
+                os.close(fd)
+            assert hot_seen >= 2, regs
+            recs, comms = parse_records(raw)
+            mine = recs[recs["pid"] == prog.pid]
+            assert len(mine) > 50 and len(mine) == len(recs), (len(mine), len(recs))
+            va = mine["va"].astype(np.int64)
+            assert ((va >= a) & (va < a + 8 * MB)).all(), [hex(v) for v in va[:10]]
+            assert (va % 4096 == 0).all()                      # touch.c touches byte 0 of each page
+            assert (mine["pa"] & 0xFFF == 0).all() and (mine["pa"] != 0).all()
+            assert set(mine["op"].tolist()) <= {OP_LOAD, OP_STORE}
+            if platform.machine() == "x86_64":                 # the fault's error code: p[i]++ faults as a write
+                assert (mine["op"] == OP_STORE).all()
+            assert prog.p.poll() is None
+        finally:
+            prog.stop()

@@ -241,6 +241,9 @@ class Sampler:
             if not chunks:
                 return np.zeros(0, dtype=RECORD_DTYPE)
             recs = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+            t = recs["time_ns"]
+            if len(chunks) > 1 and (t[1:] < t[:-1]).any():   # the stepper's chunks come in time order,
+                recs = recs[np.argsort(t, kind="stable")]     # fed ones (twins) in between
             if max_n is not None and len(recs) > max_n:
                 self._chunks, self._pending = [recs[max_n:]], len(recs) - max_n
                 recs = recs[:max_n]

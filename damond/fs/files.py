@@ -130,11 +130,12 @@ class ProcFs:
         if pid not in self._cache:
             d = DirNode(head, self.dir)
             files = {}
+            from damond.fs.procfiles import pid_handlers, sync     # pagemap, numa_maps, statm
             for f in self.FILES:
                 fn = getattr(self.machine, "proc_" + f)
-                files[f] = HandlerNode(f, d, TextFile(0o444, lambda fn=fn, pid=pid: fn(pid).encode()))
+                files[f] = HandlerNode(f, d, TextFile(0o444, lambda fn=fn, pid=pid: (sync(self.machine, pid),
+                                                                                     fn(pid).encode())[1]))
                 d.children[f] = files[f]
-            from damond.fs.procfiles import pid_handlers     # pagemap, numa_maps, statm
             for f, h in pid_handlers(self.machine, pid).items():
                 files[f] = d.children[f] = HandlerNode(f, d, h)
             self._cache = {p: v for p, v in self._cache.items() if self._alive(p)}

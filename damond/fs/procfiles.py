@@ -42,6 +42,7 @@ class Pagemap:
         self.machine, self.pid = machine, pid
 
     def open(self, flags: int) -> object:
+        sync(self.machine, self.pid)
         return _PagemapOpen(_caller_is_root())
 
     def read(self, st, size: int, offset: int) -> bytes:
@@ -62,7 +63,16 @@ class Pagemap:
         pass
 
 
+def sync(machine: Any, pid: int) -> None:
+    """Before a /proc/PID file is read: a twin of a real program catches up with it first
+    (`machine.proc_sync`, set by damond/host/twin.py; absent elsewhere)."""
+    hook = getattr(machine, "proc_sync", None)
+    if hook is not None:
+        hook(pid)
+
+
 def _per_process(machine: Any, pid: int, fn) -> bytes:
+    sync(machine, pid)
     with machine._mutex:
         proc = machine.process(pid)
         return fn(machine, proc).encode() if proc is not None else b""

@@ -196,13 +196,25 @@ class Twin:
         self.advgen_seen = -1
         self.last_stats = 0.0
         self.zombie = False
+        self.growing = False                        # the last pagemap read found new pages
+        self._refresh_lock = threading.Lock()
+        self.refresh_started = 0.0
         self._entries: list[MapEntry] | None = None
         self._hints: dict[int, str] = {}
         self._tmpfs: dict[tuple[int, int], str] = {}
 
     # --- mirror ---------------------------------------------------------------------------------
-    def refresh(self) -> bool:
-        """Re-read maps and pagemap into the twin. False if the process has no mm any more."""
+    def refresh(self, full: bool = False, since: float | None = None) -> bool:
+        """Re-read maps and pagemap (all of it with `full`) into the twin. False if the process
+        has no mm any more. One refresh at a time (the poll thread and /proc readers); with
+        `since`, nothing to do if a refresh started at or after that monotonic time."""
+        with self._refresh_lock:
+            if since is not None and self.refresh_started >= since:
+                return True
+            self.refresh_started = time.monotonic()
+            return self._refresh(full)
+
+    def _refresh(self, force: bool) -> bool:
         epoch = self.chan.epoch
         mapgen = self.chan.mapgen
         armed = self.chan.units_in_table()          # before and after: batches armed meanwhile
@@ -230,7 +242,7 @@ class Twin:
             self.advgen_seen = advgen
         mark_tmpfs(entries, self._tmpfs)
         present = {}
-        full = mapgen != self.mapgen_seen or now - self.last_pagemap >= PAGEMAP_S
+        full = force or mapgen != self.mapgen_seen or now - self.last_pagemap >= PAGEMAP_S or self.growing
         for e in entries:                          # pagemap: on mapping changes, new VMAs, else every PAGEMAP_S
             if self._mirrored(e) and (full or (e.start, e.end) not in known):
                 present[e.start] = self._present(e)
@@ -241,10 +253,13 @@ class Twin:
             if proc is None:
                 return False
             self._apply_vmas(proc, entries)
+            added = 0
             for v in proc.vmas():
                 pages = present.get(v.start)
                 if pages is not None and len(pages):
-                    self._fault_missing(proc, v, pages)
+                    added += self._fault_missing(proc, v, pages)
+            if full:              # still populating: read pagemap at every refresh until it stops
+                self.growing = added > 0
             self.m.map_epoch += 1
         self._entries = entries
         self.epoch_seen, self.mapgen_seen = epoch, mapgen
@@ -301,9 +316,10 @@ class Twin:
             (self.protectable.add if ok else self.protectable.discard)(v.uid)
             prev = e
 
-    def _fault_missing(self, proc, v, pages: np.ndarray) -> None:
+    def _fault_missing(self, proc, v, pages: np.ndarray) -> int:
         """Fault into the twin the real pages it has never seen (neither resident nor
-        paged out by DAMOS: a twin page paged out stays out until the program touches it)."""
+        paged out by DAMOS: a twin page paged out stays out until the program touches it).
+        Returns how many."""
         ok, _, pidx = proc.translate(pages)
         fl = self.m.phys.flags
         known = np.zeros(len(pages), bool)
@@ -314,6 +330,7 @@ class Twin:
                 self.m.pt.fault(proc, v, miss)
             except P.OutOfMemory:
                 log.warning("twin_out_of_memory", pid=self.pid, vma=hex(v.start))
+        return int(len(miss))
 
     def drop_mm(self) -> None:
         """The process exited (zombie): its memory is gone, its pid stays."""
@@ -478,6 +495,7 @@ class Twins:
         self._tried: dict[int, tracing.Channel] = {}   # eager adoption: the connection last tried per pid
         self._first_seen: dict[int, float] = {}          # id(channel) -> when the poll first saw it
         machine.pid_resolver = self.adopt
+        machine.proc_sync = self.sync                 # damond/fs/procfiles.sync: before a /proc/PID read
         from damond.host.twin_spe import TwinSpe
 
         self.spe = TwinSpe(self)
@@ -530,6 +548,21 @@ class Twins:
             self.twins[pid] = twin
         log.info("twin_adopted", pid=pid, comm=proc.comm, vmas=len(proc.vmas()))
         return proc
+
+    def sync(self, pid: int) -> None:
+        """A reader opens /proc/PID/* of `pid`: if it is a twin, bring it up to date with the
+        program first (maps and all of pagemap), so a script that reads smaps right after
+        its workload printed sees what the kernel would show. Readers arriving together
+        share one refresh that started after they asked."""
+        asked = time.monotonic()
+        twin = self.twins.get(pid)
+        if twin is None or twin.zombie:
+            return
+        try:
+            if not twin.refresh(full=True, since=asked):
+                twin.drop_mm()
+        except Exception as e:                     # a twin's trouble never fails the read
+            log.error("twin_sync_failed", pid=pid, error=repr(e))
 
     def _poll(self) -> None:
         last_prune = 0.0

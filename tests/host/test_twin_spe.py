@@ -17,7 +17,7 @@ import pytest
 
 from damond.host import tracing
 from damond.spe.sampler import OP_LOAD, OP_STORE, parse_records
-from tests.helpers import write
+from tests.helpers import read, write
 from tests.host.test_twins import MB, Prog, mount, setup_ctx, tried
 
 REPO = Path(__file__).resolve().parents[2]
@@ -177,3 +177,39 @@ def test_spe_session_and_kdamond_share_a_twin(tmp_path, touch):
             assert prog.p.poll() is None
         finally:
             prog.stop()
+
+
+@pytest.fixture(scope="module")
+def grow(tmp_path_factory):
+    exe = tmp_path_factory.mktemp("prog") / "grow"
+    subprocess.run(["gcc", "-O2", "-o", str(exe), str(HERE / "grow.c")], check=True)
+    return exe
+
+
+def _anon_huge_kb(path: Path) -> int:
+    return sum(int(ln.split()[1]) for ln in path.read_text().splitlines() if ln.startswith("AnonHugePages:"))
+
+
+def test_proc_read_sees_what_the_program_just_mapped(tmp_path, grow):
+    """A traced program becomes a twin without any pid_target write, and a /proc/PID read
+    right after the program mapped and wrote more memory already shows it (the read brings
+    the twin up to date first), as the kernel's smaps_rollup would."""
+    with mount(tmp_path) as d:
+        p = subprocess.Popen([str(grow)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                             env=tracing.child_env(dict(os.environ), str(d.root)))
+        try:
+            p.stdout.readline()
+            rollup = d.root / f"proc/{p.pid}/smaps_rollup"
+            deadline = time.monotonic() + 10
+            while not rollup.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert read(d.admin / "kdamonds/nr_kdamonds").strip() == "0"
+            assert _anon_huge_kb(rollup) == 8192                  # the emulated policy: 4 PMD folios
+            for n in (2, 3, 4):
+                p.stdin.write("more\n")
+                p.stdin.flush()
+                p.stdout.readline()
+                assert _anon_huge_kb(rollup) == n * 8192
+        finally:
+            p.kill()
+            p.wait()

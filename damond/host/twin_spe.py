@@ -12,7 +12,7 @@ retired + L1D access + TLB access. So a sample exists only where the program rea
 touched; untouched memory yields none.
 
 How many units a window arms follows the session's sampling interval: OPS_PER_WINDOW
-nominal operations per window, one unit per `period` of them (period 1024 -> 64 units,
+nominal operations per window, one unit per `period` of them (period 1024 -> 128 units,
 at most MAX_UNITS). Each armed unit yields at most one sample per window, so the sample
 rate is bounded by units x windows (and by what a fault costs the program). The unit is
 4 KiB even inside a PMD-mapped twin folio, unlike DAMON's checks: a 2 MiB unit only ever
@@ -41,7 +41,7 @@ from damond.spe import sampler as S
 
 log = get_logger("damond.host")
 WINDOW_S = 0.01
-OPS_PER_WINDOW = 1 << 16
+OPS_PER_WINDOW = 1 << 17
 MAX_UNITS = 512
 DRAWS = 4                       # random pages drawn per wanted unit (unpopulated ones are skipped)
 
@@ -57,6 +57,7 @@ class TwinSpe:
     def __init__(self, twins):
         self.twins, self.m = twins, twins.m
         self.samplers: list = []
+        self.windows = self.records = 0          # since the source started (the session log line)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = False
@@ -78,6 +79,7 @@ class TwinSpe:
                 return
             self._window()
             self.samplers.remove(sampler)
+            log.info("twin_spe_session", windows=self.windows, records=self.records, pid=sampler.cfg.pid)
             if not self.samplers:
                 self._window()          # no session left: retire the SPE units
 
@@ -102,6 +104,7 @@ class TwinSpe:
     def _window(self) -> None:
         """One window for every twin: take the touches, feed them, arm the next units."""
         samplers = list(self.samplers)
+        self.windows += 1
         for twin in list(self.twins.twins.values()):
             sel = [s for s in samplers if s.cfg.pid in (-1, twin.pid)]
             if not sel and twin.spe_pick is None:
@@ -116,6 +119,7 @@ class TwinSpe:
                 addrs, store, when = twin.spe_window(proc, pick)
                 recs = self._records(proc, addrs, store, when, rng) if len(addrs) and sel else None
             if recs is not None:
+                self.records += len(recs)
                 for s in sel:
                     s.feed(recs.copy())
 

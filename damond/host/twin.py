@@ -196,7 +196,6 @@ class Twin:
         self.advgen_seen = -1
         self.last_stats = 0.0
         self.zombie = False
-        self.growing = False                        # the last pagemap read found new pages
         self._refresh_lock = threading.Lock()
         self.refresh_started = 0.0
         self._entries: list[MapEntry] | None = None
@@ -242,7 +241,7 @@ class Twin:
             self.advgen_seen = advgen
         mark_tmpfs(entries, self._tmpfs)
         present = {}
-        full = force or mapgen != self.mapgen_seen or now - self.last_pagemap >= PAGEMAP_S or self.growing
+        full = force or mapgen != self.mapgen_seen or now - self.last_pagemap >= PAGEMAP_S
         for e in entries:                          # pagemap: on mapping changes, new VMAs, else every PAGEMAP_S
             if self._mirrored(e) and (full or (e.start, e.end) not in known):
                 present[e.start] = self._present(e)
@@ -253,13 +252,10 @@ class Twin:
             if proc is None:
                 return False
             self._apply_vmas(proc, entries)
-            added = 0
             for v in proc.vmas():
                 pages = present.get(v.start)
                 if pages is not None and len(pages):
-                    added += self._fault_missing(proc, v, pages)
-            if full:              # still populating: read pagemap at every refresh until it stops
-                self.growing = added > 0
+                    self._fault_missing(proc, v, pages)
             self.m.map_epoch += 1
         self._entries = entries
         self.epoch_seen, self.mapgen_seen = epoch, mapgen
@@ -316,10 +312,9 @@ class Twin:
             (self.protectable.add if ok else self.protectable.discard)(v.uid)
             prev = e
 
-    def _fault_missing(self, proc, v, pages: np.ndarray) -> int:
+    def _fault_missing(self, proc, v, pages: np.ndarray) -> None:
         """Fault into the twin the real pages it has never seen (neither resident nor
-        paged out by DAMOS: a twin page paged out stays out until the program touches it).
-        Returns how many."""
+        paged out by DAMOS: a twin page paged out stays out until the program touches it)."""
         ok, _, pidx = proc.translate(pages)
         fl = self.m.phys.flags
         known = np.zeros(len(pages), bool)
@@ -330,7 +325,6 @@ class Twin:
                 self.m.pt.fault(proc, v, miss)
             except P.OutOfMemory:
                 log.warning("twin_out_of_memory", pid=self.pid, vma=hex(v.start))
-        return int(len(miss))
 
     def drop_mm(self) -> None:
         """The process exited (zombie): its memory is gone, its pid stays."""

@@ -339,7 +339,7 @@ class Twin:
 
     # --- access checks (the Machine calls these holding its mutex) ------------------------------
     # One batch of units is armed at a time (the helper's table): DAMON's sample (`armed`)
-    # plus, while an SPE session selects this twin, the SPE source's units (`spe_units`).
+    # plus, while an SPE session selects this twin, the SPE source's pages (`spe_set`).
     # Every touch seen in a batch sets the twin's accessed bit once (`_harvest`); touches of
     # SPE units are kept in `spe_hits` until the SPE source takes them (`spe_window`).
     def units(self, proc, addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

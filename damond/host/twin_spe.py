@@ -65,23 +65,25 @@ class TwinSpe:
         self._thread.start()
 
     def attach(self, sampler) -> None:
-        pid = sampler.cfg.pid
-        if pid >= 0 and self.m.process(pid) is None:
-            self.m.resolve_pid(pid)          # -p of a program not mirrored yet: adopt it now (or not at all)
+        """Sample the twins `sampler` selects from now on. Never blocks and never calls into
+        the machine (a Sampler may start under the machine's mutex): a -p pid not mirrored
+        yet is adopted by the source's thread."""
         with self._lock:
             self.samplers.append(sampler)
         self._wake.set()
 
     def detach(self, sampler) -> None:
-        """Take the last window's touches into the sessions, then stop sampling for `sampler`."""
+        """Take the last window's touches into the sessions, then stop sampling for `sampler`
+        (the thread retires the SPE pages once no session is left)."""
         with self._lock:
             if sampler not in self.samplers:
                 return
-            self._window()
+            samplers = list(self.samplers)
+        self._window(samplers)
+        with self._lock:
             self.samplers.remove(sampler)
-            log.info("twin_spe_session", windows=self.windows, records=self.records, pid=sampler.cfg.pid)
-            if not self.samplers:
-                self._window()          # no session left: retire the SPE units
+        log.info("twin_spe_session", windows=self.windows, records=self.records, pid=sampler.cfg.pid)
+        self._wake.set()
 
     def close(self) -> None:
         self._stop = True
@@ -89,22 +91,30 @@ class TwinSpe:
         self._thread.join(timeout=2)
 
     def _run(self) -> None:
+        tried: set[int] = set()
         while not self._stop:
-            if not self.samplers:
-                self._wake.wait(1.0)
-                self._wake.clear()
-                continue
-            time.sleep(WINDOW_S)
+            with self._lock:
+                samplers = list(self.samplers)
             try:
-                with self._lock:
-                    self._window()
-            except Exception as e:        # the source's trouble never kills the daemon
+                if not samplers:
+                    tried.clear()
+                    self._window([])          # retire what the last session left armed (no-op if none)
+                    self._wake.wait(1.0)
+                    self._wake.clear()
+                    continue
+                for pid in {s.cfg.pid for s in samplers if s.cfg.pid >= 0} - tried:
+                    tried.add(pid)            # -p of a program not mirrored yet: adopt it now (or never)
+                    if self.m.process(pid) is None:
+                        self.m.resolve_pid(pid)
+                time.sleep(WINDOW_S)
+                self._window(samplers)
+            except Exception as e:            # the source's trouble never kills the daemon
                 log.error("twin_spe_failed", error=repr(e))
 
-    def _window(self) -> None:
-        """One window for every twin: take the touches, feed them, arm the next units."""
-        samplers = list(self.samplers)
-        self.windows += 1
+    def _window(self, samplers: list) -> None:
+        """One window for every twin: take the touches, feed them to the `samplers` that
+        select it, arm the next pages; a twin no sampler selects any more ends its SPE."""
+        self.windows += bool(samplers)
         for twin in list(self.twins.twins.values()):
             sel = [s for s in samplers if s.cfg.pid in (-1, twin.pid)]
             if not sel and twin.spe_pick is None:

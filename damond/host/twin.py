@@ -478,7 +478,9 @@ class Twin:
 
 
 class Twins:
-    """Adopts real pids for the Machine (its `pid_resolver`) and keeps their twins alive."""
+    """Adopts real pids for the Machine (its `pid_resolver`, and unasked every traced process
+    connected ADOPT_AFTER_S), keeps their twins alive and up to date for /proc readers
+    (`machine.proc_sync`), and owns the twins' SPE source (`machine.spe_sources`)."""
 
     def __init__(self, machine, mountpoint: str, refresh_ms: int = 100, wait_s: float = 2.0):
         self.m, self.refresh_s, self.wait_s = machine, refresh_ms / 1000, wait_s

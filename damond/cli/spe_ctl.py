@@ -13,6 +13,7 @@ import os
 import sys
 import time
 
+from damond.cli import spe_record
 from damond.spe import ctlplane
 from damond.spe.sampler import SpeConfig, parse_records
 
@@ -69,21 +70,10 @@ def _err(msg: str) -> int:
 
 
 def _record(mount: str, pid: int, seconds: float, period: int):
+    """`perf record -e arm_spe_0/pa_enable=1/ -p PID` for `seconds`, as a histogram."""
     terms = f"period={period} pa_enable=1 ts_enable=1 pid={pid}"
     SpeConfig.parse(terms)
-    fd = os.open(os.path.join(mount, "damond", "spe_record"), os.O_RDWR)
-    chunks = []
-    try:
-        os.write(fd, terms.encode())
-        time.sleep(seconds)
-        while True:
-            b = os.read(fd, 1 << 20)
-            if not b:
-                break
-            chunks.append(b)
-    finally:
-        os.close(fd)
-    recs, _ = parse_records(b"".join(chunks))
+    recs, _ = parse_records(spe_record.record(mount, terms, seconds))
     return ctlplane.records_histogram(recs["pa"])
 
 
@@ -113,7 +103,7 @@ def main(args: argparse.Namespace) -> int:
                 h = _record(args.mount, args.pid, args.record, args.period)
             else:
                 h = ctlplane.parse_histogram(sys.stdin.read() if args.input == "-" else open(args.input).read())
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, spe_record.RecordError) as e:
             return _err(f"cannot read the histogram: {e}")
         try:
             if args.dry_run:

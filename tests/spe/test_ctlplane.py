@@ -7,6 +7,7 @@ import numpy as np
 from damond.reproduce.designs import design
 from damond.reproduce.session import Session
 from damond.spe import ctlplane
+from damond.spe.sampler import Sampler, SpeConfig
 
 PMD = 2 << 20
 S = "kernel/mm/damon/admin/kdamonds/0/contexts/0/schemes/0"
@@ -117,9 +118,16 @@ def test_v2_design_splits_the_sparse_thps_of_hot_workload():
     s, pid = session("7.0+rfc", 'kind = "thp-hot"\nnr_thps = 8\nhot_pct = 5\nduration_s = 0')
     s.run_until_populated(pid)
     d = design("v2-addr-filter")()
+    assert d.uses_spe
+    sampler = Sampler(SpeConfig.parse("period=1024 pa_enable=1 seed=2"), 4)    # as the runner feeds it
+    sampler.start(s.machine)
     d.setup(s, pid)
+    d.control(s, pid)
+    assert d.rounds == []                       # nothing fed yet: no round
     for _ in range(2):
         s.run(d.control_period_us)
+        recs = sampler.drain()
+        d.feed_spe(s, pid, *ctlplane.records_histogram(recs["pa"]))
         d.control(s, pid)
     s.run(1_000_000)
     assert d.rounds[0].candidates == 8 and len(d.rounds[0].ranges) == 1     # 8 adjacent THPs, one filter

@@ -3,12 +3,12 @@ no hot_threshold, no PFN tree); a userspace control plane decides which 2 MiB ra
 SPE samples, and hands them to DAMOS as `addr` filters, each round bounded by
 `max_nr_snapshots` (feature level 7.0).
 
-Owns the control plane's SPE session (an emulated arm_spe PMU on the target pid, as
-`perf record -e arm_spe_0/pa_enable=1/ -p PID` would run beside the workload) and the
-calls into `damond/spe/ctlplane.py`, the same code `damond spe-ctl` runs on a mount.
-`control()` is one round: drain the period's samples, histogram, sparse THPs, pagemap,
-filters, commit. Control CPU covers the histogram, the pagemap walk and the writes; not
-the `perf script` text round trip (the runner times `control()` only).
+The SPE samples are the runner's (`uses_spe`: each period's histogram arrives in
+`feed_spe`, the same records design rfc-v3 writes to spe_feed), as `perf record -e
+arm_spe_0/pa_enable=1/` | spe_hist would give them to damon_spe_ctl.sh. `control()` is one
+round of `damond/spe/ctlplane.py`, the code `damond spe-ctl` runs on a mount: sparse THPs,
+pagemap, filters, max_nr_snapshots, commit. Control CPU covers that round, not the
+`perf script` text round trip.
 """
 from __future__ import annotations
 
@@ -17,39 +17,38 @@ import numpy as np
 from damond.reproduce.designs.base import Design
 from damond.reproduce.session import Session
 from damond.spe import ctlplane
-from damond.spe.sampler import Sampler, SpeConfig
 
 
 class V2AddrFilter(Design):
     name = "v2-addr-filter"
     feature_level = "7.0+rfc"
-    uses_spe = False                 # the design records its own samples (no spe_feed)
+    uses_spe = True                  # fed the period's SPE histogram (not written to spe_feed)
     control_period_us = 1_000_000
 
     def __init__(self, **params):
         super().__init__(**params)
-        self.sampler: Sampler | None = None
         self.hist = (np.zeros(0, np.uint64), np.zeros(0, np.uint64))
+        self.fresh = False
         self.rounds: list[ctlplane.Round] = []
 
     def _params(self, pid: int) -> ctlplane.Params:
         p = self.params
         return ctlplane.Params(pid=pid, threshold=p.get("threshold", 30), target_order=p.get("target_order", 2),
-                               max_filters=p.get("max_filters", 256), snapshots=p.get("snapshots", 1))
+                               max_filters=p.get("max_filters", 256), snapshots=p.get("snapshots", ctlplane.AUTO))
 
     def setup(self, s: Session, pid: int) -> None:
-        seed = s.config.seed + 11
-        cfg = SpeConfig.parse(f"period={self.params.get('period', 1024)} pa_enable=1 ts_enable=1 "
-                              f"pid={pid} seed={seed}")
-        self.sampler = Sampler(cfg, s.machine.spec.nr_cpus,
-                               np.random.default_rng(seed))
-        self.sampler.start(s.machine)
         ctlplane.setup(ctlplane.SessionFiles(s), self._params(pid))
 
+    def feed_spe(self, s: Session, pid: int, pfns, counts) -> None:
+        """The period's SPE histogram (4 KiB PFNs, record counts): kept for control()."""
+        self.hist = (np.asarray(pfns, np.uint64), np.asarray(counts, np.uint64))
+        self.fresh = True
+
     def control(self, s: Session, pid: int) -> None:
-        assert self.sampler is not None, "setup() first"
-        recs = self.sampler.drain()
-        self.hist = ctlplane.records_histogram(recs["pa"])
+        """One round on the histogram fed since the last round (none fed: no round)."""
+        if not self.fresh:
+            return
+        self.fresh = False
         self.rounds.append(ctlplane.control_round(ctlplane.SessionFiles(s), self._params(pid), self.hist))
 
     def reported_hot_bytes(self, s: Session, pid: int) -> int:

@@ -381,7 +381,7 @@ def control_round(files: Files, p: Params, hist_or_thps) -> Round:
     r = Round(candidates=len(thps))
     lo, hi = (p.start, p.end) if p.end > p.start else (0, ULONG_MAX)
     found = pfn_to_va(files, p.pid, thps, lo, hi)
-    r.unresolved = len(thps) - len(found)
+    r.unresolved = max(len(thps) - len(found), 0)
     ranges = merge_ranges(found)
     if len(ranges) > p.max_filters:
         r.capped = len(ranges) - p.max_filters

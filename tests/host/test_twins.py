@@ -372,3 +372,41 @@ def test_tmpfs_file_mapping_is_shmem_as_its_mount_says(tmp_path):
         finally:
             p.kill()
             p.wait()
+
+
+def _real_anon_huge_kb(pid):
+    for line in open(f"/proc/{pid}/smaps_rollup"):
+        if line.startswith("AnonHugePages:"):
+            return int(line.split()[1])
+    raise AssertionError("no AnonHugePages")
+
+
+@pytest.mark.parametrize("thp,expect", [("always", True), ("never", False)])
+def test_armed_pmd_units_are_backed_by_host_thps(tmp_path, touch, thp, expect):
+    """A 2 MiB unit the twin maps with a PMD folio (emulated THP=always) and the program has
+    populated is collapsed into a host THP before it is protected, so arming it rewrites
+    one PMD, not 512 PTEs (bench/twins_speed.py): the real program's own AnonHugePages grows
+    while DAMON still sees its hot part accessed and the rest not. Under THP=never the
+    units are 4 KiB and the real memory stays as the program made it."""
+    with mount(tmp_path, thp) as d:
+        prog = Prog(touch, d.root, 16, 8)
+        try:
+            if _real_anon_huge_kb(prog.pid) > 0:
+                pytest.skip("the host backs the program with THPs by itself (host THP=always)")
+            a = prog.addr
+            c = setup_ctx(d.admin, prog.pid, "fvaddr", [(a, a + 8 * MB), (a + 10 * MB, a + 16 * MB)], sample_us=2000,
+                          aggr_us=50000)
+            write(d.admin / "kdamonds/0/state", "on")
+            deadline = time.monotonic() + (10 if expect else 1.5)
+            while _real_anon_huge_kb(prog.pid) < 4096 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            kb = _real_anon_huge_kb(prog.pid)
+            assert (kb >= 4096) == expect, kb
+            assert kb <= 16 * 1024 + 4096                    # the program's memory (+ a libc arena), never more
+            regs = tried(d.admin, c)
+            assert any(r[2] > 0 for r in regs if r[1] <= a + 8 * MB), regs
+            assert all(r[2] == 0 for r in regs if r[0] >= a + 10 * MB), regs
+            assert prog.p.poll() is None
+            write(d.admin / "kdamonds/0/state", "off")
+        finally:
+            prog.stop()

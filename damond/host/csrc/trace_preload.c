@@ -694,9 +694,7 @@ static int recv_fd(int sock, uint32_t *nslots)
 static void *control(void *unused)
 {
     (void)unused;
-    uintptr_t lo;
-    excl_self_stack(&lo);
-    excl_self_tcb();
+    excl_self_tcb();                                           /* its stack: start_control */
     int sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (sock < 0)
         return NULL;
@@ -743,14 +741,31 @@ out:
     return NULL;
 }
 
+/* The control thread runs on a stack of ours and never calls malloc (everything it calls is
+ * resolved here first): glibc gives a thread's first malloc (pthread_getattr_np's, say) an
+ * arena of its own, a 64 MiB reservation that would change the program's layout and so the
+ * initial vaddr regions DAMON derives from it (damon_va_three_regions). After fork the child
+ * reuses the stack: the thread that ran on it exists only in the parent. */
+#define CONTROL_STACK (256 << 10)
+static void *g_ctl_stack;
 static void start_control(void)
 {
     pthread_t th;
     pthread_attr_t at;
+    resolve_mmap();
+    resolve_read();
+    resolve_write();
+    resolve_pthread_create();
+    if (!g_ctl_stack) {
+        void *stk = real_mmap(NULL, CONTROL_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+        if (stk == MAP_FAILED)
+            return;
+        g_ctl_stack = stk;
+        excl_add((uintptr_t)stk, (uintptr_t)stk + CONTROL_STACK);
+    }
     pthread_attr_init(&at);
     pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&at, 256 << 10);
-    resolve_pthread_create();
+    pthread_attr_setstack(&at, g_ctl_stack, CONTROL_STACK);
     real_pthread_create(&th, &at, control, NULL);
     pthread_attr_destroy(&at);
 }

@@ -18,6 +18,7 @@ import os
 import socket
 import struct
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,9 @@ class Channel:
         self.units = np.zeros(0, np.uint64)         # starts of the units of the current batch
         self.closed = False
         self.skipped = 0                            # batches not armed because the helper lagged
+        self.waits = 0                              # batches the daemon had to wait for
+        self.wait_s = 0.0                           # the time it waited, in total
+        self.wait_max_s = 0.0
 
     def attach(self) -> bool:
         """Send the slot table (first call only). False if the process has gone."""
@@ -167,6 +171,26 @@ class Channel:
         self.seq = seq
         self.units = starts[:n].copy()
         return True
+
+    def wait_armed(self, timeout_s: float) -> bool:
+        """Wait until the helper has handled the last batch (at most `timeout_s`)."""
+        if self.hdr is None or not self.seq:
+            return True
+        if int(self.hdr["seq_done"][0]) >= self.seq:
+            return True
+        t0 = time.monotonic()
+        delay = 50e-6
+        while int(self.hdr["seq_done"][0]) < self.seq:
+            now = time.monotonic()
+            if now - t0 >= timeout_s or self.closed:
+                break
+            time.sleep(delay)
+            delay = min(delay * 2, 1e-3)
+        dt = time.monotonic() - t0
+        self.waits += 1
+        self.wait_s += dt
+        self.wait_max_s = max(self.wait_max_s, dt)
+        return int(self.hdr["seq_done"][0]) >= self.seq
 
     def young(self) -> np.ndarray:
         """Fault addresses of the current batch's units touched since `arm` (uint64)."""

@@ -45,6 +45,7 @@ UNIT_PMD, UNIT_CONT = 2 << 20, 64 << 10
 # at least this many of its 512 real pages are present: protecting it then rewrites one PMD,
 # not 512 PTEs, and the real memory of the unit grows at most twofold to match the twin's.
 HOST_THP_MIN_PAGES = 256
+ARM_WAIT_S = 0.02
 
 
 @dataclass
@@ -382,6 +383,7 @@ class Twin:
         prots[anon & (unit == UNIT_PMD) & np.isin(start, self.dense)] |= np.uint32(tracing.HOST_THP)
         if self.chan.arm(start, unit, prots, self.epoch_seen):
             self.armed = {int(s): (int(n), p) for s, n, p in zip(start.tolist(), unit.tolist(), perms)}
+            self.chan.wait_armed(ARM_WAIT_S)
 
     def collect(self, proc) -> int:
         """Set the twin's accessed bit for every unit touched since `mkold`; returns how many."""
@@ -511,7 +513,9 @@ class Twins:
             self.twins.pop(twin.pid, None)
         self.m.kill(twin.pid)
         self.tracer.forget(twin.pid)
-        log.info("twin_exited", pid=twin.pid, reason=why)
+        c = twin.chan
+        log.info("twin_exited", pid=twin.pid, reason=why, seq=c.seq, skipped=c.skipped, waits=c.waits,
+                 wait_ms=round(c.wait_s * 1e3, 1), wait_max_ms=round(c.wait_max_s * 1e3, 2), **c.stats())
 
     def close(self) -> None:
         self._stop.set()

@@ -46,6 +46,11 @@ UNIT_PMD, UNIT_CONT = 2 << 20, 64 << 10
 # not 512 PTEs, and the real memory of the unit grows at most twofold to match the twin's.
 HOST_THP_MIN_PAGES = 256
 ARM_WAIT_S = 0.02
+# Host CPU steal: a sample window in which the program waited for a host CPU (runnable, not
+# running) is stretched by that wait, so that it holds a full window of the program's own
+# time as on the emulated machine, where it has a CPU; at most STRETCH_MAX x the window and
+# STRETCH_MAX_S in all. Read from /proc/PID/task/*/schedstat (run_delay) and stat (state).
+STRETCH_MAX, STRETCH_MAX_S, STRETCH_TASKS = 2.0, 0.01, 64
 
 
 @dataclass
@@ -175,6 +180,29 @@ def proc_stat(pid: int) -> tuple[str, int] | None:
     return rest[0], int(rest[19])
 
 
+def sched_sample(pid: int) -> tuple[int, int, bool] | None:
+    """(CPU ns run, ns waited runnable on a host run queue, any thread runnable now) summed over
+    the first STRETCH_TASKS threads of real `pid`; None if it has gone."""
+    base = f"{real_proc()}/{pid}/task"
+    try:
+        tids = os.listdir(base)[:STRETCH_TASKS]
+    except OSError:
+        return None
+    run = delay = 0
+    runnable = False
+    for t in tids:
+        try:
+            with open(f"{base}/{t}/schedstat") as f:
+                a = f.read().split()
+            with open(f"{base}/{t}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        run, delay = run + int(a[0]), delay + int(a[1])
+        runnable |= st[st.rfind(")") + 2:st.rfind(")") + 3] == "R"
+    return run, delay, runnable
+
+
 def read_comm(pid: int) -> str:
     try:
         with open(f"{real_proc()}/{pid}/comm") as f:
@@ -200,6 +228,8 @@ class Twin:
         self._entries: list[MapEntry] | None = None
         self._hints: dict[int, str] = {}
         self._tmpfs: dict[tuple[int, int], str] = {}
+        self._window: tuple[float, tuple[int, int, bool] | None] | None = None   # mkold's time, sched_sample
+        self.stretched_s = 0.0                      # what _stretch added to sample windows, in total
         self._dense: dict[int, np.ndarray] = {}     # VMA start -> its 2 MiB units mostly present on the host
         self.dense = np.zeros(0, np.uint64)         # all of them, sorted
 
@@ -384,9 +414,33 @@ class Twin:
         if self.chan.arm(start, unit, prots, self.epoch_seen):
             self.armed = {int(s): (int(n), p) for s, n, p in zip(start.tolist(), unit.tolist(), perms)}
             self.chan.wait_armed(ARM_WAIT_S)
+            self._window = (time.monotonic(), sched_sample(self.pid))
+
+    def _stretch(self) -> None:
+        """Extend the window since `mkold` by the time the program waited for a host CPU in it
+        (see STRETCH_MAX): host load must not read as the program leaving its memory alone."""
+        win, self._window = self._window, None
+        if win is None or win[1] is None:
+            return
+        t0, (run0, delay0, _) = win[0], win[1]
+        now = time.monotonic()
+        w = now - t0
+        limit = t0 + min(w * STRETCH_MAX, w + STRETCH_MAX_S)
+        while now < limit:
+            cur = sched_sample(self.pid)
+            if cur is None:
+                break
+            run, delay, runnable = cur
+            waiting_unrun = runnable and run == run0              # runnable all along, not run yet
+            if (now - t0) - (delay - delay0) / 1e9 >= w and not waiting_unrun:
+                break
+            time.sleep(0.001)
+            now = time.monotonic()
+        self.stretched_s += now - t0 - w
 
     def collect(self, proc) -> int:
         """Set the twin's accessed bit for every unit touched since `mkold`; returns how many."""
+        self._stretch()
         hits = self.chan.young()
         if not len(hits):
             return 0
@@ -515,6 +569,7 @@ class Twins:
         self.tracer.forget(twin.pid)
         c = twin.chan
         log.info("twin_exited", pid=twin.pid, reason=why, seq=c.seq, skipped=c.skipped, waits=c.waits,
+                 stretched_ms=round(twin.stretched_s * 1e3, 1),
                  wait_ms=round(c.wait_s * 1e3, 1), wait_max_ms=round(c.wait_max_s * 1e3, 2), **c.stats())
 
     def close(self) -> None:

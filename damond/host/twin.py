@@ -46,10 +46,11 @@ UNIT_PMD, UNIT_CONT = 2 << 20, 64 << 10
 # not 512 PTEs, and the real memory of the unit grows at most twofold to match the twin's.
 HOST_THP_MIN_PAGES = 256
 ARM_WAIT_S = 0.02
-# Host CPU steal: a sample window in which the program waited for a host CPU (runnable, not
-# running) is stretched by that wait, so that it holds a full window of the program's own
-# time as on the emulated machine, where it has a CPU; at most STRETCH_MAX x the window and
-# STRETCH_MAX_S in all. Read from /proc/PID/task/*/schedstat (run_delay) and stat (state).
+# Host CPU steal: a sample window in which the program was runnable but did not get a host
+# CPU is stretched until it has had a window of CPU time or stops being runnable (with its
+# completed run-queue waits added), as on the emulated machine, where it has a CPU; at most
+# STRETCH_MAX x the window and STRETCH_MAX_S in all. Read from the process CPU clock and
+# /proc/PID/task/*/schedstat (run_delay) and stat (state).
 STRETCH_MAX, STRETCH_MAX_S, STRETCH_TASKS = 2.0, 0.01, 64
 
 
@@ -181,14 +182,17 @@ def proc_stat(pid: int) -> tuple[str, int] | None:
 
 
 def sched_sample(pid: int) -> tuple[int, int, bool] | None:
-    """(CPU ns run, ns waited runnable on a host run queue, any thread runnable now) summed over
-    the first STRETCH_TASKS threads of real `pid`; None if it has gone."""
+    """(CPU ns the process has run, ns its threads waited runnable on a host run queue, any
+    thread runnable now) of real `pid` (waits and states of its first STRETCH_TASKS threads);
+    None if it has gone. The CPU time is the process CPU clock (exact, also for a thread on a
+    CPU now); run_delay in schedstat only grows when a wait ends."""
     base = f"{real_proc()}/{pid}/task"
     try:
+        run = time.clock_gettime_ns(((~pid) << 3) | 2)       # MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED)
         tids = os.listdir(base)[:STRETCH_TASKS]
     except OSError:
         return None
-    run = delay = 0
+    delay = 0
     runnable = False
     for t in tids:
         try:
@@ -198,7 +202,7 @@ def sched_sample(pid: int) -> tuple[int, int, bool] | None:
                 st = f.read()
         except OSError:
             continue
-        run, delay = run + int(a[0]), delay + int(a[1])
+        delay += int(a[1])
         runnable |= st[st.rfind(")") + 2:st.rfind(")") + 3] == "R"
     return run, delay, runnable
 
@@ -431,8 +435,9 @@ class Twin:
             if cur is None:
                 break
             run, delay, runnable = cur
-            waiting_unrun = runnable and run == run0              # runnable all along, not run yet
-            if (now - t0) - (delay - delay0) / 1e9 >= w and not waiting_unrun:
+            if (run - run0) / 1e9 >= w * 0.9:                    # a full window of its own CPU time
+                break
+            if not runnable and (now - t0) - (delay - delay0) / 1e9 >= w:   # it sleeps: its own choice
                 break
             time.sleep(0.001)
             now = time.monotonic()

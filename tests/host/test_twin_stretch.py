@@ -22,7 +22,7 @@ def _twin(monkeypatch, samples, w=0.005):
 
 
 def test_idle_or_running_program_is_not_waited_for(monkeypatch):
-    for s in ([(0, 0, False), (0, 0, False)], [(0, 0, True), (5_000_000, 0, True)]):
+    for s in ([(0, 0, False), (0, 0, False)], [(0, 0, True), (5_000_000, 0, True)]):   # asleep; had the CPU
         tw = _twin(monkeypatch, s)
         t0 = time.monotonic()
         tw._stretch()
@@ -30,7 +30,7 @@ def test_idle_or_running_program_is_not_waited_for(monkeypatch):
 
 
 def test_window_grows_by_the_wait_up_to_the_cap(monkeypatch):
-    tw = _twin(monkeypatch, [(0, 0, True), (1_000_000, 3_000_000, True)])     # waited 3 of 5 ms
+    tw = _twin(monkeypatch, [(0, 0, True), (1_000_000, 3_000_000, False)])    # waited 3 of 5 ms, asleep now
     tw._stretch()
     assert 0.0025 <= tw.stretched_s <= 0.006
     tw = _twin(monkeypatch, [(0, 0, True)])                  # runnable, never ran: until the cap

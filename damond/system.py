@@ -14,7 +14,7 @@ from damond.clock import Clock, VirtualClock, WallClock
 from damond.config import Config
 from damond.log import get_logger
 
-FEATURE_LEVELS = ("6.18+rfc", "6.19+rfc", "7.0+rfc", "7.1+rfc")
+FEATURE_LEVELS = ("6.18+rfc", "6.19+rfc", "7.0+rfc", "7.1+rfc", "next+rfc")   # next: not a kernel (fs_layout)
 COLLAPSE_MODES = ("spe-guarded", "rfc")
 TICK_US = 20000            # ticker step while a kdamond runs or an observer (SPE sampler) listens
 IDLE_TICK_US = 100000      # ticker step of an unobserved machine: the same emulation, fewer wake-ups

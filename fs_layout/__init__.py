@@ -15,7 +15,9 @@ from typing import Any
 
 # Feature levels in order; a node declared `since=X` exists at every level >= X.
 # "6.18" is the base; the RFC's additions are present at every level (all end "+rfc").
-LEVELS = ("6.18", "6.19", "7.0", "7.1")
+# "next" is NOT a kernel release: damond's "beyond" level for features only posted as RFCs
+# and planned upstream (the perf-event access check, timing-and-designs-facts.md 2.5).
+LEVELS = ("6.18", "6.19", "7.0", "7.1", "next")
 DEFAULT_LEVEL = "6.18+rfc"
 NEVER = "never"   # mm.git-only items that no supported level carries
 

@@ -24,6 +24,7 @@ KEYWORD_SINCE: dict = {
     GoalMetric.ACTIVE_MEM_BP: "7.0",
     GoalMetric.INACTIVE_MEM_BP: "7.0",
     GoalMetric.NODE_ELIGIBLE_MEM_BP: NEVER,
+    OpsId.VADDR_PERF: "next",      # not a kernel word: damond's perf-event access check (damond/damon/perf.py)
 }
 
 # The kernel's state commands (kernel-sysfs.md 3.1), with the level they appeared at.

@@ -14,6 +14,7 @@ COMMANDS = {
     "demo": ("damond.cli.demo", "mount the default machine, drive it with echo/cat, print DAMON beside ground truth"),
     "spe-record": ("damond.cli.spe_record", "record emulated ARM SPE samples and print them as `perf script` does"),
     "spe-hist": ("damond.cli.spe_hist", "read `perf script` text on stdin, print per-THP subpage histograms"),
+    "spe-ctl": ("damond.cli.spe_ctl", "split one process's sparse THPs: SPE histogram -> pagemap -> DAMOS addr filters"),
     "reproduce": ("damond.cli.reproduce",
                   "rerun the RFC's experiments on virtual time: its figures beside damond's and the counted truth"),
 }

@@ -32,6 +32,35 @@ def set_argparser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--filter", default="", help="extra config terms, e.g. 'load_filter=1,min_latency=20'")
 
 
+class RecordError(Exception):
+    """One line saying which step of a recording failed."""
+
+
+def record(mount: str, terms: str, seconds: float) -> bytes:
+    """A sampling session on MOUNT/damond/spe_record: write the config terms, wait `seconds`
+    of wall time, drain the raw records (`sampler.parse_records` reads them)."""
+    path = os.path.join(mount, "damond", "spe_record")
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError as e:
+        raise RecordError(f"cannot open {path}: {e.strerror}") from None
+    chunks = []
+    try:
+        try:
+            os.write(fd, terms.encode())
+        except OSError as e:
+            raise RecordError(f"{path} refused the config: {e.strerror}") from None
+        time.sleep(seconds)
+        while True:
+            b = os.read(fd, 1 << 20)
+            if not b:
+                break
+            chunks.append(b)
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
 def main(args: argparse.Namespace) -> int:
     try:
         fields = perf_script.parse_fields(args.fields or "")
@@ -43,28 +72,12 @@ def main(args: argparse.Namespace) -> int:
     if args.duration < 0:
         print("damond spe-record: --duration must be >= 0", file=sys.stderr)
         return 2
-    path = os.path.join(args.mount, "damond", "spe_record")
     try:
-        fd = os.open(path, os.O_RDWR)
-    except OSError as e:
-        print(f"damond spe-record: cannot open {path}: {e.strerror}", file=sys.stderr)
+        data = record(args.mount, terms, args.duration)
+    except RecordError as e:
+        print(f"damond spe-record: {e}", file=sys.stderr)
         return 1
-    chunks = []
-    try:
-        try:
-            os.write(fd, terms.encode())
-        except OSError as e:
-            print(f"damond spe-record: {path} refused the config: {e.strerror}", file=sys.stderr)
-            return 1
-        time.sleep(args.duration)
-        while True:
-            b = os.read(fd, 1 << 20)
-            if not b:
-                break
-            chunks.append(b)
-    finally:
-        os.close(fd)
-    recs, comms = parse_records(b"".join(chunks))
+    recs, comms = parse_records(data)
     groups = perf_script.itrace_groups(args.itrace)
     raw = f"arm_spe_0/{cfg.evsel_terms()}/"
     out = sys.stdout.buffer

@@ -144,7 +144,7 @@ class Ctx:
 
 def engine_settings(system) -> dict:
     """The optional [damon] config section: algorithm variants of newer kernels."""
-    defaults = {"split_above_half": False, "apply_min_nr_regions": False}
+    defaults = {"split_above_half": False, "apply_min_nr_regions": False, "perf_sample_period": 1024}
     cfg = getattr(system, "config", None)
     if cfg is None:
         return defaults
@@ -153,8 +153,10 @@ def engine_settings(system) -> dict:
     for k, v in sec.items():
         if k not in defaults:
             raise cfg.error(f"damon.{k}", f"unknown key '{k}' in [damon] (known: {', '.join(sorted(defaults))})")
-        if not isinstance(v, bool):
+        if isinstance(defaults[k], bool) and not isinstance(v, bool):
             raise cfg.error(f"damon.{k}", f"{k} must be true or false")
+        if not isinstance(defaults[k], bool) and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v < 1 << 32):
+            raise cfg.error(f"damon.{k}", f"{k} must be an integer in [1, {(1 << 32) - 1}]")
         out[k] = v
     return out
 
@@ -187,7 +189,7 @@ def registered_ops() -> list[params.OpsId]:
 
 def _load_ops() -> None:
     if len(_REGISTRY) < len(params.OpsId):
-        from damond.damon import paddr, vaddr  # noqa: F401  (registers on import)
+        from damond.damon import paddr, perf, vaddr  # noqa: F401  (registers on import)
 
 
 def select_ops(ops_id: params.OpsId):
@@ -572,8 +574,10 @@ def commit_ctx(ctx: Ctx, p: params.Ctx) -> None:
         set_attrs(ctx, p.attrs)
     ctx.pause = p.pause
     if p.ops != ctx.ops_id:
-        ctx.ops = scratch.ops
+        old, ctx.ops = ctx.ops, scratch.ops
         ctx.ops_id = p.ops
+        if getattr(old, "cleanup", None) is not None:
+            old.cleanup(ctx)
     ctx.addr_unit = p.addr_unit
     ctx.min_region_sz = min_sz
     ctx.params = copy.deepcopy(p)

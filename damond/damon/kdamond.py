@@ -141,6 +141,8 @@ class Kdamond:
             c.done.set()
         if ctx is not None:
             damos.cancel_walks(ctx)
+            if getattr(ctx.ops, "cleanup", None) is not None:
+                ctx.ops.cleanup(ctx)
         self._thread = None
         self.log.info("kdamond_stopped", reason=reason,
                       passed_sample_intervals=ctx.passed_sample_intervals if ctx else 0,

@@ -19,6 +19,7 @@ class OpsId(str, enum.Enum):
     VADDR = "vaddr"
     FVADDR = "fvaddr"
     PADDR = "paddr"
+    VADDR_PERF = "vaddr_perf"   # damond's "next" level: perf-event (SPE) samples as the access source
 
 
 class Action(str, enum.Enum):

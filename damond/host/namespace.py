@@ -100,7 +100,29 @@ def cover_kernel_fs(debugfs: bool) -> None:
 
 
 def sys_readonly() -> None:
+    """/sys and every mount below it read-only here (a bind remount is per mount, so the
+    host's cgroup, securityfs, bpf ... mounts copied into this namespace would otherwise stay
+    writable), but exec's own tmpfs (`damond-*`: the hide layer damond's admin dir is made in)."""
     sh("mount", "-o", "remount,bind,ro", "/sys")
+    for mp in sys_submounts(writable_only=True):
+        sh("mount", "-o", "remount,bind,ro", mp)
+
+
+def sys_submounts(writable_only: bool = False) -> list[str]:
+    """Mountpoints below /sys in this namespace that are not exec's own (source `damond*`)."""
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            a = line.split()
+            src = a[a.index("-") + 2]
+            mp = a[4].encode().decode("unicode_escape")          # mountinfo escapes ' ' as \040
+            if not mp.startswith("/sys/") or src.startswith("damond"):
+                continue
+            if writable_only and "rw" not in a[5].split(","):
+                continue
+            if mp not in out:
+                out.append(mp)
+    return out
 
 
 def set_ns_last_pid(n: int) -> None:
@@ -127,6 +149,9 @@ def verify(root: Path) -> None:
         sys_opts = [ln.split()[5] for ln in f if ln.split()[4] == "/sys"]
     if not sys_opts or "ro" not in sys_opts[-1].split(","):
         raise ExecError("/sys is not read-only in this namespace")
+    rw = sys_submounts(writable_only=True)
+    if rw:
+        raise ExecError(f"{rw[0]} is writable in this namespace")
 
 
 def bind_pmus(root: Path) -> None:

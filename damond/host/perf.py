@@ -120,6 +120,7 @@ class _Stop:
 
 
 def record(argv: list[str]) -> int:
+    stop = _Stop()                 # first: an early SIGINT (damo ends its recording) still writes the file
     o, cmd = _opts(argv, RECORD_OPTS)
     events = _split_events(o.get("event", []))
     if not events:
@@ -142,7 +143,6 @@ def record(argv: list[str]) -> int:
     out = Path(o.get("output", ["perf.data"])[-1])
     pid = int(o["pid"][-1]) if "pid" in o else -1
     root = _root()
-    stop = _Stop()
     pipe = open(root / "damond/trace_pipe", "rb", buffering=0) if damon else None
     spe_fd = None
     if spe:

@@ -18,6 +18,7 @@ import os
 import socket
 import struct
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +32,13 @@ MAGIC = 0x544D4144
 NSLOTS = 8192                               # two halves of 4096 units (DAMON's max_nr_regions is 1000 by default)
 HDR = np.dtype([("magic", "<u4"), ("nslots", "<u4"), ("epoch", "<u8"), ("seq_done", "<u8"), ("faults", "<u8"),
                 ("restores", "<u8"), ("efault_retries", "<u8"), ("failed", "<u8"), ("mapgen", "<u8"), ("advgen", "<u8"),
-                ("pad", "<u8", 7)])
+                ("collapsed", "<u8"), ("pad", "<u8", 6)])
 SLOT = np.dtype([("start", "<u8"), ("len", "<u8"), ("addr", "<u8"), ("state", "<u4"), ("prot", "<u4")])
 FREE, REQ, ARMING, PROT, YOUNG, DISARMING, RETIRED, FAILED = range(8)
 OP_ARM = 1
 ADDR_STORE = np.uint64(1 << 63)            # a slot addr's store bit (csrc/trace_preload.c)
+PROT_MASK = 0x7                             # slot.prot: the unit's own PROT_* bits ...
+HOST_THP = 1 << 31                          # ... | back it by a host THP first (MADV_COLLAPSE, csrc)
 MSG = struct.Struct("<QQII")
 log = get_logger("damond.host")
 
@@ -97,6 +100,9 @@ class Channel:
         self.units = np.zeros(0, np.uint64)         # starts of the units of the current batch
         self.closed = False
         self.skipped = 0                            # batches not armed because the helper lagged
+        self.waits = 0                              # batches the daemon had to wait for
+        self.wait_s = 0.0                           # the time it waited, in total
+        self.wait_max_s = 0.0
 
     def attach(self) -> bool:
         """Send the slot table (first call only). False if the process has gone."""
@@ -135,8 +141,10 @@ class Channel:
         return int(self.hdr["mapgen"][0]) if self.hdr is not None else 0
 
     def arm(self, starts: np.ndarray, lens: np.ndarray, prots: np.ndarray, epoch: int) -> bool:
-        """Ask for these units to be protected (a new sample). False: not sent (the helper has
-        not finished the previous batch, or the process has gone); nothing is armed then."""
+        """Ask for these units to be protected (a new sample); a prot with `HOST_THP` set asks
+        the helper to collapse the 2 MiB unit into a host THP first, so that one PMD, not 512
+        PTEs, is protected. False: not sent (the helper has not finished the previous batch,
+        or the process has gone); nothing is armed then."""
         if self.closed or self.hdr is None:
             return False
         if self.seq and int(self.hdr["seq_done"][0]) < self.seq:
@@ -164,6 +172,26 @@ class Channel:
         self.seq = seq
         self.units = starts[:n].copy()
         return True
+
+    def wait_armed(self, timeout_s: float) -> bool:
+        """Wait until the helper has handled the last batch (at most `timeout_s`)."""
+        if self.hdr is None or not self.seq:
+            return True
+        if int(self.hdr["seq_done"][0]) >= self.seq:
+            return True
+        t0 = time.monotonic()
+        delay = 50e-6
+        while int(self.hdr["seq_done"][0]) < self.seq:
+            now = time.monotonic()
+            if now - t0 >= timeout_s or self.closed:
+                break
+            time.sleep(delay)
+            delay = min(delay * 2, 1e-3)
+        dt = time.monotonic() - t0
+        self.waits += 1
+        self.wait_s += dt
+        self.wait_max_s = max(self.wait_max_s, dt)
+        return int(self.hdr["seq_done"][0]) >= self.seq
 
     def young(self) -> np.ndarray:
         """Fault addresses of the current batch's units touched since `arm` (uint64)."""
@@ -195,14 +223,15 @@ class Channel:
         s = self.slots
         st = s["state"]
         sel = (st != FREE) & (st != FAILED)
-        return {int(a): (int(n), int(p)) for a, n, p in zip(s["start"][sel].tolist(), s["len"][sel].tolist(),
-                                                             s["prot"][sel].tolist())}
+        return {int(a): (int(n), int(p) & PROT_MASK) for a, n, p in zip(s["start"][sel].tolist(), s["len"][sel].tolist(),
+                                                                         s["prot"][sel].tolist())}
 
     def stats(self) -> dict:
         h = self.hdr
         if h is None:
             return {}
-        return {k: int(h[k][0]) for k in ("faults", "restores", "efault_retries", "failed", "epoch", "mapgen")}
+        return {k: int(h[k][0]) for k in ("faults", "restores", "efault_retries", "failed", "epoch", "mapgen",
+                                          "collapsed")}
 
     def close(self) -> None:
         self.closed = True

@@ -130,9 +130,17 @@ def khugepaged_candidate(pt, proc, vma, addr: int) -> bool:
     return referenced >= (1 if not swap.any() else BLOCK_PAGES // 2)
 
 
+def note_damos_split(pt, pid: int, addr: int) -> None:
+    """DAMOS split the PMD THP at addr: khugepaged skips the range for split_backoff_scans
+    of its visits (damond's back-off; 0, the default, skips nothing)."""
+    pt.damos_split[(pid, addr & ~(PMD_SIZE - 1))] = pt.thp.khugepaged.split_backoff_scans
+
+
 def khugepaged_scan(pt, procs: list) -> int:
     """One khugepaged wake-up: scan pages_to_scan PTEs' worth of PMD ranges, round robin.
-    State (cursor) lives on pt. Returns THPs collapsed."""
+    State (cursor) lives on pt. Returns THPs collapsed. A range DAMOS split is skipped
+    while its back-off lasts (one visit of khugepaged's scan uses one); collapsing it
+    later counts as a re-collapse."""
     k = pt.thp.khugepaged
     # khugepaged/defrag only decides whether its allocations may compact; this machine's
     # memory does not fragment, so, as on a kernel with free memory, it changes nothing here
@@ -154,8 +162,16 @@ def khugepaged_scan(pt, procs: list) -> int:
     done = 0
     for j in range(min(budget, len(ranges))):
         proc, v, a = ranges[(cur + j) % len(ranges)]
+        key = (proc.pid, a)
+        left = pt.damos_split.get(key)
+        if left:
+            pt.damos_split[key] = left - 1
+            continue
         if khugepaged_candidate(pt, proc, v, a) and collapse(pt, proc, a, khugepaged=True) == 0:
             done += 1
+            if left is not None:
+                del pt.damos_split[key]
+                k.recollapses += 1
     nxt = cur + min(budget, len(ranges))
     if nxt >= len(ranges):
         k.full_scans += 1

@@ -24,7 +24,7 @@ from damond.mm.pagetable import PageTables
 from damond.mm.phys import uniq, BLOCK_PAGES, BLOCK_SHIFT, PAGE_SHIFT, PAGE_SIZE, PhysMem
 from damond.mm.sample import SamplePlan
 from damond.mm.process import HEAP_SIZE, STACK_SIZE, STACK_TOP, TEXT_BASE, Process, Vma, page_index
-from damond.mm.thp import ThpSettings
+from damond.mm.thp import PMD_ORDER, ThpSettings
 from damond.mm.truth import TruthRecorder
 from damond.mm.workload import Builder, SpecError, check_spec
 
@@ -408,9 +408,12 @@ class Machine:
             proc = self._proc_or_none(pid)
             if proc is None:
                 return -errno.ESRCH
+            before = self.folio_walk(pid, addr)
             r = folio_ops.split_folio(self.pt, proc, int(addr), int(new_order))
             if r == 0:
                 self.map_epoch += 1
+                if before is not None and int(before.order) == PMD_ORDER:
+                    folio_ops.note_damos_split(self.pt, pid, int(addr))
             elif r != -errno.ENOENT:
                 o = self.folio_walk(pid, addr)
                 if o is not None:
@@ -425,6 +428,7 @@ class Machine:
             r = folio_ops.collapse(self.pt, proc, int(addr), int(order))
             if r == 0:
                 self.map_epoch += 1
+                self.pt.damos_split.pop((pid, int(addr)), None)     # DAMOS collapsed it: no ping-pong to count
             return r
 
     def madvise(self, pid: int, start: int, end: int, advice: str) -> int:

@@ -29,7 +29,7 @@ MAX_CPUS = 4096
 MAX_TLB_ENTRIES = 1 << 16
 MAX_EXACT_TLB_SETS = 1 << 20
 KHUGEPAGED_KEYS = {"enabled", "defrag", "pages_to_scan", "scan_sleep_millisecs", "alloc_sleep_millisecs",
-                   "max_ptes_none", "max_ptes_swap", "max_ptes_shared"}
+                   "max_ptes_none", "max_ptes_swap", "max_ptes_shared", "split_backoff_scans"}
 
 
 @dataclass

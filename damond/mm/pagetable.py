@@ -37,6 +37,9 @@ class PageTables:
         # memory stall time (ns) of all tasks, the machine's PSI "some memory" source: swap-in
         # refaults here, reclaim/migration/compaction work via Machine.charge_memstall
         self.memstall_ns = 0
+        # PMD ranges DAMOS split from a PMD THP, (pid, addr) -> scans khugepaged still skips
+        # them (khugepaged.split_backoff_scans); khugepaged.recollapses counts the ping-pong
+        self.damos_split: dict[tuple[int, int], int] = {}
 
     # --- leaves ------------------------------------------------------------------------------
     def af_loc(self, pidx: np.ndarray) -> np.ndarray:

@@ -50,9 +50,11 @@ class KhugepagedSettings:
     def __init__(self):
         self.enabled = True            # damond's switch: run the khugepaged thread at all
         self._v = dict(defrag=1, pages_to_scan=4096, scan_sleep_millisecs=10000,
-                       alloc_sleep_millisecs=60000, max_ptes_none=511, max_ptes_swap=64, max_ptes_shared=256)
+                       alloc_sleep_millisecs=60000, max_ptes_none=511, max_ptes_swap=64, max_ptes_shared=256,
+                       split_backoff_scans=0)
         self.pages_collapsed = 0
         self.full_scans = 0
+        self.recollapses = 0           # damond's: collapses of a PMD range DAMOS had split (ping-pong)
 
     def __getattr__(self, name):
         v = self.__dict__.get("_v")
@@ -66,7 +68,7 @@ class KhugepagedSettings:
             self._v[name] = _uint(name, value, 0, 1)
         elif name == "pages_to_scan":
             self._v[name] = _uint(name, value, 1)
-        elif name in ("scan_sleep_millisecs", "alloc_sleep_millisecs"):
+        elif name in ("scan_sleep_millisecs", "alloc_sleep_millisecs", "split_backoff_scans"):
             self._v[name] = _uint(name, value)
         elif name in ("max_ptes_none", "max_ptes_swap", "max_ptes_shared"):
             self._v[name] = _uint(name, value, 0, 511)

@@ -80,6 +80,22 @@ class Session:
             return out.decode()
         return self.tree.show(node).decode()
 
+    def pread(self, rel: str, offset: int, size: int) -> bytes:
+        """One pread(2) of a binary file (proc/PID/pagemap)."""
+        h = self._node(rel).handler
+        st = h.open(os.O_RDONLY)
+        try:
+            return h.read(st, size, offset)
+        finally:
+            h.release(st)
+
+    def exists(self, rel: str) -> bool:
+        """`test -e rel` (a node the feature level lacks does not exist)."""
+        try:
+            return self._node(rel) is not None
+        except (KeyError, OSError):
+            return False
+
     def read_int(self, rel: str) -> int:
         return int(self.read(rel).split()[0])
 

@@ -134,7 +134,8 @@ def test_split_above_half_is_a_switch():
 
 # damon_test_ops_registration
 def test_ops_registration():
-    assert core.registered_ops() == [params.OpsId.VADDR, params.OpsId.FVADDR, params.OpsId.PADDR]
+    assert core.registered_ops() == [params.OpsId.VADDR, params.OpsId.FVADDR, params.OpsId.PADDR,
+                                     params.OpsId.VADDR_PERF]     # damond's "next" level (damon/perf.py)
     assert core.select_ops(params.OpsId.VADDR).id == params.OpsId.VADDR
 
     class Other:

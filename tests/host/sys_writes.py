@@ -1,18 +1,24 @@
 """Run inside `damond exec` by tests/cli/test_exec.py: tries to write every writable file
-under /sys/kernel/mm and /sys/kernel/debug. Each write stores the value the file already
-shows (so a guard failure could not change anything), and each file is classified by the
-mount it is on: a sysfs file must refuse the open with EROFS, any other must be damond's
-(FUSE, source `damond`). Prints `sysfs N`, `damond M`, then one `BAD ...` line per
+under /sys/kernel/mm, /sys/kernel/debug, /sys/kernel/tracing, /sys/bus/event_source and
+/sys/fs (cgroups). Each file is classified by the mount it is on: one of damond's (FUSE,
+source `damond`) gets the value it already shows; any other must refuse the open with EROFS
+(no write is ever attempted on it). Every mount at or below /sys must be read-only, damond's,
+or exec's own tmpfs (`damond-*`). Prints `sysfs N` (sysfs files refused), `damond M`,
+`refused-other K` (cgroup and other non-sysfs files refused), then one `BAD ...` line per
 violation; finally stores `never` in THP enabled (damond's) and prints the read-back."""
 import errno
 import os
 
 mounts = []
+bad_mounts = []
 with open("/proc/self/mountinfo") as f:
     for line in f:
         a = line.split()
         sep = a.index("-")
         mounts.append((a[4], a[sep + 1], a[sep + 2]))        # mountpoint, fstype, source
+        if (a[4] == "/sys" or a[4].startswith("/sys/")) and "rw" in a[5].split(",") \
+                and a[sep + 2] != "damond" and not a[sep + 2].startswith("damond-"):
+            bad_mounts.append(f"BAD mount {a[4]}: {a[sep + 1]} ({a[sep + 2]}) writable")
 
 
 def mount_of(path):
@@ -24,9 +30,9 @@ def mount_of(path):
     return best
 
 
-counts = {"sysfs": 0, "damond": 0}
-bad = []
-for base in ("/sys/kernel/mm", "/sys/kernel/debug"):
+counts = {"sysfs": 0, "damond": 0, "refused-other": 0}
+bad = list(bad_mounts)
+for base in ("/sys/kernel/mm", "/sys/kernel/debug", "/sys/kernel/tracing", "/sys/bus/event_source", "/sys/fs"):
     for dp, dns, fns in os.walk(base):
         for name in fns:
             p = os.path.join(dp, name)
@@ -37,15 +43,8 @@ for base in ("/sys/kernel/mm", "/sys/kernel/debug"):
             if not mode & 0o222:
                 continue
             mp, fstype, src = mount_of(p)
-            try:
-                with open(p) as f:
-                    cur = f.read()
-            except OSError:
-                cur = ""
-            words = cur.split()
-            val = next((w[1:-1] for w in words if w.startswith("[")), cur.strip())
-            if fstype == "sysfs":
-                counts["sysfs"] += 1
+            if not (fstype.startswith("fuse") and src == "damond"):
+                counts["sysfs" if fstype == "sysfs" else "refused-other"] += 1
                 try:
                     fd = os.open(p, os.O_WRONLY)
                 except OSError as e:
@@ -53,9 +52,16 @@ for base in ("/sys/kernel/mm", "/sys/kernel/debug"):
                         bad.append(f"BAD {p}: open errno {e.errno}, not EROFS")
                     continue
                 os.close(fd)
-                bad.append(f"BAD {p}: a sysfs file opened for writing")
-            elif fstype.startswith("fuse") and src == "damond":
+                bad.append(f"BAD {p}: a {fstype} ({src}) file opened for writing")
+            else:
                 counts["damond"] += 1
+                try:
+                    with open(p, "rb") as f:
+                        cur = f.read(1 << 16).decode(errors="replace")
+                except OSError:
+                    cur = ""
+                words = cur.split()
+                val = next((w[1:-1] for w in words if w.startswith("[")), cur.strip())
                 try:
                     fd = os.open(p, os.O_WRONLY)
                     try:
@@ -64,10 +70,9 @@ for base in ("/sys/kernel/mm", "/sys/kernel/debug"):
                         os.close(fd)
                 except OSError:
                     pass                                    # damond refused the value: fine
-            else:
-                bad.append(f"BAD {p}: on {fstype} ({src}), neither refused sysfs nor damond")
 print("sysfs", counts["sysfs"])
 print("damond", counts["damond"])
+print("refused-other", counts["refused-other"])
 for b in bad:
     print(b)
 thp = "/sys/kernel/mm/transparent_hugepage/enabled"

@@ -372,3 +372,71 @@ def test_tmpfs_file_mapping_is_shmem_as_its_mount_says(tmp_path):
         finally:
             p.kill()
             p.wait()
+
+
+def _real_anon_huge_kb(pid):
+    for line in open(f"/proc/{pid}/smaps_rollup"):
+        if line.startswith("AnonHugePages:"):
+            return int(line.split()[1])
+    raise AssertionError("no AnonHugePages")
+
+
+@pytest.mark.parametrize("thp,expect", [("always", True), ("never", False)])
+def test_armed_pmd_units_are_backed_by_host_thps(tmp_path, touch, thp, expect):
+    """A 2 MiB unit the twin maps with a PMD folio (emulated THP=always) and the program has
+    populated is collapsed into a host THP before it is protected, so arming it rewrites
+    one PMD, not 512 PTEs (bench/twins_speed.py): the real program's own AnonHugePages grows
+    while DAMON still sees its hot part accessed and the rest not. Under THP=never the
+    units are 4 KiB and the real memory stays as the program made it."""
+    with mount(tmp_path, thp) as d:
+        prog = Prog(touch, d.root, 16, 8)
+        try:
+            if _real_anon_huge_kb(prog.pid) > 0:
+                pytest.skip("the host backs the program with THPs by itself (host THP=always)")
+            a = prog.addr
+            c = setup_ctx(d.admin, prog.pid, "fvaddr", [(a, a + 8 * MB), (a + 10 * MB, a + 16 * MB)], sample_us=2000,
+                          aggr_us=50000)
+            write(d.admin / "kdamonds/0/state", "on")
+            deadline = time.monotonic() + (10 if expect else 1.5)
+            while _real_anon_huge_kb(prog.pid) < 4096 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            kb = _real_anon_huge_kb(prog.pid)
+            assert (kb >= 4096) == expect, kb
+            assert kb <= 16 * 1024 + 4096                    # the program's memory (+ a libc arena), never more
+            regs = tried(d.admin, c)
+            assert any(r[2] > 0 for r in regs if r[1] <= a + 8 * MB), regs
+            assert all(r[2] == 0 for r in regs if r[0] >= a + 10 * MB), regs
+            assert prog.p.poll() is None
+            write(d.admin / "kdamonds/0/state", "off")
+        finally:
+            prog.stop()
+
+
+def _anon_bytes(pid):
+    total = 0
+    for line in open(f"/proc/{pid}/maps"):
+        f = line.split()
+        if f[4] == "0" and (len(f) < 6 or f[5].startswith("[anon")):
+            s, e = (int(x, 16) for x in f[0].split("-"))
+            total += e - s
+    return total
+
+
+def test_tracer_leaves_the_program_layout_alone(tmp_path, touch):
+    """The helper's thread must not give the program a malloc arena of its own (a 64 MiB
+    reservation next to the program's mappings moved the initial vaddr regions DAMON
+    derives from the layout: the selftests' hot region was found a second late). A traced
+    program, adopted and sampled, has at most 1 MiB more anonymous mappings than the same
+    program untraced (the helper's stack and table)."""
+    with mount(tmp_path) as d:
+        traced, plain = Prog(touch, d.root, 8, 1), Prog(touch, d.root, 8, 1, env=dict(os.environ))
+        try:
+            setup_ctx(d.admin, traced.pid)
+            write(d.admin / "kdamonds/0/state", "on")
+            time.sleep(0.3)
+            extra = _anon_bytes(traced.pid) - _anon_bytes(plain.pid)
+            assert 0 < extra <= 1 << 20, extra
+            write(d.admin / "kdamonds/0/state", "off")
+        finally:
+            traced.stop()
+            plain.stop()

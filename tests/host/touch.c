@@ -2,7 +2,8 @@
  *
  * touch SIZE_MB HOT_MB HINT SECONDS [BLOCK_KB [gate|fork]]
  *   maps SIZE_MB of anonymous memory 2 MiB-aligned, applies HINT (huge | nohuge | none)
- *   with madvise, writes every page once, prints "ADDR SIZE PID" (hex, decimal, decimal) and
+ *   with madvise, writes every page once (HINT collapse: then MADV_COLLAPSEs it into host
+ *   THPs, what the tracer does to the 2 MiB units it arms), prints "ADDR SIZE PID" (hex, decimal, decimal) and
  *   then, for
  *   SECONDS (0: until killed), keeps writing one byte per 4 KiB page of the first HOT_MB
  *   (a sweep), sleeping 1 ms after each sweep of BLOCK_KB (default: the whole hot part).
@@ -33,7 +34,7 @@ static double now(void) { return clk(CLOCK_MONOTONIC); }
 int main(int argc, char **argv)
 {
     if (argc < 5) {
-        fprintf(stderr, "usage: touch SIZE_MB HOT_MB huge|nohuge|none SECONDS [BLOCK_KB]\n");
+        fprintf(stderr, "usage: touch SIZE_MB HOT_MB huge|nohuge|none|collapse SECONDS [BLOCK_KB]\n");
         return 2;
     }
     size_t size = strtoull(argv[1], NULL, 0) << 20, hot = strtoull(argv[2], NULL, 0) << 20;
@@ -49,6 +50,8 @@ int main(int argc, char **argv)
         madvise(p, size, MADV_NOHUGEPAGE);
     for (size_t i = 0; i < size; i += 4096)
         p[i] = 1;
+    if (!strcmp(argv[3], "collapse") && madvise(p, size, 25 /* MADV_COLLAPSE */) != 0)
+        perror("madvise(MADV_COLLAPSE)");
     if (argc > 6 && !strcmp(argv[6], "fork")) {
         pid_t c = fork();
         if (c < 0)

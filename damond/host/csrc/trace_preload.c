@@ -59,12 +59,19 @@ struct hdr {                       /* 128 bytes; layout mirrored in tracing.py *
     uint64_t failed;               /* units we could not arm */
     uint64_t mapgen;               /* bumped by every interposed mapping call, new mmaps too */
     uint64_t advgen;               /* bumped by madvise(MADV_HUGEPAGE / MADV_NOHUGEPAGE) */
-    uint64_t pad[7];               /* 128 bytes */
+    uint64_t collapsed;            /* MADV_COLLAPSE calls that left a unit PMD-mapped */
+    uint64_t pad[6];               /* 128 bytes */
 };
 struct slot {                      /* 32 bytes */
     uint64_t start, len, addr;
-    uint32_t state, prot;
+    uint32_t state, prot;          /* prot: the unit's PROT_* bits | HOST_THP */
 };
+#define PROT_MASK 0x7u
+#define HOST_THP 0x80000000u       /* back the 2 MiB unit by a host THP before protecting it */
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25
+#endif
+static int uprot(const struct slot *s) { return (int)(s->prot & PROT_MASK); }
 struct msg { uint64_t seq, epoch; uint32_t n, op; };
 
 static struct hdr *volatile g_hdr;
@@ -123,6 +130,23 @@ REAL(ssize_t, recv, (int, void *, size_t, int))
 REAL(ssize_t, recvfrom, (int, void *, size_t, int, struct sockaddr *, socklen_t *))
 REAL(ssize_t, send, (int, const void *, size_t, int))
 REAL(ssize_t, sendto, (int, const void *, size_t, int, const struct sockaddr *, socklen_t))
+
+/* A 2 MiB unit the twin maps with a PMD folio and the program has mostly populated (the
+ * daemon decides, HOST_THP): collapse it into a host THP (MADV_COLLAPSE, independent of the
+ * host's THP mode; a VM_NOHUGEPAGE mapping refuses), so protecting and restoring it rewrites
+ * one PMD instead of 512 PTEs. Tried once per unit between mapping changes; raw syscall, so
+ * the daemon does not see a madvise of the program's. */
+#define THP_CACHE 1024
+static struct { uintptr_t addr; uint64_t ep; } g_thp[THP_CACHE];
+static void back_by_thp(struct hdr *h, uintptr_t a, uint64_t ep)
+{
+    unsigned i = (unsigned)((a >> 21) % THP_CACHE);
+    if (g_thp[i].addr == a && g_thp[i].ep == ep)
+        return;
+    g_thp[i].addr = a, g_thp[i].ep = ep;
+    if (raw3(SYS_madvise, (long)a, 2L << 20, MADV_COLLAPSE) == 0)
+        __atomic_add_fetch(&h->collapsed, 1, __ATOMIC_RELAXED);
+}
 
 static int live(uint32_t st) { return st == ARMING || st == PROT || st == YOUNG || st == DISARMING; }
 
@@ -191,7 +215,7 @@ static void on_segv(int sig, siginfo_t *info, void *uc)
                 if (__atomic_compare_exchange_n(&s[i].state, &st, YOUNG, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
                     __atomic_add_fetch(&h->faults, 1, __ATOMIC_RELAXED);
             }
-            raw_mprotect(s[i].start, s[i].len, (int)s[i].prot);
+            raw_mprotect(s[i].start, s[i].len, uprot(&s[i]));
             __atomic_add_fetch(&h->restores, 1, __ATOMIC_RELEASE);
             return;
         }
@@ -249,7 +273,7 @@ static int drop_units(uintptr_t a, size_t len, int mark_young)
                     __atomic_add_fetch(&h->faults, 1, __ATOMIC_RELAXED);
             }
         }
-        raw_mprotect(s[i].start, s[i].len, (int)s[i].prot);
+        raw_mprotect(s[i].start, s[i].len, uprot(&s[i]));
         __atomic_add_fetch(&h->restores, 1, __ATOMIC_RELEASE);
         if (!mark_young)
             __atomic_store_n(&s[i].state, FREE, __ATOMIC_RELEASE);
@@ -594,7 +618,7 @@ static void restore_all(int mark_retired)
         uint32_t st = __atomic_load_n(&s[i].state, __ATOMIC_ACQUIRE);
         if (!live(st))
             continue;
-        raw_mprotect(s[i].start, s[i].len, (int)s[i].prot);
+        raw_mprotect(s[i].start, s[i].len, uprot(&s[i]));
         if (mark_retired)
             __atomic_store_n(&s[i].state, RETIRED, __ATOMIC_RELEASE);
     }
@@ -632,7 +656,7 @@ static void arm(const struct msg *m)
             if (!__atomic_compare_exchange_n(&s[i].state, &st, DISARMING, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
                 st = YOUNG;                                    /* touched meanwhile: restored by the handler */
             else
-                raw_mprotect(s[i].start, s[i].len, (int)s[i].prot);
+                raw_mprotect(s[i].start, s[i].len, uprot(&s[i]));
         }
         __atomic_add_fetch(&h->restores, 1, __ATOMIC_RELEASE);
         __atomic_store_n(&s[i].state, RETIRED, __ATOMIC_RELEASE);
@@ -650,6 +674,8 @@ static void arm(const struct msg *m)
             h->failed++;
             continue;
         }
+        if ((s[i].prot & HOST_THP) && s[i].len == (2u << 20) && !(s[i].start & ((2u << 20) - 1)))
+            back_by_thp(h, s[i].start, epoch);
         __atomic_store_n(&s[i].state, ARMING, __ATOMIC_RELEASE);
         if (raw_mprotect(s[i].start, s[i].len, PROT_NONE) < 0) {
             __atomic_store_n(&s[i].state, FAILED, __ATOMIC_RELEASE);
@@ -682,9 +708,7 @@ static int recv_fd(int sock, uint32_t *nslots)
 static void *control(void *unused)
 {
     (void)unused;
-    uintptr_t lo;
-    excl_self_stack(&lo);
-    excl_self_tcb();
+    excl_self_tcb();                                           /* its stack: start_control */
     int sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (sock < 0)
         return NULL;
@@ -731,14 +755,31 @@ out:
     return NULL;
 }
 
+/* The control thread runs on a stack of ours and never calls malloc (everything it calls is
+ * resolved here first): glibc gives a thread's first malloc (pthread_getattr_np's, say) an
+ * arena of its own, a 64 MiB reservation that would change the program's layout and so the
+ * initial vaddr regions DAMON derives from it (damon_va_three_regions). After fork the child
+ * reuses the stack: the thread that ran on it exists only in the parent. */
+#define CONTROL_STACK (256 << 10)
+static void *g_ctl_stack;
 static void start_control(void)
 {
     pthread_t th;
     pthread_attr_t at;
+    resolve_mmap();
+    resolve_read();
+    resolve_write();
+    resolve_pthread_create();
+    if (!g_ctl_stack) {
+        void *stk = real_mmap(NULL, CONTROL_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+        if (stk == MAP_FAILED)
+            return;
+        g_ctl_stack = stk;
+        excl_add((uintptr_t)stk, (uintptr_t)stk + CONTROL_STACK);
+    }
     pthread_attr_init(&at);
     pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&at, 256 << 10);
-    resolve_pthread_create();
+    pthread_attr_setstack(&at, g_ctl_stack, CONTROL_STACK);
     real_pthread_create(&th, &at, control, NULL);
     pthread_attr_destroy(&at);
 }

@@ -218,12 +218,12 @@ class Stepper:
                 if pm >= 1.0 and s.cyclic and s.af_all is not None and s.rate * (b - a) / 1e6 >= s.n + 1:
                     if s.af_runs is not None:
                         for run in s.af_runs:
-                            fl[run] |= P.AF
+                            fl.set_bits(run, P.AF)
                     else:
-                        fl[s.af_all] |= P.AF
+                        fl.set_bits(s.af_all, P.AF)
                     if s.has_cold:
-                        fl[s.af_all] &= ~np.uint8(P.COLD)
-                        fl[pt.tlb_loc(s.af_all)] &= ~np.uint8(P.COLD)
+                        fl.clear_bits(s.af_all, P.COLD)
+                        fl.clear_bits(pt.tlb_loc(s.af_all), P.COLD)
                         s.has_cold = False        # every leaf walked and was refilled
                     return None
         idx, per_page = touched_indices(s, phase_start, a, b, m.rng, exact_trace=exact)
@@ -261,8 +261,8 @@ class Stepper:
                     walked |= m.rng.random(len(pidx)) < -math.expm1(max(per_page, 1.0) * math.log1p(-min(pm, 1 - 1e-12)))
         if walked.any():
             w = pidx[walked]
-            fl[pt.af_loc(w)] |= P.AF
-            fl[pt.tlb_loc(w)] &= ~np.uint8(P.COLD)
+            fl.set_bits(pt.af_loc(w), P.AF)
+            fl.clear_bits(pt.tlb_loc(w), P.COLD)
         if len(idx) >= s.n and not s.once:
             s.has_cold = False                # every leaf of the stream was touched and refilled
         if not want:

@@ -31,6 +31,10 @@ from damond.mm.workload import Builder, SpecError, check_spec
 __all__ = ["Machine", "FolioInfo", "FolioArray", "StepAccesses", "Vma", "Process", "PAGE_SIZE"]
 MAX_STEP_US = 1_000_000
 PMD_SZ = np.uint64(2 << 20)
+_BYTES = np.arange(256, dtype=np.uint8)
+NOT_AF_LUT = _BYTES & ~np.uint8(P.AF)                                   # clear_refs
+ACTIVATE_LUT = np.where(_BYTES & P.PRESENT, _BYTES | P.ACTIVE, _BYTES).astype(np.uint8)
+DEACTIVATE_LUT = np.where(_BYTES & P.PRESENT, _BYTES & ~np.uint8(P.ACTIVE), _BYTES).astype(np.uint8)
 COMMS = {"mmap": "mmap_idle", "sparse-hotspot": "sparse_8g", "uniform": "uniform", "thp-hot": "hot_workload",
          "access_memory": "access_memory", "access_memory_even": "access_memory_even", "masim": "masim"}
 log = get_logger("damond.mm")
@@ -119,8 +123,7 @@ class Machine:
         for act in phase.actions:
             if act[0] == "clear_refs":
                 blocks = proc.chunk_tbl[proc.chunk_tbl >= 0]
-                rows = self.phys.flags.reshape(-1, BLOCK_PAGES)
-                rows[blocks] &= ~np.uint8(P.AF)
+                self.phys.flags.apply_rows(blocks, NOT_AF_LUT)
             elif act[0] == "madvise":
                 self._madvise(proc, act[1], act[2], act[3])
 
@@ -263,8 +266,8 @@ class Machine:
             if self.truth is not None:
                 self.truth.mark(pidx[ok], self.now_us)
             p = pidx[ok][w]
-            fl[self.pt.af_loc(p)] |= P.AF
-            fl[self.pt.tlb_loc(p)] &= ~np.uint8(P.COLD)
+            fl.set_bits(self.pt.af_loc(p), P.AF)
+            fl.clear_bits(self.pt.tlb_loc(p), P.COLD)
             self.map_epoch += 1
             return walked
 
@@ -522,13 +525,10 @@ class Machine:
             e = min((pend >> PAGE_SHIFT) - base, self.phys.nr_pages)
             if e <= s:
                 return 0
-            fl = self.phys.flags[s:e]
-            pres = (fl & P.PRESENT) != 0
-            if prio:
-                fl[pres] |= P.ACTIVE
-            else:
-                fl[pres] &= ~np.uint8(P.ACTIVE)
-            return int(pres.sum()) * PAGE_SIZE
+            fl = self.phys.flags
+            pres = fl.count_range(s, e, P.PRESENT, P.PRESENT)
+            fl.apply_range(s, e, ACTIVATE_LUT if prio else DEACTIVATE_LUT)
+            return pres * PAGE_SIZE
 
     # --- metrics -------------------------------------------------------------------------------------
     def free_mem_rate(self) -> int:
@@ -567,8 +567,7 @@ class Machine:
                       if cg == "/" or proc.memcg == cg or proc.memcg.startswith(cg + "/")}
             blocks = np.flatnonzero((self.phys.blk_node == nid)
                                     & np.isin(self.phys.blk_owner, np.fromiter(inside, np.int32, len(inside))))
-            pages = self.phys.flags.reshape(-1, BLOCK_PAGES)[blocks]
-            u = int(np.count_nonzero(pages & P.PRESENT))
+            u = self.phys.flags.count(P.PRESENT, P.PRESENT, blocks)
             return (u if used else total - u) * 10000 // max(total, 1)
 
     def active_mem_bp(self, active: bool) -> int:
@@ -576,7 +575,7 @@ class Machine:
             pres = self.phys.present_pages()
             if not pres:
                 return 0
-            act = int(np.count_nonzero((self.phys.flags & (P.PRESENT | P.ACTIVE)) == (P.PRESENT | P.ACTIVE)))
+            act = self.phys.flags.count(P.PRESENT | P.ACTIVE, P.PRESENT | P.ACTIVE)
             return (act if active else pres - act) * 10000 // pres
 
     def memcg_exists(self, path: str) -> bool:

@@ -89,18 +89,18 @@ class PageTables:
         f = fl[pidx]
         heads = self.folio_heads(pidx)
         was = self.leaf_young(pidx)
-        fl[heads[was]] |= P.YOUNG
-        fl[heads] |= P.IDLE
+        fl.set_bits(heads[was], P.YOUNG)
+        fl.set_bits(heads, P.IDLE)
         pmd = (f & P.PMD) != 0
-        fl[pidx[pmd] & ~np.int64(BLOCK_PAGES - 1)] &= ~np.uint8(P.AF)
+        fl.clear_bits(pidx[pmd] & ~np.int64(BLOCK_PAGES - 1), P.AF)
         cont = ~pmd & (self.phys.order[pidx] >= 4)
         if cont.any():
             g = ((pidx[cont] & ~np.int64(15))[:, None] + np.arange(16)).ravel()
-            fl[g] &= ~np.uint8(P.AF)
+            fl.clear_bits(g, P.AF)
         plain = ~pmd & ~cont
-        fl[pidx[plain]] &= ~np.uint8(P.AF)
+        fl.clear_bits(pidx[plain], P.AF)
         if self.tlb_cfg.flush_on_mkold:
-            fl[self.tlb_loc(pidx)] |= P.COLD
+            fl.set_bits(self.tlb_loc(pidx), P.COLD)
             if self.exact is not None and procs is not None:
                 self._exact_invalidate_pages(pidx, procs)
 
@@ -124,7 +124,7 @@ class PageTables:
     def invalidate(self, proc: Process, start: int, end: int) -> None:
         """TLBI by VA range: every leaf in [start, end) of `proc` must be walked again."""
         for s, e in self._block_slices(proc, start, end):
-            self.phys.flags[s:e] |= P.COLD
+            self.phys.flags.set_bits(slice(s, e), P.COLD)
         if self.exact is not None:
             for t in self.exact:
                 t.invalidate(proc.pid, start, end)
@@ -189,14 +189,12 @@ class PageTables:
 
     def _fault_pmd(self, vma: Vma, pidx: np.ndarray, blocks: np.ndarray):
         fl = self.phys.flags
-        blk_pages = fl.reshape(-1, BLOCK_PAGES)
-        empty = ~(blk_pages[blocks] & RESIDENT).any(axis=1) & self._chunk_inside(vma, blocks)
+        empty = ~fl.any_rows(blocks, RESIDENT) & self._chunk_inside(vma, blocks)
         good = blocks[empty]
         if len(good):
             self.phys.layout_gen += 1
-            rows = fl.reshape(-1, BLOCK_PAGES)
-            rows[good] = P.PRESENT | P.AF | P.PMD
-            self.phys.order.reshape(-1, BLOCK_PAGES)[good] = PMD_ORDER
+            fl.set_rows(good, P.PRESENT | P.AF | P.PMD)
+            self.phys.order.set_rows(good, PMD_ORDER)
             self.phys.any_large = True
             self.phys.account(good, BLOCK_PAGES)
             n = len(good)

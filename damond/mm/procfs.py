@@ -45,7 +45,7 @@ def vma_stats(m, proc, v) -> dict[str, int]:
     blocks = blocks[blocks >= 0]
     if not len(blocks):
         return out
-    rows = m.phys.flags.reshape(-1, BLOCK_PAGES)[blocks]
+    rows = m.phys.flags.rows(blocks)
     vstart = (m.phys.blk_vchunk[blocks] << 21)[:, None] + (np.arange(BLOCK_PAGES) << 12)
     inside = (vstart >= v.start) & (vstart < v.end)
     pres = ((rows & P.PRESENT) != 0) & inside
@@ -120,7 +120,6 @@ def smaps_rollup(m, proc) -> str:
 def numa_maps(m, proc) -> str:
     """show_numa_map(): `start policy [file=|heap|stack] anon= dirty= mapped= active= N<nid>= kernelpagesize_kB=`."""
     out = []
-    rows_all = m.phys.flags.reshape(-1, BLOCK_PAGES)
     for v in proc.vmas():
         line = f"{v.start:08x} default"
         if not v.anon or v.shmem:
@@ -133,7 +132,7 @@ def numa_maps(m, proc) -> str:
         bound = blocks >= 0
         if bound.any():
             blks = blocks[bound]
-            rows = rows_all[blks]
+            rows = m.phys.flags.rows(blks)
             vstart = (m.phys.blk_vchunk[blks] << 21)[:, None] + (np.arange(BLOCK_PAGES) << 12)
             pres = ((rows & P.PRESENT) != 0) & (vstart >= v.start) & (vstart < v.end)
             pages = int(pres.sum())
@@ -223,9 +222,8 @@ def meminfo(m) -> str:
     """show_val_kb() lines for what the machine models: totals, LRU, anon/shmem and THP."""
     ph = m.phys
     fl = ph.flags
-    present = (fl & P.PRESENT) != 0
     total = ph.nr_pages * 4096
-    used = int(present.sum()) * 4096
+    used = fl.count(P.PRESENT, P.PRESENT) * 4096
     anon = shm = file = anon_thp = shm_thp = 0
     for proc in m.processes():
         for v in proc.vmas():
@@ -238,7 +236,7 @@ def meminfo(m) -> str:
                 shm_thp += st["ShmemPmdMapped"]
             else:
                 file += st["Rss"]
-    active = int((present & ((fl & P.ACTIVE) != 0)).sum()) * 4096
+    active = fl.count(P.PRESENT | P.ACTIVE, P.PRESENT | P.ACTIVE) * 4096
     free = total - used
     cached = file + shm
     lines = [("MemTotal", total), ("MemFree", free), ("MemAvailable", free + file), ("Buffers", 0),

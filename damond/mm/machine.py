@@ -346,23 +346,32 @@ class Machine:
         ok &= (self.phys.flags[pidx] & P.PRESENT) != 0
         return ok, pidx
 
-    def _folio_pages(self, heads: np.ndarray):
-        """(rows of page indexes, owner row) for each folio head, grouped per order."""
-        od = self.phys.order[heads].astype(np.int64)
+    def _folio_af(self, heads: np.ndarray) -> np.ndarray:
+        """Any AF set in each folio's pages (the rmap view of paddr); order-9 folios block-wise."""
+        fl = self.phys.flags
+        young = np.zeros(len(heads), bool)
+        od = self.phys.order[heads]
         for o in uniq(od).tolist():
             sel = np.flatnonzero(od == o)
-            yield sel, heads[sel][:, None] + np.arange(1 << o)
+            if o == P.BLOCK_SHIFT - P.PAGE_SHIFT:
+                young[sel] = fl.any_rows(heads[sel] >> 9, P.AF)
+            else:
+                young[sel] = (fl[heads[sel][:, None] + np.arange(1 << o)] & P.AF).any(axis=1)
+        return young
 
     def pa_mkold(self, paddrs: np.ndarray) -> None:
         with self._mutex:
             ok, pidx = self._pa_present(paddrs)
             heads = uniq(self.pt.folio_heads(pidx[ok]))
             fl = self.phys.flags
-            for _, rows in self._folio_pages(heads):
-                young = (fl[rows] & P.AF).any(axis=1)
-                fl[rows[young, 0]] |= P.YOUNG
-                fl[rows] &= ~np.uint8(P.AF)
-            fl[heads] |= P.IDLE
+            fl.set_bits(heads[self._folio_af(heads)], P.YOUNG)
+            od = self.phys.order[heads]
+            thp = od == P.BLOCK_SHIFT - P.PAGE_SHIFT
+            fl.apply_rows(heads[thp] >> 9, NOT_AF_LUT)
+            for o in uniq(od[~thp]).tolist():
+                h = heads[~thp][od[~thp] == o]
+                fl.clear_bits(h[:, None] + np.arange(1 << o), P.AF)
+            fl.set_bits(heads, P.IDLE)
             if self.tlb_cfg.flush_on_mkold and len(heads):
                 fl[self.pt.tlb_loc(heads)] |= P.COLD
                 self.map_epoch += 1
@@ -374,10 +383,8 @@ class Machine:
             sz = np.full(len(pidx), PAGE_SIZE, np.uint64)
             if ok.any():
                 heads = self.pt.folio_heads(pidx[ok])
-                y = np.zeros(len(heads), bool)
                 fl = self.phys.flags
-                for sel, rows in self._folio_pages(heads):
-                    y[sel] = (fl[rows] & P.AF).any(axis=1)
+                y = self._folio_af(heads)
                 y |= (fl[heads] & P.IDLE) == 0
                 young[ok] = y
                 sz[ok] = (np.uint64(PAGE_SIZE) << self.phys.order[heads].astype(np.uint64))

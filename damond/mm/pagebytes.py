@@ -186,9 +186,12 @@ class PageBytes:
             if vals.ndim == 0:
                 vals = np.broadcast_to(vals, b.shape)
             bad = sh & (off != 0) & (vals != self.flat[pos - off + 1])
+            diverged = None
             if bad.any():                                   # pages of a shared block start to differ
-                self._privatise(np.unique(b[bad]))
+                diverged, nr = np.unique(b[bad], return_counts=True)
+                self._privatise(diverged)
                 sh = self.bsh[b]
+                diverged = diverged[nr >= BLOCK_PAGES - 1]  # every tail rewritten: maybe uniform again
             hw = sh & (off == 0)
             if hw.any():                                    # a shared block's head changes
                 hb, hv = b[hw], vals[hw]
@@ -199,6 +202,8 @@ class PageBytes:
             pw = ~sh                                        # tail writes to shared rows keep their value
             if pw.any():
                 self.flat[self.base[b[pw]] + off[pw]] = vals[pw]
+            if diverged is not None and len(diverged):
+                self._settle(diverged)
         if whole is not None:
             self._settle(whole)
 
@@ -271,8 +276,10 @@ class PageBytes:
 
     def any_rows(self, blocks, mask: int) -> np.ndarray:
         """Per block: some page's byte & mask is nonzero."""
-        per_row = (self.pool[:self.nrows] & np.uint8(mask)).any(axis=1)
-        return per_row[self._rows_of(blocks)]
+        r = self._rows_of(blocks)
+        if len(r) * 4 < self.nrows:
+            return (self.pool[r] & np.uint8(mask)).any(axis=1)
+        return (self.pool[:self.nrows] & np.uint8(mask)).any(axis=1)[r]
 
     def _split_range(self, s: int, e: int):
         """[s, e) as (whole blocks, leftover page indexes at the two ends)."""

@@ -36,7 +36,8 @@ NOT_AF_LUT = _BYTES & ~np.uint8(P.AF)                                   # clear_
 ACTIVATE_LUT = np.where(_BYTES & P.PRESENT, _BYTES | P.ACTIVE, _BYTES).astype(np.uint8)
 DEACTIVATE_LUT = np.where(_BYTES & P.PRESENT, _BYTES & ~np.uint8(P.ACTIVE), _BYTES).astype(np.uint8)
 COMMS = {"mmap": "mmap_idle", "sparse-hotspot": "sparse_8g", "uniform": "uniform", "thp-hot": "hot_workload",
-         "access_memory": "access_memory", "access_memory_even": "access_memory_even", "masim": "masim"}
+         "access_memory": "access_memory", "access_memory_even": "access_memory_even", "masim": "masim",
+         "tiering": "tiering"}
 log = get_logger("damond.mm")
 
 
@@ -48,6 +49,9 @@ class Machine:
         self.rng = np.random.default_rng(seed)
         self.tlb_cfg = spec.tlb
         timing_of, self.timing = timing.for_preset(spec.preset, spec.tlb.arch)
+        # what each node's memory costs (timing.MEMORY_KINDS); tiered: some node is not local DRAM
+        self.node_memory = [timing.MEMORY_KINDS[k] for k in (spec.node_memory or ["dram"] * spec.numa_nodes)]
+        self.tiered = any(k != timing.MEMORY_KINDS["dram"] for k in self.node_memory)
         self.truth: TruthRecorder | None = None     # counted ground truth, once someone asks
         self.phys = PhysMem(spec.memory, spec.numa_nodes)
         self.pt = PageTables(self.phys, thp, spec.tlb, spec.nr_cpus)
@@ -507,12 +511,21 @@ class Machine:
                 ok, lo = self.phys.pidx_of_paddr(np.array([max(start, P.RAM_BASE)], np.uint64))
                 b0 = int(lo[0]) // BLOCK_PAGES if ok[0] else self.phys.nr_blocks
                 b1 = min(((end - 1 - P.RAM_BASE) >> BLOCK_SHIFT) + 1, self.phys.nr_blocks) if end > P.RAM_BASE else 0
-                for b in range(b0, b1):
-                    owner = int(self.phys.blk_owner[b])
+                # block by block in address order; runs of one process's blocks go together
+                run, run_proc = [], None
+                bs = np.arange(b0, max(b1, b0), dtype=np.int64)
+                bs = bs[(self.phys.blk_owner[bs] >= 0) & (self.phys.blk_node[bs] != nid)]
+                for b, owner, vc in zip(bs.tolist(), self.phys.blk_owner[bs].tolist(),
+                                        self.phys.blk_vchunk[bs].tolist()):
                     if owner in self.pt.vma_by_uid:
                         proc, v = self.pt.vma_by_uid[owner]
-                        ci = v.tbl_off + int(self.phys.blk_vchunk[b]) - v.chunk0
-                        moved += folio_ops.migrate_blocks(self.pt, proc, [(ci, b)], nid)
+                        if proc is not run_proc and run:
+                            moved += folio_ops.migrate_blocks(self.pt, run_proc, run, nid)
+                            run = []
+                        run_proc = proc
+                        run.append((v.tbl_off + vc - v.chunk0, b))
+                if run:
+                    moved += folio_ops.migrate_blocks(self.pt, run_proc, run, nid)
                 return moved
             proc = self._proc_or_none(pid)
             if proc is None:

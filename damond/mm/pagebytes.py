@@ -274,6 +274,28 @@ class PageBytes:
             self.pool[pr] = lut[self.pool[pr]]
             self._settle(pb)
 
+    def copy_rows(self, dst, src, lut: np.ndarray) -> None:
+        """Every page byte of block dst[i] := lut[the same page's byte of block src[i]]."""
+        dst, src = np.asarray(dst, np.int64), np.asarray(src, np.int64)
+        if not len(dst):
+            return
+        old = dst[~self.bsh[dst]]
+        self._free.extend(np.unique(self.base[old] >> SHIFT).tolist())
+        sh = self.bsh[src]
+        r = self.base[src]
+        if sh.any():
+            self._point(dst[sh], self._canon_rows(lut[self.flat[r[sh]]], lut[self.flat[r[sh] + 1]]))
+        if not sh.all():
+            new = self._new_rows(int((~sh).sum()))
+            self.pool[new] = lut[self.pool[r[~sh] >> SHIFT]]
+            self.shared[new] = False
+            self._point(dst[~sh], new)
+            self._settle(dst[~sh])
+
+    def count_rows(self, blocks, mask: int, value: int) -> np.ndarray:
+        """Per block: pages whose byte & mask == value."""
+        return np.count_nonzero((self.pool[self._rows_of(blocks)] & np.uint8(mask)) == value, axis=1)
+
     def any_rows(self, blocks, mask: int) -> np.ndarray:
         """Per block: some page's byte & mask is nonzero."""
         r = self._rows_of(blocks)

@@ -183,6 +183,33 @@ class PageTables:
             self._install(pidx, 0, vma.anon)
         return before
 
+    def fault_pmd_chunks(self, proc: Process, vma: Vma, chunks: np.ndarray) -> np.ndarray:
+        """The PMD part of fault() for every page of the VMA's `chunks` (sorted virtual 2 MB
+        chunk numbers inside it) at once, without listing the pages: bind the chunks, map each
+        empty one that may hold a PMD THP. Returns, per chunk, whether it is now one
+        PMD-mapped THP; the caller faults the other chunks' pages with fault(), which then
+        finds them bound, as one fault() call over all the pages would."""
+        phys, fl = self.phys, self.phys.flags
+        tbl = proc.chunk_tbl
+        ci = vma.tbl_off + chunks - vma.chunk0
+        unbound = tbl[ci] < 0
+        if unbound.any():
+            tbl[ci[unbound]] = phys.alloc_blocks(proc.nid, vma.uid, chunks[unbound])
+        blocks = tbl[ci]
+        if vma.anon:
+            pmd_ok = PMD_ORDER in self.thp.anon_orders(vma.hugepage_hint)
+        elif vma.shmem:
+            pmd_ok = self.thp.shmem_pmd(vma.hugepage_hint, vma.huge)
+        else:
+            pmd_ok = False
+        if pmd_ok:
+            elig = ~fl.any_rows(blocks, RESIDENT) & self._chunk_inside(vma, blocks)
+            if elig.any():
+                self._fault_pmd(vma, blocks[elig] * BLOCK_PAGES, blocks[elig])
+        base = fl.base[blocks]
+        want = np.uint8(P.PRESENT | P.PMD)
+        return fl.bsh[blocks] & ((fl.flat[base] & want) == want) & ((fl.flat[base + 1] & want) == want)
+
     def _chunk_inside(self, vma: Vma, blocks: np.ndarray) -> np.ndarray:
         vstart = self.phys.blk_vchunk[blocks] << BLOCK_SHIFT
         return (vstart >= vma.start) & (vstart + (2 << 20) <= vma.end)

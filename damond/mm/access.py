@@ -110,7 +110,11 @@ def strided_runs(idx: np.ndarray, max_runs: int = MAX_RUNS) -> list[slice] | Non
 
 
 class Stepper:
-    """Advances the workloads of a Machine; holds no state of its own besides scratch."""
+    """Advances the workloads of a Machine; holds no state of its own besides scratch.
+    `block_paths`: use the block-by-block paths for THP-only contiguous streams (False: page
+    by page everywhere; tests compare the two)."""
+
+    block_paths = True
 
     def __init__(self, machine):
         self.m = machine
@@ -165,7 +169,8 @@ class Stepper:
         """nr_leaves block by block for a contiguous stream over PMD-mapped THPs only (one
         leaf, AF slot and TLB entry per block: what the page-by-page count finds for them);
         False (count page by page) for any other stream."""
-        if (s.n_in and s.n_in < s.n) or s.s_in != 1 or s.n <= 4 * P.BLOCK_PAGES or self.m.truth is not None:
+        if (not self.block_paths or (s.n_in and s.n_in < s.n) or s.s_in != 1 or s.n <= 4 * P.BLOCK_PAGES
+                or self.m.truth is not None):
             return False
         owner = self.m.pt.vma_by_uid.get(s.vma_uid)
         if owner is None or owner[0] is not proc:
@@ -290,7 +295,7 @@ class Stepper:
                     return None
         idx, per_page = touched_indices(s, phase_start, a, b, m.rng, exact_trace=exact)
         if (s.once and not want and rec is None and not exact and s.s_in == 1 and not s.n_in
-                and len(idx) >= 4 * P.BLOCK_PAGES):
+                and len(idx) >= 4 * P.BLOCK_PAGES and self.block_paths):
             idx = self._populate_pmd(proc, s, idx)
         if not len(idx):
             return None

@@ -230,7 +230,20 @@ class PageBytes:
         ch = np.flatnonzero(new != cur)
         if not len(ch):
             return
-        self[ch * st + s if idx is None else idx[ch]] = new[ch]
+        pos, new = pos[ch], new[ch]
+        sh = self.shared[pos >> SHIFT]                   # a position's row is pos >> SHIFT
+        if not sh.any():                                 # private rows: write in place
+            self.flat[pos] = new
+            return
+        if sh.all() and not (pos & _OFF).any():          # heads of shared blocks: repoint them
+            b = (ch * st + s if idx is None else idx[ch]) >> SHIFT
+            key = (new.astype(np.int64) << 8) | self.flat[pos + 1]
+            rows = self.canon[key]
+            if (rows < 0).any():
+                rows = self._canon_rows(new, self.flat[pos + 1])
+            self.base[b] = rows << SHIFT
+            return
+        self[ch * st + s if idx is None else idx[ch]] = new
 
     def set_bits(self, key, bits: int) -> None:
         """a[key] |= bits."""

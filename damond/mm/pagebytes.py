@@ -306,8 +306,16 @@ class PageBytes:
             self._settle(dst[~sh])
 
     def count_rows(self, blocks, mask: int, value: int) -> np.ndarray:
-        """Per block: pages whose byte & mask == value."""
-        return np.count_nonzero((self.pool[self._rows_of(blocks)] & np.uint8(mask)) == value, axis=1)
+        """Per block: pages whose byte & mask == value (counted once per stored row when the
+        blocks outnumber the rows, in batches: a 4 TiB machine's blocks never copy at once)."""
+        r = self._rows_of(blocks)
+        m, batch = np.uint8(mask), 1 << 16
+        if len(r) > self.nrows:
+            per_row = np.concatenate([np.count_nonzero((self.pool[i:min(i + batch, self.nrows)] & m) == value, axis=1)
+                                      for i in range(0, self.nrows, batch)])
+            return per_row[r]
+        return np.concatenate([np.count_nonzero((self.pool[r[i:i + batch]] & m) == value, axis=1)
+                               for i in range(0, len(r), batch)] or [np.zeros(0, np.int64)])
 
     def any_rows(self, blocks, mask: int) -> np.ndarray:
         """Per block: some page's byte & mask is nonzero."""

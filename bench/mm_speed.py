@@ -110,10 +110,10 @@ def main() -> int:
     print(f"256G, 1% hot (2.5 GB THP, 200 GB mapped): {ratio:6.1f}x real time (target >= 1x), setup {build_s:.1f}s")
     row("mm_speed", "256 GiB machine, 1 % hot (2.5 GiB THP in 200 GiB mapped)", f"{ratio:.1f}x real time",
         ratio, ">=", 1)
-    row("mm_speed", "256 GiB machine: bytes per emulated 4 KiB page in per-page arrays",
-        f"{arrays / pages:.2f} B ({grown / pages:.2f} B resident growth)", arrays / pages, "<=", 3)
-    print(f"  resident growth {grown / 2**20:.0f} MiB = {grown / pages:.2f} B per emulated 4 KB page "
-          f"(per-page arrays {arrays / pages:.2f} B; target <= 3)")
+    row("mm_speed", "256 GiB machine: RSS growth per emulated 4 KiB page (build + run)",
+        f"{grown / pages:.3f} B (per-page state structures {arrays / pages:.3f} B)", grown / pages, "<=", 1)
+    print(f"  resident growth {grown / 2**20:.0f} MiB = {grown / pages:.3f} B per emulated 4 KB page "
+          f"(per-page state structures {arrays / pages:.3f} B; target <= 1)")
     return 0
 
 

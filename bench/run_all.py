@@ -31,6 +31,7 @@ BENCHES = {
     "fs_open_read": ([], ["--rounds", "3", "--seconds", "0.5", "--settle", "3"]),
     "engine_speed": ([], ["--quick"]),
     "mm_speed": ([], ["--quick"]),
+    "tiering_scale": ([], ["--quick"]),
     "spe_feed": ([], ["--lines", "2000000", "--rounds", "3", "--settle", "3"]),
     "spe_hist": ([], ["--records", "300000", "--rounds", "3"]),
     "twins_speed": ([], ["--rounds", "3", "--seconds", "2"]),

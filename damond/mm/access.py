@@ -22,7 +22,7 @@ import numpy as np
 
 from damond.mm import phys as P
 from damond.mm.phys import uniq, PAGE_SHIFT
-from damond.mm.timing import touch_rate
+from damond.mm.timing import on_nodes, touch_rate
 from damond.mm.tlb import characteristic_time, miss_probability
 from damond.mm.workload import Stream
 
@@ -110,7 +110,11 @@ def strided_runs(idx: np.ndarray, max_runs: int = MAX_RUNS) -> list[slice] | Non
 
 
 class Stepper:
-    """Advances the workloads of a Machine; holds no state of its own besides scratch."""
+    """Advances the workloads of a Machine; holds no state of its own besides scratch.
+    `block_paths`: use the block-by-block paths for THP-only contiguous streams (False: page
+    by page everywhere; tests compare the two)."""
+
+    block_paths = True
 
     def __init__(self, machine):
         self.m = machine
@@ -131,7 +135,10 @@ class Stepper:
             return s.nr_leaves
         if self.m.truth is not None:
             self.m.truth.flush(id(s))          # deferred marks use the translation about to change
+        if self._thp_leaves(proc, s, key):
+            return s.nr_leaves
         pt = self.m.pt
+        nodes = np.zeros(pt.phys.numa_nodes, np.int64)
         total, all_present, cold, afs, pix = 0, True, False, [], []
         for lo in range(0, s.n, LEAF_COUNT_BATCH):
             idx = np.arange(lo, min(lo + LEAF_COUNT_BATCH, s.n), dtype=np.int64)
@@ -147,6 +154,10 @@ class Stepper:
                 afs.append(uniq(pt.af_loc(pidx[pres])))
             if s.n <= PIDX_CACHE_PAGES:
                 pix.append(pidx)
+            if self.m.tiered:
+                nodes += np.bincount(pt.phys.blk_node[pidx[pres] >> 9], minlength=len(nodes))
+        s.node_frac = tuple((nodes / max(nodes.sum(), 1)).round(3).tolist()) if self.m.tiered else None
+        s.heads_va = None
         s.cache_gen, s.nr_leaves = key, max(total, 1)
         s.all_present, s.has_cold = all_present, cold
         s.af_all = afs[0] if afs and all_present else None
@@ -154,14 +165,67 @@ class Stepper:
         s.pidx_all = pix[0] if pix and all_present else None
         return s.nr_leaves
 
+    def _thp_leaves(self, proc, s: Stream, key) -> bool:
+        """nr_leaves block by block for a contiguous stream over PMD-mapped THPs only (one
+        leaf, AF slot and TLB entry per block: what the page-by-page count finds for them);
+        False (count page by page) for any other stream."""
+        if (not self.block_paths or (s.n_in and s.n_in < s.n) or s.s_in != 1 or s.n <= 4 * P.BLOCK_PAGES
+                or self.m.truth is not None):
+            return False
+        owner = self.m.pt.vma_by_uid.get(s.vma_uid)
+        if owner is None or owner[0] is not proc:
+            return False
+        v = owner[1]
+        c0, c1 = (s.start << PAGE_SHIFT) >> P.BLOCK_SHIFT, (((s.start + s.n - 1) << PAGE_SHIFT) >> P.BLOCK_SHIFT) + 1
+        if c0 < v.chunk0 or c1 - v.chunk0 > v.nr_chunks:
+            return False
+        blocks = proc.chunk_tbl[v.tbl_off + c0 - v.chunk0:v.tbl_off + c1 - v.chunk0]
+        if (blocks < 0).any():
+            return False
+        phys = self.m.phys
+        fl = phys.flags
+        if not fl.bsh[blocks].all():
+            return False
+        base = fl.base[blocks]
+        want = np.uint8(P.PRESENT | P.PMD)
+        if not (((fl.flat[base] & want) == want).all() and ((fl.flat[base + 1] & want) == want).all()):
+            return False
+        heads = blocks << 9
+        s.heads_va = heads
+        if s.n <= LEAF_COUNT_BATCH:
+            s.af_all = np.sort(heads)
+            s.af_runs = strided_runs(s.af_all)
+        else:
+            s.af_all = s.af_runs = None
+        s.pidx_all = None
+        if s.n <= PIDX_CACHE_PAGES:
+            va = ((s.start + np.arange(s.n, dtype=np.int64)) << PAGE_SHIFT).astype(np.uint64)
+            s.pidx_all = proc.translate(va)[2]
+        s.all_present = True
+        s.has_cold = bool((fl.flat[base] & P.COLD).any())
+        if self.m.tiered:
+            # pages per block inside the stream: whole blocks but the two ends
+            per = np.full(len(blocks), P.BLOCK_PAGES, np.int64)
+            per[0] -= s.start & (P.BLOCK_PAGES - 1)
+            per[-1] -= (P.BLOCK_PAGES - 1) - ((s.start + s.n - 1) & (P.BLOCK_PAGES - 1))
+            nodes = np.bincount(phys.blk_node[blocks], weights=per, minlength=phys.numa_nodes)
+            s.node_frac = tuple((nodes / max(nodes.sum(), 1)).round(3).tolist())
+        else:
+            s.node_frac = None
+        s.cache_gen, s.nr_leaves = key, len(blocks)
+        return True
+
     def model_rate(self, proc, s: Stream) -> float:
-        """Page touches per second of a timed stream over its current leaves (timing.py)."""
+        """Page touches per second of a timed stream over its current leaves (timing.py), on
+        the nodes its pages are on."""
         nl = self.nr_leaves(proc, s)
-        key = (nl, s.n, s.cyclic)
+        frac = getattr(s, "node_frac", None)
+        key = (nl, s.n, s.cyclic, frac)
         if getattr(s, "_rate_key", None) != key:
             cfg = self.m.tlb_cfg
             s._rate_key = key
-            s._model_rate = touch_rate(self.m.timing, cfg.l1_entries, cfg.l2_entries, s.n, nl, s.work, s.cyclic)
+            t = on_nodes(self.m.timing, self.m.node_memory, frac) if frac else self.m.timing
+            s._model_rate = touch_rate(t, cfg.l1_entries, cfg.l2_entries, s.n, nl, s.work, s.cyclic)
         return s._model_rate
 
     # --- one step ----------------------------------------------------------------------------
@@ -218,15 +282,21 @@ class Stepper:
                 if pm >= 1.0 and s.cyclic and s.af_all is not None and s.rate * (b - a) / 1e6 >= s.n + 1:
                     if s.af_runs is not None:
                         for run in s.af_runs:
-                            fl[run] |= P.AF
+                            fl.set_bits(run, P.AF)
                     else:
-                        fl[s.af_all] |= P.AF
+                        fl.set_bits(s.af_all, P.AF)
                     if s.has_cold:
-                        fl[s.af_all] &= ~np.uint8(P.COLD)
-                        fl[pt.tlb_loc(s.af_all)] &= ~np.uint8(P.COLD)
+                        fl.clear_bits(s.af_all, P.COLD)
+                        fl.clear_bits(pt.tlb_loc(s.af_all), P.COLD)
                         s.has_cold = False        # every leaf walked and was refilled
                     return None
+                if s.cyclic and s.heads_va is not None and (pm >= 1.0 or pm == 0.0):
+                    self._thp_sweep(s, phase_start, a, b, pm >= 1.0)
+                    return None
         idx, per_page = touched_indices(s, phase_start, a, b, m.rng, exact_trace=exact)
+        if (s.once and not want and rec is None and not exact and s.s_in == 1 and not s.n_in
+                and len(idx) >= 4 * P.BLOCK_PAGES and self.block_paths):
+            idx = self._populate_pmd(proc, s, idx)
         if not len(idx):
             return None
         va = (s.vpns(idx) << PAGE_SHIFT).astype(np.uint64)
@@ -261,8 +331,8 @@ class Stepper:
                     walked |= m.rng.random(len(pidx)) < -math.expm1(max(per_page, 1.0) * math.log1p(-min(pm, 1 - 1e-12)))
         if walked.any():
             w = pidx[walked]
-            fl[pt.af_loc(w)] |= P.AF
-            fl[pt.tlb_loc(w)] &= ~np.uint8(P.COLD)
+            fl.set_bits(pt.af_loc(w), P.AF)
+            fl.clear_bits(pt.tlb_loc(w), P.COLD)
         if len(idx) >= s.n and not s.once:
             s.has_cold = False                # every leaf of the stream was touched and refilled
         if not want:
@@ -278,6 +348,52 @@ class Stepper:
         mf = np.minimum(wsum / np.maximum(hits, 1e-12), 1.0)
         pa = ((pidx[order][first_mask] + pt.phys.base_pfn) << PAGE_SHIFT).astype(np.uint64)
         return u, pa, cnt, mf
+
+    def _thp_sweep(self, s: Stream, phase_start: int, a: int, b: int, every: bool) -> None:
+        """A cyclic sweep over PMD-mapped THPs only (Stream.heads_va), leaf by leaf: the
+        leaves of the pages touched in [a, b) walk when every touch misses (`every`), or
+        else only those invalidated (COLD); what the page-by-page path does for them."""
+        k = s.rate * (b - a) / 1e6
+        if k <= 0 or s.n <= 0:
+            return
+        c0 = s.cursor(phase_start, a)
+        i0, i1 = math.ceil(c0), math.ceil(c0 + k)
+        off = s.start & (P.BLOCK_PAGES - 1)
+        if i1 - i0 >= s.n:
+            heads = s.heads_va
+        else:
+            i0, i1 = i0 % s.n, i0 % s.n + (i1 - i0)
+            parts = [(i0, min(i1, s.n))] + ([(0, i1 - s.n)] if i1 > s.n else [])
+            heads = np.concatenate([s.heads_va[(off + p) >> 9:((off + q - 1) >> 9) + 1] for p, q in parts])
+        fl = self.m.pt.phys.flags
+        if not every:
+            heads = heads[(fl[heads] & P.COLD) != 0]
+        fl.set_bits(heads, P.AF)
+        fl.clear_bits(heads, P.COLD)
+        if i1 - i0 >= s.n:
+            s.has_cold = False                # every leaf of the stream was touched and refilled
+
+    def _populate_pmd(self, proc, s: Stream, idx: np.ndarray) -> np.ndarray:
+        """A populate sweep (`idx` consecutive) chunk by chunk: the 2 MB chunks that fault
+        in, or already are, PMD-mapped THPs take one walk each (AF set, TLB refilled on the
+        leaf, as the page-by-page path does for them); returns the pages of the other
+        chunks, for the page-by-page path."""
+        pt = self.m.pt
+        vma = pt.vma_by_uid.get(s.vma_uid, (None, None))[1]
+        if vma is None:
+            return idx
+        c0 = (s.start + int(idx[0])) >> 9
+        chunks = np.arange(c0, ((s.start + int(idx[-1])) >> 9) + 1, dtype=np.int64)
+        done = pt.fault_pmd_chunks(proc, vma, chunks)
+        if not done.any():
+            return idx
+        heads = proc.chunk_tbl[vma.tbl_off + chunks[done] - vma.chunk0] << 9
+        fl = pt.phys.flags
+        fl.set_bits(heads, P.AF)
+        fl.clear_bits(heads, P.COLD)
+        if done.all():
+            return idx[:0]
+        return idx[~done[((s.start + idx) >> 9) - c0]]
 
     def _exact_walks(self, proc, va: np.ndarray, pidx: np.ndarray, faulted: np.ndarray) -> np.ndarray:
         pt = self.m.pt

@@ -223,27 +223,36 @@ def pageout_phys(pt, start: int, end: int) -> int:
     return total
 
 
+_BYTES = np.arange(256, dtype=np.uint8)
+_SET_COLD = _BYTES | np.uint8(P.COLD)
+
+
 def migrate_blocks(pt, proc, blocks: list[tuple[int, int]], nid: int) -> int:
-    """Move whole 2 MB blocks (chunk table index, block) to node nid. Returns bytes of
-    resident pages moved."""
-    moved = 0
-    fl, od = pt.phys.flags, pt.phys.order
-    for ci, b in blocks:
-        if int(pt.phys.blk_node[b]) == nid:
-            continue
-        if not pt.phys.free_blocks(nid):
-            break
-        new = pt.phys.alloc_block(nid, int(pt.phys.blk_owner[b]), int(pt.phys.blk_vchunk[b]))
-        s, n = b * BLOCK_PAGES, new * BLOCK_PAGES
-        pres = int(((fl[s:s + BLOCK_PAGES] & P.PRESENT) != 0).sum())
-        fl[n:n + BLOCK_PAGES] = fl[s:s + BLOCK_PAGES] | P.COLD
-        od[n:n + BLOCK_PAGES] = od[s:s + BLOCK_PAGES]
-        pt.phys.any_large = True
-        pt.phys.account(np.array([new]), pres)
-        pt.phys.account(np.array([b]), -pres)
-        pt.phys.release_blocks(np.array([b]))
-        proc.chunk_tbl[ci] = new
-        va = int(pt.phys.blk_vchunk[new]) << BLOCK_SHIFT
-        pt.invalidate(proc, va, va + PMD_SIZE)
-        moved += pres * PAGE_SIZE
-    return moved
+    """Move whole 2 MB blocks (chunk table index, block) of proc to node nid, in order, while
+    nid has free blocks; blocks already there stay. Returns bytes of resident pages moved."""
+    phys = pt.phys
+    if not blocks:
+        return 0
+    ci = np.array([c for c, _ in blocks], np.int64)
+    b = np.array([x for _, x in blocks], np.int64)
+    away = phys.blk_node[b] != nid
+    ci, b = ci[away], b[away]
+    k = min(len(b), phys.free_blocks(nid))
+    if not k:
+        return 0
+    ci, b = ci[:k], b[:k]
+    owners = phys.blk_owner[b].copy()
+    new = phys.alloc_blocks(nid, -1, phys.blk_vchunk[b].copy())
+    phys.blk_owner[new] = owners
+    pres = phys.flags.count_rows(b, P.PRESENT, P.PRESENT)
+    phys.flags.copy_rows(new, b, _SET_COLD)              # the moved leaves are not in any TLB
+    phys.order.copy_rows(new, b, _BYTES)
+    phys.any_large = True
+    phys.account(new, pres)
+    phys.account(b, -pres)
+    phys.release_blocks(b)
+    proc.chunk_tbl[ci] = new
+    if pt.exact is not None:
+        for va in (phys.blk_vchunk[new] << BLOCK_SHIFT).tolist():
+            pt.invalidate(proc, va, va + PMD_SIZE)
+    return int(pres.sum()) * PAGE_SIZE

@@ -76,15 +76,6 @@ def folio_walk(m, pid: int, addr: int) -> FolioInfo | None:
                      active=bool(m.phys.flags[head] & P.ACTIVE), memcg=proc.memcg)
 
 
-def _folio_young(m, heads: np.ndarray) -> np.ndarray:
-    """Any AF set in each folio's pages (the rmap view of paddr)."""
-    fl = m.phys.flags
-    young = np.zeros(len(heads), bool)
-    for sel, rows in m._folio_pages(heads):
-        young[sel] = (fl[rows] & P.AF).any(axis=1)
-    return young
-
-
 def pa_folios(m, start: int, end: int) -> FolioArray:
     base = m.phys.base_pfn
     s = max((start >> PAGE_SHIFT) - base, 0)
@@ -98,7 +89,7 @@ def pa_folios(m, start: int, end: int) -> FolioArray:
     anon = np.array([by_uid[o][1].anon if o in by_uid else False for o in owners.tolist()], bool)
     memcg = np.array([m.memcg_id(by_uid[o][0].memcg) or 0 if o in by_uid else 0 for o in owners.tolist()], np.int64)
     return FolioArray(pfn=heads + base, order=m.phys.order[heads].astype(np.int64),
-                      mapped=np.ones(len(heads), bool), anon=anon, young=_folio_young(m, heads),
+                      mapped=np.ones(len(heads), bool), anon=anon, young=m._folio_af(heads),
                       active=(fl[heads] & P.ACTIVE) != 0,
                       nid=m.phys.blk_node[heads // BLOCK_PAGES].astype(np.int64), memcg_id=memcg)
 

@@ -31,8 +31,13 @@ from damond.mm.workload import Builder, SpecError, check_spec
 __all__ = ["Machine", "FolioInfo", "FolioArray", "StepAccesses", "Vma", "Process", "PAGE_SIZE"]
 MAX_STEP_US = 1_000_000
 PMD_SZ = np.uint64(2 << 20)
+_BYTES = np.arange(256, dtype=np.uint8)
+NOT_AF_LUT = _BYTES & ~np.uint8(P.AF)                                   # clear_refs
+ACTIVATE_LUT = np.where(_BYTES & P.PRESENT, _BYTES | P.ACTIVE, _BYTES).astype(np.uint8)
+DEACTIVATE_LUT = np.where(_BYTES & P.PRESENT, _BYTES & ~np.uint8(P.ACTIVE), _BYTES).astype(np.uint8)
 COMMS = {"mmap": "mmap_idle", "sparse-hotspot": "sparse_8g", "uniform": "uniform", "thp-hot": "hot_workload",
-         "access_memory": "access_memory", "access_memory_even": "access_memory_even", "masim": "masim"}
+         "access_memory": "access_memory", "access_memory_even": "access_memory_even", "masim": "masim",
+         "tiering": "tiering"}
 log = get_logger("damond.mm")
 
 
@@ -44,6 +49,9 @@ class Machine:
         self.rng = np.random.default_rng(seed)
         self.tlb_cfg = spec.tlb
         timing_of, self.timing = timing.for_preset(spec.preset, spec.tlb.arch)
+        # what each node's memory costs (timing.MEMORY_KINDS); tiered: some node is not local DRAM
+        self.node_memory = [timing.MEMORY_KINDS[k] for k in (spec.node_memory or ["dram"] * spec.numa_nodes)]
+        self.tiered = any(k != timing.MEMORY_KINDS["dram"] for k in self.node_memory)
         self.truth: TruthRecorder | None = None     # counted ground truth, once someone asks
         self.phys = PhysMem(spec.memory, spec.numa_nodes)
         self.pt = PageTables(self.phys, thp, spec.tlb, spec.nr_cpus)
@@ -119,8 +127,7 @@ class Machine:
         for act in phase.actions:
             if act[0] == "clear_refs":
                 blocks = proc.chunk_tbl[proc.chunk_tbl >= 0]
-                rows = self.phys.flags.reshape(-1, BLOCK_PAGES)
-                rows[blocks] &= ~np.uint8(P.AF)
+                self.phys.flags.apply_rows(blocks, NOT_AF_LUT)
             elif act[0] == "madvise":
                 self._madvise(proc, act[1], act[2], act[3])
 
@@ -263,8 +270,8 @@ class Machine:
             if self.truth is not None:
                 self.truth.mark(pidx[ok], self.now_us)
             p = pidx[ok][w]
-            fl[self.pt.af_loc(p)] |= P.AF
-            fl[self.pt.tlb_loc(p)] &= ~np.uint8(P.COLD)
+            fl.set_bits(self.pt.af_loc(p), P.AF)
+            fl.clear_bits(self.pt.tlb_loc(p), P.COLD)
             self.map_epoch += 1
             return walked
 
@@ -343,23 +350,32 @@ class Machine:
         ok &= (self.phys.flags[pidx] & P.PRESENT) != 0
         return ok, pidx
 
-    def _folio_pages(self, heads: np.ndarray):
-        """(rows of page indexes, owner row) for each folio head, grouped per order."""
-        od = self.phys.order[heads].astype(np.int64)
+    def _folio_af(self, heads: np.ndarray) -> np.ndarray:
+        """Any AF set in each folio's pages (the rmap view of paddr); order-9 folios block-wise."""
+        fl = self.phys.flags
+        young = np.zeros(len(heads), bool)
+        od = self.phys.order[heads]
         for o in uniq(od).tolist():
             sel = np.flatnonzero(od == o)
-            yield sel, heads[sel][:, None] + np.arange(1 << o)
+            if o == P.BLOCK_SHIFT - P.PAGE_SHIFT:
+                young[sel] = fl.any_rows(heads[sel] >> 9, P.AF)
+            else:
+                young[sel] = (fl[heads[sel][:, None] + np.arange(1 << o)] & P.AF).any(axis=1)
+        return young
 
     def pa_mkold(self, paddrs: np.ndarray) -> None:
         with self._mutex:
             ok, pidx = self._pa_present(paddrs)
             heads = uniq(self.pt.folio_heads(pidx[ok]))
             fl = self.phys.flags
-            for _, rows in self._folio_pages(heads):
-                young = (fl[rows] & P.AF).any(axis=1)
-                fl[rows[young, 0]] |= P.YOUNG
-                fl[rows] &= ~np.uint8(P.AF)
-            fl[heads] |= P.IDLE
+            fl.set_bits(heads[self._folio_af(heads)], P.YOUNG)
+            od = self.phys.order[heads]
+            thp = od == P.BLOCK_SHIFT - P.PAGE_SHIFT
+            fl.apply_rows(heads[thp] >> 9, NOT_AF_LUT)
+            for o in uniq(od[~thp]).tolist():
+                h = heads[~thp][od[~thp] == o]
+                fl.clear_bits(h[:, None] + np.arange(1 << o), P.AF)
+            fl.set_bits(heads, P.IDLE)
             if self.tlb_cfg.flush_on_mkold and len(heads):
                 fl[self.pt.tlb_loc(heads)] |= P.COLD
                 self.map_epoch += 1
@@ -371,10 +387,8 @@ class Machine:
             sz = np.full(len(pidx), PAGE_SIZE, np.uint64)
             if ok.any():
                 heads = self.pt.folio_heads(pidx[ok])
-                y = np.zeros(len(heads), bool)
                 fl = self.phys.flags
-                for sel, rows in self._folio_pages(heads):
-                    y[sel] = (fl[rows] & P.AF).any(axis=1)
+                y = self._folio_af(heads)
                 y |= (fl[heads] & P.IDLE) == 0
                 young[ok] = y
                 sz[ok] = (np.uint64(PAGE_SIZE) << self.phys.order[heads].astype(np.uint64))
@@ -501,12 +515,21 @@ class Machine:
                 ok, lo = self.phys.pidx_of_paddr(np.array([max(start, P.RAM_BASE)], np.uint64))
                 b0 = int(lo[0]) // BLOCK_PAGES if ok[0] else self.phys.nr_blocks
                 b1 = min(((end - 1 - P.RAM_BASE) >> BLOCK_SHIFT) + 1, self.phys.nr_blocks) if end > P.RAM_BASE else 0
-                for b in range(b0, b1):
-                    owner = int(self.phys.blk_owner[b])
+                # block by block in address order; runs of one process's blocks go together
+                run, run_proc = [], None
+                bs = np.arange(b0, max(b1, b0), dtype=np.int64)
+                bs = bs[(self.phys.blk_owner[bs] >= 0) & (self.phys.blk_node[bs] != nid)]
+                for b, owner, vc in zip(bs.tolist(), self.phys.blk_owner[bs].tolist(),
+                                        self.phys.blk_vchunk[bs].tolist()):
                     if owner in self.pt.vma_by_uid:
                         proc, v = self.pt.vma_by_uid[owner]
-                        ci = v.tbl_off + int(self.phys.blk_vchunk[b]) - v.chunk0
-                        moved += folio_ops.migrate_blocks(self.pt, proc, [(ci, b)], nid)
+                        if proc is not run_proc and run:
+                            moved += folio_ops.migrate_blocks(self.pt, run_proc, run, nid)
+                            run = []
+                        run_proc = proc
+                        run.append((v.tbl_off + vc - v.chunk0, b))
+                if run:
+                    moved += folio_ops.migrate_blocks(self.pt, run_proc, run, nid)
                 return moved
             proc = self._proc_or_none(pid)
             if proc is None:
@@ -526,13 +549,10 @@ class Machine:
             e = min((pend >> PAGE_SHIFT) - base, self.phys.nr_pages)
             if e <= s:
                 return 0
-            fl = self.phys.flags[s:e]
-            pres = (fl & P.PRESENT) != 0
-            if prio:
-                fl[pres] |= P.ACTIVE
-            else:
-                fl[pres] &= ~np.uint8(P.ACTIVE)
-            return int(pres.sum()) * PAGE_SIZE
+            fl = self.phys.flags
+            pres = fl.count_range(s, e, P.PRESENT, P.PRESENT)
+            fl.apply_range(s, e, ACTIVATE_LUT if prio else DEACTIVATE_LUT)
+            return pres * PAGE_SIZE
 
     # --- metrics -------------------------------------------------------------------------------------
     def free_mem_rate(self) -> int:
@@ -571,8 +591,7 @@ class Machine:
                       if cg == "/" or proc.memcg == cg or proc.memcg.startswith(cg + "/")}
             blocks = np.flatnonzero((self.phys.blk_node == nid)
                                     & np.isin(self.phys.blk_owner, np.fromiter(inside, np.int32, len(inside))))
-            pages = self.phys.flags.reshape(-1, BLOCK_PAGES)[blocks]
-            u = int(np.count_nonzero(pages & P.PRESENT))
+            u = self.phys.flags.count(P.PRESENT, P.PRESENT, blocks)
             return (u if used else total - u) * 10000 // max(total, 1)
 
     def active_mem_bp(self, active: bool) -> int:
@@ -580,7 +599,7 @@ class Machine:
             pres = self.phys.present_pages()
             if not pres:
                 return 0
-            act = int(np.count_nonzero((self.phys.flags & (P.PRESENT | P.ACTIVE)) == (P.PRESENT | P.ACTIVE)))
+            act = self.phys.flags.count(P.PRESENT | P.ACTIVE, P.PRESENT | P.ACTIVE)
             return (act if active else pres - act) * 10000 // pres
 
     def memcg_exists(self, path: str) -> bool:

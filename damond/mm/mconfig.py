@@ -13,16 +13,18 @@ from pathlib import Path
 from damond.config import Config, parse_size
 from damond.errors import ConfigError
 from damond.mm.thp import SIZES_KB, ThpSettings
+from damond.mm.timing import MEMORY_KINDS
 from damond.mm.tlb import PRESETS, TlbConfig
 from damond.mm.workload import SpecError, check_spec
 
-MACHINE_KEYS = {"preset", "memory", "nr_cpus", "numa_nodes", "access_rate", "mem_bandwidth", "memcgs", "tlb"}
+MACHINE_KEYS = {"preset", "memory", "nr_cpus", "numa_nodes", "node_memory", "access_rate", "mem_bandwidth", "memcgs",
+                "tlb"}
 TLB_KEYS = {"model", "flush_on_mkold", "l1_entries", "l1_assoc", "l2_entries", "l2_assoc", "contpte_entries", "hw_af"}
 THP_KEYS = {"enabled", "defrag", "shmem_enabled", "use_zero_page", "size_enabled", "size_shmem_enabled"}
 # What the machine model can hold on a modest host (the development box has 24 GiB):
-# physical memory costs 2 B per 4 KiB page (flags, order; resident as pages get used)
-# plus ~21 B per 2 MiB block (rmap, free lists; resident at start): 4 TiB is 2 GiB of
-# per-page arrays at most and 42 MiB at start. CPUs: the kernel's arm64 NR_CPUS range
+# physical memory costs ~40 B per 2 MiB block (rmap, free lists, the per-block page state
+# of pagebytes.py) plus 1 KiB per block that is not one folio (split or 4 KiB pages):
+# 4 TiB is ~80 MiB when THP-mapped, 2 GiB at most. CPUs: the kernel's arm64 NR_CPUS range
 # ends at 4096. The exact TLB model keeps one LRU dict per set per CPU: at most 1M sets.
 MAX_MEMORY = 4 << 40
 MAX_CPUS = 4096
@@ -38,6 +40,7 @@ class MachineSpec:
     memory: int = 16 << 30
     nr_cpus: int = 4
     numa_nodes: int = 1
+    node_memory: list[str] = field(default_factory=list)   # timing.MEMORY_KINDS per node; [] all "dram"
     access_rate: float | None = None  # fixed page touches per second per process; None: timing model
     mem_bandwidth: float = 10e9       # bytes per second (memset-like sweeps)
     memcgs: list[str] = field(default_factory=lambda: ["/"])
@@ -96,13 +99,19 @@ def parse(config: Config) -> MachineSpec:
         raise config.error("machine.memory", "memory must be a multiple of 2M and at least 4M")
     if m.memory > MAX_MEMORY:
         raise config.error("machine.memory", f"memory {m.memory} exceeds the limit of {MAX_MEMORY} (4T): "
-                           "damond keeps 2 bytes of state per emulated 4K page")
+                           "damond keeps up to 2 bytes of state per emulated 4K page")
     m.nr_cpus = _posint(config, "machine.nr_cpus", sec.get("nr_cpus", m.nr_cpus))
     if m.nr_cpus > MAX_CPUS:
         raise config.error("machine.nr_cpus", f"nr_cpus {m.nr_cpus} exceeds the limit of {MAX_CPUS} (arm64 NR_CPUS)")
     m.numa_nodes = _posint(config, "machine.numa_nodes", sec.get("numa_nodes", m.numa_nodes))
     if m.numa_nodes > 64 or (m.memory >> 21) < m.numa_nodes:
         raise config.error("machine.numa_nodes", "numa_nodes must be <= 64 and leave each node at least 2M")
+    kinds = sec.get("node_memory", ["dram"] * m.numa_nodes)
+    if (not isinstance(kinds, list) or len(kinds) != m.numa_nodes
+            or not all(isinstance(k, str) and k in MEMORY_KINDS for k in kinds)):
+        raise config.error("machine.node_memory", f"node_memory must list one of {', '.join(MEMORY_KINDS)} "
+                           f"per node ({m.numa_nodes})")
+    m.node_memory = kinds
     if "access_rate" in sec:
         rate = sec["access_rate"]
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate <= 0:

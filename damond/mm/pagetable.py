@@ -92,18 +92,18 @@ class PageTables:
         f = fl[pidx]
         heads = self.folio_heads(pidx)
         was = self.leaf_young(pidx)
-        fl[heads[was]] |= P.YOUNG
-        fl[heads] |= P.IDLE
+        fl.set_bits(heads[was], P.YOUNG)
+        fl.set_bits(heads, P.IDLE)
         pmd = (f & P.PMD) != 0
-        fl[pidx[pmd] & ~np.int64(BLOCK_PAGES - 1)] &= ~np.uint8(P.AF)
+        fl.clear_bits(pidx[pmd] & ~np.int64(BLOCK_PAGES - 1), P.AF)
         cont = ~pmd & (self.phys.order[pidx] >= 4)
         if cont.any():
             g = ((pidx[cont] & ~np.int64(15))[:, None] + np.arange(16)).ravel()
-            fl[g] &= ~np.uint8(P.AF)
+            fl.clear_bits(g, P.AF)
         plain = ~pmd & ~cont
-        fl[pidx[plain]] &= ~np.uint8(P.AF)
+        fl.clear_bits(pidx[plain], P.AF)
         if self.tlb_cfg.flush_on_mkold:
-            fl[self.tlb_loc(pidx)] |= P.COLD
+            fl.set_bits(self.tlb_loc(pidx), P.COLD)
             if self.exact is not None and procs is not None:
                 self._exact_invalidate_pages(pidx, procs)
 
@@ -127,7 +127,7 @@ class PageTables:
     def invalidate(self, proc: Process, start: int, end: int) -> None:
         """TLBI by VA range: every leaf in [start, end) of `proc` must be walked again."""
         for s, e in self._block_slices(proc, start, end):
-            self.phys.flags[s:e] |= P.COLD
+            self.phys.flags.set_bits(slice(s, e), P.COLD)
         if self.exact is not None:
             for t in self.exact:
                 t.invalidate(proc.pid, start, end)
@@ -186,20 +186,45 @@ class PageTables:
             self._install(pidx, 0, vma.anon)
         return before
 
+    def fault_pmd_chunks(self, proc: Process, vma: Vma, chunks: np.ndarray) -> np.ndarray:
+        """The PMD part of fault() for every page of the VMA's `chunks` (sorted virtual 2 MB
+        chunk numbers inside it) at once, without listing the pages: bind the chunks, map each
+        empty one that may hold a PMD THP. Returns, per chunk, whether it is now one
+        PMD-mapped THP; the caller faults the other chunks' pages with fault(), which then
+        finds them bound, as one fault() call over all the pages would."""
+        phys, fl = self.phys, self.phys.flags
+        tbl = proc.chunk_tbl
+        ci = vma.tbl_off + chunks - vma.chunk0
+        unbound = tbl[ci] < 0
+        if unbound.any():
+            tbl[ci[unbound]] = phys.alloc_blocks(proc.nid, vma.uid, chunks[unbound])
+        blocks = tbl[ci]
+        if vma.anon:
+            pmd_ok = PMD_ORDER in self.thp.anon_orders(vma.hugepage_hint)
+        elif vma.shmem:
+            pmd_ok = self.thp.shmem_pmd(vma.hugepage_hint, vma.huge)
+        else:
+            pmd_ok = False
+        if pmd_ok:
+            elig = ~fl.any_rows(blocks, RESIDENT) & self._chunk_inside(vma, blocks)
+            if elig.any():
+                self._fault_pmd(vma, blocks[elig] * BLOCK_PAGES, blocks[elig])
+        base = fl.base[blocks]
+        want = np.uint8(P.PRESENT | P.PMD)
+        return fl.bsh[blocks] & ((fl.flat[base] & want) == want) & ((fl.flat[base + 1] & want) == want)
+
     def _chunk_inside(self, vma: Vma, blocks: np.ndarray) -> np.ndarray:
         vstart = self.phys.blk_vchunk[blocks] << BLOCK_SHIFT
         return (vstart >= vma.start) & (vstart + (2 << 20) <= vma.end)
 
     def _fault_pmd(self, vma: Vma, pidx: np.ndarray, blocks: np.ndarray):
         fl = self.phys.flags
-        blk_pages = fl.reshape(-1, BLOCK_PAGES)
-        empty = ~(blk_pages[blocks] & RESIDENT).any(axis=1) & self._chunk_inside(vma, blocks)
+        empty = ~fl.any_rows(blocks, RESIDENT) & self._chunk_inside(vma, blocks)
         good = blocks[empty]
         if len(good):
             self.phys.layout_gen += 1
-            rows = fl.reshape(-1, BLOCK_PAGES)
-            rows[good] = P.PRESENT | P.AF | P.PMD
-            self.phys.order.reshape(-1, BLOCK_PAGES)[good] = PMD_ORDER
+            fl.set_rows(good, P.PRESENT | P.AF | P.PMD)
+            self.phys.order.set_rows(good, PMD_ORDER)
             self.phys.any_large = True
             self.phys.account(good, BLOCK_PAGES)
             n = len(good)

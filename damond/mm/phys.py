@@ -1,16 +1,20 @@
-"""Physical memory: per-page state packed in two uint8 arrays, a 2 MB block allocator, the rmap.
+"""Physical memory: per-page state in two bytes stored per block, a 2 MB block allocator, the rmap.
 
 Owns the PFN space ("System RAM" from `base_pfn`), per-NUMA-node free lists of 2 MB
 blocks, and the per-page bytes: `flags` (the bits below) and `order` (order of the folio
 the page belongs to; the folio head is `idx & ~((1 << order) - 1)`). A virtual 2 MB chunk
 of a VMA is backed by one physical 2 MB block, so every folio (order <= 9) is naturally
 aligned in both spaces and VA->PA needs only one int64 per 2 MB. The reverse map is per
-block: owner VMA uid and virtual chunk number. Resident cost: 2 bytes per 4 KB page plus
-~20 bytes per 2 MB block. Mirrors the parts of mm/page_alloc.c and mm/rmap.c damond needs.
+block: owner VMA uid and virtual chunk number. `flags` and `order` are PageBytes
+(pagebytes.py): a block that is one folio (a PMD-mapped THP, free, paged out) shares a
+row, only blocks whose pages differ (split, 4 KB pages) hold 512 bytes each. Resident
+cost: ~40 bytes per 2 MB block plus 1 KB per block that is not one folio. Mirrors the parts of mm/page_alloc.c and mm/rmap.c damond needs.
 """
 from __future__ import annotations
 
 import numpy as np
+
+from damond.mm.pagebytes import PageBytes
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
@@ -46,8 +50,8 @@ class PhysMem:
         self.nr_blocks = nr_blocks
         self.nr_pages = nr_blocks * BLOCK_PAGES
         self.base_pfn = RAM_BASE >> PAGE_SHIFT
-        self.flags = np.zeros(self.nr_pages, np.uint8)
-        self.order = np.zeros(self.nr_pages, np.uint8)
+        self.flags = PageBytes(nr_blocks)
+        self.order = PageBytes(nr_blocks)
         self.numa_nodes = numa_nodes
         per = nr_blocks // numa_nodes
         self.blk_node = np.minimum(np.arange(nr_blocks) // max(per, 1), numa_nodes - 1).astype(np.int8)
@@ -105,14 +109,14 @@ class PhysMem:
     def release_blocks(self, blocks: np.ndarray) -> None:
         """Return blocks to their nodes' free lists; their pages must hold nothing resident."""
         self.layout_gen += 1
-        for b in np.asarray(blocks, np.int64):
+        blocks = np.asarray(blocks, np.int64)
+        for b in blocks:
             n = int(self.blk_node[b])
             self._free[n][self._nfree[n]] = b
             self._nfree[n] += 1
-            self.blk_owner[b] = -1
-            s = int(b) * BLOCK_PAGES
-            self.flags[s:s + BLOCK_PAGES] = 0
-            self.order[s:s + BLOCK_PAGES] = 0
+        self.blk_owner[blocks] = -1
+        self.flags.set_rows(blocks, 0)
+        self.order.set_rows(blocks, 0)
 
     def account(self, blocks: np.ndarray, delta_pages: np.ndarray | int) -> None:
         """Adjust per-node resident counts by pages gained (+) or lost (-) in `blocks`."""
@@ -137,14 +141,19 @@ class PhysMem:
         if self._kinds_seen != gen:
             self._kinds_seen = gen
             return None
-        rows = self.flags.reshape(-1, BLOCK_PAGES) & np.uint8(PRESENT | PMD)
-        every = np.bitwise_and.reduce(rows, axis=1)
-        some = np.bitwise_or.reduce(rows, axis=1)
+        self.flags.compact()
+        self.order.compact()
+        fl = self.flags
+        rows = fl.pool[:fl.nrows] & np.uint8(PRESENT | PMD)       # per stored row, then per block
+        rix = fl.base >> 9
+        every = np.bitwise_and.reduce(rows, axis=1)[rix]
+        some = np.bitwise_or.reduce(rows, axis=1)[rix]
         kinds = np.zeros(self.nr_blocks, np.uint8)
         kinds[every == PRESENT | PMD] = KIND_PMD
         small = (every == PRESENT) & (some == PRESENT)
         if self.any_large:
-            small &= np.maximum.reduce(self.order.reshape(-1, BLOCK_PAGES), axis=1) == 0
+            od = self.order
+            small &= (np.maximum.reduce(od.pool[:od.nrows], axis=1) == 0)[od.base >> 9]
         kinds[small] = KIND_SMALL
         self._kinds, self._kinds_gen = kinds, gen
         return kinds

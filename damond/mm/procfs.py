@@ -38,6 +38,31 @@ def _dev(v) -> tuple[str, int]:
     return "00:00", 0
 
 
+def _whole(m, v, blocks: np.ndarray) -> np.ndarray:
+    """Blocks whose whole 2 MB chunk lies inside VMA v."""
+    vstart = m.phys.blk_vchunk[blocks] << 21
+    return (vstart >= v.start) & (vstart + (2 << 20) <= v.end)
+
+
+def _edge_rows(m, v, blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(flag rows, page-inside-v mask) of the few blocks a VMA boundary cuts."""
+    rows = m.phys.flags.rows(blocks)
+    vstart = (m.phys.blk_vchunk[blocks] << 21)[:, None] + (np.arange(BLOCK_PAGES) << 12)
+    return rows, (vstart >= v.start) & (vstart < v.end)
+
+
+def _page_counts(m, v, blocks: np.ndarray, mask: int, value: int) -> np.ndarray:
+    """Per block: pages inside v whose flags & mask == value (whole blocks row by row)."""
+    out = np.zeros(len(blocks), np.int64)
+    whole = _whole(m, v, blocks)
+    if whole.any():
+        out[whole] = m.phys.flags.count_rows(blocks[whole], mask, value)
+    if not whole.all():
+        rows, inside = _edge_rows(m, v, blocks[~whole])
+        out[~whole] = (((rows & mask) == value) & inside).sum(axis=1)
+    return out
+
+
 def vma_stats(m, proc, v) -> dict[str, int]:
     """Bytes per smaps field for one VMA."""
     out = dict.fromkeys(FIELDS + ROLLUP_EXTRA, 0)
@@ -45,18 +70,17 @@ def vma_stats(m, proc, v) -> dict[str, int]:
     blocks = blocks[blocks >= 0]
     if not len(blocks):
         return out
-    rows = m.phys.flags.reshape(-1, BLOCK_PAGES)[blocks]
-    vstart = (m.phys.blk_vchunk[blocks] << 21)[:, None] + (np.arange(BLOCK_PAGES) << 12)
-    inside = (vstart >= v.start) & (vstart < v.end)
-    pres = ((rows & P.PRESENT) != 0) & inside
-    rss = int(pres.sum()) * 4096
-    pmd = ((rows[:, 0] & P.PMD) != 0) & pres[:, 0]
-    pmd_young = pmd & ((rows[:, 0] & P.AF) != 0)
-    pte = pres & ((rows & P.PMD) == 0)
-    ref = int((pte & ((rows & P.AF) != 0)).sum()) * 4096 + int(pmd_young.sum()) * (2 << 20)
+    rss = int(_page_counts(m, v, blocks, P.PRESENT, P.PRESENT).sum()) * 4096
+    head = m.phys.flags[blocks << 9]
+    vhead = m.phys.blk_vchunk[blocks] << 21
+    pmd = ((head & (P.PMD | P.PRESENT)) == (P.PMD | P.PRESENT)) & (vhead >= v.start) & (vhead < v.end)
+    pmd_young = pmd & ((head & P.AF) != 0)
+    pte_young = int(_page_counts(m, v, blocks, P.PRESENT | P.PMD | P.AF, P.PRESENT | P.AF).sum())
+    ref = pte_young * 4096 + int(pmd_young.sum()) * (2 << 20)
+    swap = int(_page_counts(m, v, blocks, P.SWAP, P.SWAP).sum())
     out.update(Rss=rss, Pss=rss, Pss_Dirty=rss if v.anon or v.shmem else 0,
                Private_Dirty=rss if (v.anon or v.shmem) else 0, Private_Clean=0 if (v.anon or v.shmem) else rss,
-               Referenced=min(ref, rss), Swap=int((((rows & P.SWAP) != 0) & inside).sum()) * 4096)
+               Referenced=min(ref, rss), Swap=swap * 4096)
     if v.anon:
         out.update(Anonymous=rss, AnonHugePages=int(pmd.sum()) * (2 << 20), Pss_Anon=rss)
     elif v.shmem:
@@ -120,7 +144,6 @@ def smaps_rollup(m, proc) -> str:
 def numa_maps(m, proc) -> str:
     """show_numa_map(): `start policy [file=|heap|stack] anon= dirty= mapped= active= N<nid>= kernelpagesize_kB=`."""
     out = []
-    rows_all = m.phys.flags.reshape(-1, BLOCK_PAGES)
     for v in proc.vmas():
         line = f"{v.start:08x} default"
         if not v.anon or v.shmem:
@@ -133,19 +156,17 @@ def numa_maps(m, proc) -> str:
         bound = blocks >= 0
         if bound.any():
             blks = blocks[bound]
-            rows = rows_all[blks]
-            vstart = (m.phys.blk_vchunk[blks] << 21)[:, None] + (np.arange(BLOCK_PAGES) << 12)
-            pres = ((rows & P.PRESENT) != 0) & (vstart >= v.start) & (vstart < v.end)
+            pres = _page_counts(m, v, blks, P.PRESENT, P.PRESENT)
             pages = int(pres.sum())
             if pages:
                 anon = pages if v.anon else 0
                 dirty = pages if (v.anon or v.shmem) else 0
-                active = int((pres & ((rows & P.ACTIVE) != 0)).sum())
+                active = int(_page_counts(m, v, blks, P.PRESENT | P.ACTIVE, P.PRESENT | P.ACTIVE).sum())
                 line += f" anon={anon}" if anon else ""
                 line += f" dirty={dirty}" if dirty else ""
                 line += f" mapped={pages}" if pages != anon and pages != dirty else ""
                 line += f" active={active}" if active < pages else ""
-                per_node = np.bincount(m.phys.blk_node[blks].astype(np.int64), weights=pres.sum(axis=1),
+                per_node = np.bincount(m.phys.blk_node[blks].astype(np.int64), weights=pres,
                                        minlength=m.phys.numa_nodes)
                 line += "".join(f" N{n}={int(c)}" for n, c in enumerate(per_node) if c)
                 line += " kernelpagesize_kB=4"
@@ -223,9 +244,8 @@ def meminfo(m) -> str:
     """show_val_kb() lines for what the machine models: totals, LRU, anon/shmem and THP."""
     ph = m.phys
     fl = ph.flags
-    present = (fl & P.PRESENT) != 0
     total = ph.nr_pages * 4096
-    used = int(present.sum()) * 4096
+    used = fl.count(P.PRESENT, P.PRESENT) * 4096
     anon = shm = file = anon_thp = shm_thp = 0
     for proc in m.processes():
         for v in proc.vmas():
@@ -238,7 +258,7 @@ def meminfo(m) -> str:
                 shm_thp += st["ShmemPmdMapped"]
             else:
                 file += st["Rss"]
-    active = int((present & ((fl & P.ACTIVE) != 0)).sum()) * 4096
+    active = fl.count(P.PRESENT | P.ACTIVE, P.PRESENT | P.ACTIVE) * 4096
     free = total - used
     cached = file + shm
     lines = [("MemTotal", total), ("MemFree", free), ("MemAvailable", free + file), ("Buffers", 0),

@@ -107,14 +107,14 @@ class SamplePlan:
     def mkold(self, fl: np.ndarray) -> None:
         """pagetable.mkold without TLB flush: PG_young if the leaf was young, PG_idle, clear AF."""
         if self.same:
-            fl[self.af] = MKOLD_OF.take(fl[self.af])
+            fl.update(self.af, MKOLD_OF)
             return
         was = self._leaf_young(fl)
-        fl[self.heads[was]] |= P.YOUNG
-        fl[self.heads] |= P.IDLE
-        fl[self.af] &= NOT_AF
+        fl.set_bits(self.heads[was], P.YOUNG)
+        fl.set_bits(self.heads, P.IDLE)
+        fl.clear_bits(self.af, P.AF)
         if self.groups is not None:
-            fl[self.groups] &= NOT_AF
+            fl.clear_bits(self.groups, P.AF)
 
     def young(self, fl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(young, folio_sz) per address: AF || !PG_idle; False / PAGE_SIZE where not present."""

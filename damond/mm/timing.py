@@ -20,7 +20,7 @@ The fact sheet's own caveat stands: +-30-50 % per access, +-2x per sweep.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 LINE = 64
 
@@ -68,6 +68,33 @@ PRESETS: dict[str, Timing] = {
 
 
 ARCH_DEFAULT = {"arm64": "kunpeng920", "x86_64": "x86-skylake"}
+
+
+@dataclass(frozen=True)
+class NodeMemory:
+    """What a NUMA node's memory costs next to the preset's local DRAM."""
+    extra_ns: float = 0.0     # added load-to-use latency
+    bw_frac: float = 1.0      # one core's streaming bandwidth, as a fraction of local DRAM's
+
+
+# [machine] node_memory names one per node. "cxl": a CXL type-3 memory expander behind one
+# host bridge, no switch. INFERRED: timing-and-designs-facts.md has no CXL figures; these
+# follow published CXL measurements from memory (load-to-use latency roughly twice local
+# DRAM, i.e. about +100-150 ns; one core's bandwidth about half), not a sourced number.
+MEMORY_KINDS: dict[str, NodeMemory] = {
+    "dram": NodeMemory(),
+    "cxl": NodeMemory(extra_ns=120.0, bw_frac=0.5),
+}
+
+
+def on_nodes(t: Timing, kinds: list[NodeMemory], frac: tuple) -> Timing:
+    """The preset's costs for data spread over nodes (`frac`: share of the pages per node):
+    latency mixed linearly, bandwidth harmonically (time per byte mixed)."""
+    lat = sum(f * (t.dram_ns + k.extra_ns) for f, k in zip(frac, kinds))
+    per_byte = sum(f / (t.bw_core * k.bw_frac) for f, k in zip(frac, kinds))
+    if lat <= 0 or per_byte <= 0:
+        return t
+    return replace(t, dram_ns=lat, bw_core=1.0 / per_byte)
 
 
 def for_preset(name: str, arch: str | None = None) -> tuple[str, Timing]:

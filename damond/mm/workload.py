@@ -1,7 +1,7 @@
 """Workloads: [[workload]] tables -> emulated processes with VMAs and a timeline of access phases.
 
 Owns the kinds (sparse-hotspot, uniform, thp-hot, access_memory, access_memory_even,
-masim), their validation, and what each does per touch: a phase holds streams, each a set of
+masim, tiering), their validation, and what each does per touch: a phase holds streams, each a set of
 pages `start + (i // n_in) * s_out + (i % n_in) * s_in` (vpn units, i < n) touched at
 `rate` page touches per second, either cyclically (a sweep cursor, deterministic) or at
 random (independent reference model). A stream with `work` (a timing.Work: the RFC loop's
@@ -25,7 +25,7 @@ FIXED_RATE = 2e7        # page touches per second of a workload with a fixed rat
 TIME_NS = 20.0          # hot_workload's time(NULL) per iteration (vDSO)
 USLEEP_SLACK_NS = 50_000  # default timer slack added to every usleep()
 
-KINDS = ("mmap", "sparse-hotspot", "uniform", "thp-hot", "access_memory", "access_memory_even", "masim")
+KINDS = ("mmap", "sparse-hotspot", "uniform", "thp-hot", "access_memory", "access_memory_even", "masim", "tiering")
 COMMON = {"kind", "comm", "rate", "cpu", "node", "memcg", "start_s", "shmem", "huge", "hint"}
 KIND_KEYS = {
     "mmap": {"size", "populate"},
@@ -35,6 +35,7 @@ KIND_KEYS = {
     "access_memory": {"nr_regions", "sz_region", "access_time_ms", "repeat"},
     "access_memory_even": {"nr_regions", "sz_region"},
     "masim": {"file", "repeat"},
+    "tiering": {"size", "hot_size", "move_s", "populate"},
 }
 MMAP_THRESHOLD = 128 << 10
 
@@ -72,6 +73,8 @@ class Stream:
     af_all: object = field(default=None, repr=False)      # unique AF locations of the whole stream
     af_runs: object = field(default=None, repr=False)     # af_all as a few strided slices, or None
     pidx_all: object = field(default=None, repr=False)    # every page's physical index (small present streams)
+    heads_va: object = field(default=None, repr=False)    # block heads in address order (contiguous THP-only streams)
+    node_frac: object = field(default=None, repr=False)   # share of the pages per NUMA node (tiered machines)
 
     def vpns(self, idx: np.ndarray) -> np.ndarray:
         n_in = self.n_in or self.n
@@ -113,24 +116,33 @@ class Workload:
     repeat: bool = False
     exit_at_end: bool = False
     t0_us: int = 0
+    repeat_from: int = 0      # with repeat: phases before this index run once (e.g. populate)
 
     def period_us(self) -> int | None:
-        if any(p.duration_us is None for p in self.phases):
+        rep = self.phases[self.repeat_from:]
+        if any(p.duration_us is None for p in rep):
             return None
-        return sum(p.duration_us for p in self.phases)
+        return sum(p.duration_us for p in rep)
 
     def phase_at(self, t_us: int) -> tuple[int, int, int | None]:
         """(phase index, phase start time, phase end time) at t; index -1 before start or after the end."""
         if t_us < self.t0_us:
             return -1, 0, self.t0_us
         rel = t_us - self.t0_us
-        period = self.period_us()
-        base = 0
-        if period is not None and self.repeat and period > 0:
-            base = (rel // period) * period
-            rel -= base
         acc = 0
-        for i, p in enumerate(self.phases):
+        for i, p in enumerate(self.phases[:self.repeat_from]):      # the once-only prefix
+            if p.duration_us is None or rel < acc + p.duration_us:
+                s = self.t0_us + acc
+                return i, s, None if p.duration_us is None else s + p.duration_us
+            acc += p.duration_us
+        rel -= acc
+        period = self.period_us()
+        base = acc
+        if period is not None and self.repeat and period > 0:
+            base += (rel // period) * period
+            rel -= (rel // period) * period
+        acc = 0
+        for i, p in enumerate(self.phases[self.repeat_from:], self.repeat_from):
             if p.duration_us is None or rel < acc + p.duration_us:
                 s = self.t0_us + base + acc
                 return i, s, None if p.duration_us is None else s + p.duration_us
@@ -317,6 +329,28 @@ class Builder:
         even = (nr + 1) // 2
         s = Stream(uid, vpn, npg * even, s_in=1, n_in=npg, s_out=2 * per, rate=self.memset_rate)
         return Workload("access_memory_even", [Phase("even", None, [s])])
+
+    def _tiering(self) -> Workload:
+        """A memory tiering workload: `size` mapped (and populated), a hot window of `hot_size`
+        swept cyclically that moves every `move_s` seconds to another of up to 64 places spread
+        evenly over the area, alternating between its two ends (place 0, n-1, 1, n-2, ...),
+        wrapping around, forever; the rest stays untouched (cold)."""
+        size = _size(self.spec, "size")
+        hot = _size(self.spec, "hot_size", max(size // 64, PAGE_SIZE))
+        if hot > size or hot % PAGE_SIZE:
+            raise SpecError("hot_size", "hot_size must be a multiple of 4096 and not exceed size")
+        move = _num(self.spec, "move_s", 10, 0.001)
+        v, vpn = self.area(size)
+        npg, hpg = size // PAGE_SIZE, hot // PAGE_SIZE
+        phases = [self._populate(v, vpn, npg)] if self.spec.get("populate", True) else []
+        first = len(phases)
+        places = max(min(npg // hpg, 64), 1)
+        gap = npg // places
+        order = [p for k in range((places + 1) // 2) for p in dict.fromkeys((k, places - 1 - k))]
+        for k in order:
+            phases.append(Phase(f"hot{k}", int(move * 1e6),
+                                [Stream(v.uid, vpn + k * gap, hpg, rate=self.rate, work=self.work())]))
+        return Workload("tiering", phases, repeat=True, repeat_from=first)
 
     def _masim(self) -> Workload:
         f = self.spec.get("file")

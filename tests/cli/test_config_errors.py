@@ -27,6 +27,8 @@ CASES = [
     (b"[machine]\nmemory = \"4G\"\n[[workload]]\nkind = \"sparse-hotspot\"\n", 3, ["maps 8589934592 bytes"]),
     (b"[machine]\nmemory = \"64M\"\n[[workload]]\nkind = \"thp-hot\"\nnr_thps = 100\n", 5, ["maps 209715200"]),
     (b"[spe]\nttl_s = 1e308\n", 2, ["ttl_s", "1e9"]),
+    (b"[machine]\nnuma_nodes = 2\nnode_memory = [\"dram\", \"hbm\"]\n", 3, ["node_memory must list one of dram, cxl"]),
+    (b"[[workload]]\nkind = \"tiering\"\nsize = \"1G\"\nhot_size = \"2G\"\n", 4, ["hot_size must"]),
 ]
 
 

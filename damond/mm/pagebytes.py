@@ -1,0 +1,363 @@
+"""One byte per emulated 4 KB page, stored per 2 MB block: shared rows for blocks that are
+one folio, a private 512-byte row only for blocks whose pages differ.
+
+Owns the storage of phys.PhysMem's per-page `flags` and `order`. A PMD-mapped THP, a free
+block and a block just paged out are "head/tail" blocks: the head page holds one value and
+the 511 others another (the AF, PG_idle, PG_young and LRU bits of a folio live on its head).
+Every such block points at one shared canonical row per (head, tail) pair; a block gets a
+private row (copy on write) only when a write makes its pages differ otherwise (a split,
+4 KB faults, per-page AF), and goes back to a shared row when a whole-block write or
+`compact()` finds it uniform again. Indexing mirrors a flat numpy uint8 array of
+nr_blocks * 512 entries (int, slice and integer-array keys of any shape; reads return
+copies, `a[i] |= x` works through __getitem__/__setitem__); block-wise operations (`rows`,
+`apply_rows`, `set_rows`, `count`) replace reshape(-1, 512) views. Cost: 9 bytes per block
+plus 512 bytes per block with a private row.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+BLOCK_PAGES = 512
+SHIFT = 9                      # log2(BLOCK_PAGES)
+_OFF = np.int64(BLOCK_PAGES - 1)
+
+
+_LUTS: dict[tuple[int, bool], np.ndarray] = {}
+
+
+def _lut(bits: int, on: bool) -> np.ndarray:
+    t = _LUTS.get((bits, on))
+    if t is None:
+        x = np.arange(256, dtype=np.uint8)
+        t = _LUTS[(bits, on)] = (x | np.uint8(bits)) if on else (x & ~np.uint8(bits))
+    return t
+
+
+class PageBytes:
+    def __init__(self, nr_blocks: int):
+        self.nr_blocks = nr_blocks
+        self.size = nr_blocks * BLOCK_PAGES
+        self.base = np.zeros(nr_blocks, np.int64)          # flat offset of each block's row in the pool
+        self.bsh = np.ones(nr_blocks, bool)                  # the block's row is a shared one
+        self.pool = np.zeros((16, BLOCK_PAGES), np.uint8)   # row 0: the shared all-zero row
+        self.flat = self.pool.reshape(-1)
+        self.shared = np.zeros(16, bool)
+        self.shared[0] = True
+        self.canon = np.full(1 << 16, -1, np.int64)         # (head << 8 | tail) -> shared row
+        self.canon[0] = 0
+        self.nrows = 1
+        self._free: list[int] = []
+
+    # --- rows ----------------------------------------------------------------------------------
+    def _grow(self, need: int) -> None:
+        cap = len(self.pool)
+        if self.nrows + need <= cap:
+            return
+        new = max(cap * 2, self.nrows + need)
+        pool = np.zeros((new, BLOCK_PAGES), np.uint8)
+        pool[:self.nrows] = self.pool[:self.nrows]
+        shared = np.zeros(new, bool)
+        shared[:self.nrows] = self.shared[:self.nrows]
+        self.pool, self.shared, self.flat = pool, shared, pool.reshape(-1)
+
+    def _new_rows(self, n: int) -> np.ndarray:
+        take = min(n, len(self._free))
+        out = self._free[len(self._free) - take:]
+        del self._free[len(self._free) - take:]
+        if n > take:
+            self._grow(n - take)
+            out.extend(range(self.nrows, self.nrows + n - take))
+            self.nrows += n - take
+        return np.asarray(out, np.int64)
+
+    def _canon_rows(self, head: np.ndarray, tail: np.ndarray) -> np.ndarray:
+        """The shared row of each (head, tail) pair, created on first use."""
+        key = (head.astype(np.int64) << 8) | tail
+        r = self.canon[key]
+        if (r < 0).any():
+            for k in np.unique(key[r < 0]).tolist():
+                nr = int(self._new_rows(1)[0])
+                self.pool[nr, 0] = k >> 8
+                self.pool[nr, 1:] = k & 0xFF
+                self.shared[nr] = True
+                self.canon[k] = nr
+            r = self.canon[key]
+        return r
+
+    def _point(self, blocks: np.ndarray, rows: np.ndarray) -> None:
+        self.base[blocks] = rows << SHIFT
+        self.bsh[blocks] = self.shared[rows]
+
+    def _settle(self, blocks: np.ndarray) -> None:
+        """Give blocks whose private row is head/tail uniform their shared row back."""
+        blocks = np.asarray(blocks, np.int64)
+        blocks = blocks[~self.bsh[blocks]]
+        if not len(blocks):
+            return
+        r = self.base[blocks] >> SHIFT
+        rows = self.pool[r]
+        uni = (rows[:, 1:] == rows[:, 1:2]).all(axis=1)
+        if uni.any():
+            self._point(blocks[uni], self._canon_rows(rows[uni, 0], rows[uni, 1]))
+            self._free.extend(np.unique(r[uni]).tolist())
+
+    def _privatise(self, blocks: np.ndarray) -> None:
+        """Copy-on-write: unique blocks on shared rows get private copies."""
+        if not len(blocks):
+            return
+        old = self.base[blocks] >> SHIFT
+        new = self._new_rows(len(blocks))
+        self.pool[new] = self.pool[old]
+        self.shared[new] = False
+        self._point(blocks, new)
+
+    def compact(self) -> None:
+        """Return every private row that became head/tail uniform (and so its block) to a shared row."""
+        used = np.flatnonzero(~self.bsh)
+        if len(used):
+            self._settle(used)
+
+    # --- numpy-like indexing -------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.size
+
+    def _index(self, key):
+        """(flat page indexes, blocks a slice covers whole or None) for a key."""
+        if isinstance(key, np.ndarray) and key.dtype == np.int64:
+            return key, None
+        if isinstance(key, (int, np.integer)):
+            return np.array([int(key)], np.int64), None
+        if isinstance(key, slice):
+            s, e, st = key.indices(self.size)
+            whole = None
+            if st == 1 and e > s:
+                b0, b1 = -(-s >> SHIFT), e >> SHIFT
+                if b1 > b0:
+                    whole = np.arange(b0, b1, dtype=np.int64)
+            return np.arange(s, e, st, dtype=np.int64), whole
+        idx = np.asarray(key)
+        if idx.dtype == bool:
+            raise TypeError("PageBytes takes integer indexes")
+        return idx.astype(np.int64), None
+
+    def __getitem__(self, key):
+        if isinstance(key, (int, np.integer)):
+            k = int(key)
+            return self.flat[self.base[k >> SHIFT] + (k & (BLOCK_PAGES - 1))]
+        if isinstance(key, slice):
+            s, e, st = key.indices(self.size)
+            if st == 1:
+                if e <= s:
+                    return np.zeros(0, np.uint8)
+                b0, b1 = s >> SHIFT, ((e - 1) >> SHIFT) + 1
+                return self.pool[self.base[b0:b1] >> SHIFT].reshape(-1)[s - (b0 << SHIFT):e - (b0 << SHIFT)]
+            if st % BLOCK_PAGES == 0 and e > s:                 # one page per block, same offset
+                b0, k, n = s >> SHIFT, st >> SHIFT, len(range(s, e, st))
+                return self.flat[self.base[b0:b0 + (n - 1) * k + 1:k] + (s & (BLOCK_PAGES - 1))]
+        idx, _ = self._index(key)
+        return self.flat[self.base[idx >> SHIFT] + (idx & _OFF)]
+
+    def __setitem__(self, key, value) -> None:
+        idx, whole = self._index(key)
+        vals = value if isinstance(value, np.ndarray) and value.dtype == np.uint8 else np.asarray(value).astype(np.uint8)
+        if idx.ndim != 1:
+            idx = idx.ravel()
+        if vals.ndim:
+            vals = vals.reshape(-1) if vals.size == idx.size else np.broadcast_to(vals, idx.shape).ravel()
+        if not idx.size:
+            return
+        b = idx >> SHIFT
+        off = idx & _OFF
+        pos = self.base[b] + off
+        changed = self.flat[pos] != vals
+        if not changed.any():                               # most AF/COLD writes find the bit set
+            if whole is not None:
+                self._settle(whole)
+            return
+        if not changed.all() and (whole is not None or isinstance(key, slice)
+                                  or (len(idx) > 1 and (idx[1:] > idx[:-1]).all())):
+            # no index repeats: the unchanged ones can go (with repeats the last write must win)
+            b, off, pos = b[changed], off[changed], pos[changed]
+            vals = vals[changed] if vals.ndim else vals
+        sh = self.bsh[b]
+        if not sh.any():
+            self.flat[pos] = vals
+        else:
+            if vals.ndim == 0:
+                vals = np.broadcast_to(vals, b.shape)
+            bad = sh & (off != 0) & (vals != self.flat[pos - off + 1])
+            diverged = None
+            if bad.any():                                   # pages of a shared block start to differ
+                diverged, nr = np.unique(b[bad], return_counts=True)
+                self._privatise(diverged)
+                sh = self.bsh[b]
+                diverged = diverged[nr >= BLOCK_PAGES - 1]  # every tail rewritten: maybe uniform again
+            hw = sh & (off == 0)
+            if hw.any():                                    # a shared block's head changes
+                hb, hv = b[hw], vals[hw]
+                if len(hb) > 1 and not (hb[1:] > hb[:-1]).all():   # repeats: the last write wins
+                    last = np.unique(hb[::-1], return_index=True)[1]
+                    hb, hv = hb[::-1][last], hv[::-1][last]
+                self._point(hb, self._canon_rows(hv, self.flat[self.base[hb] + 1]))
+            pw = ~sh                                        # tail writes to shared rows keep their value
+            if pw.any():
+                self.flat[self.base[b[pw]] + off[pw]] = vals[pw]
+            if diverged is not None and len(diverged):
+                self._settle(diverged)
+        if whole is not None:
+            self._settle(whole)
+
+    def update(self, key, lut: np.ndarray) -> None:
+        """a[key] = lut[a[key]] (lut: 256 uint8), writing only the bytes that change; repeated
+        indexes get equal values, so dropping the unchanged ones is exact."""
+        if isinstance(key, slice):
+            s, e, st = key.indices(self.size)
+            if e <= s:
+                return
+            if st % BLOCK_PAGES == 0:                     # one page per block, same offset
+                b0, k, n = s >> SHIFT, st >> SHIFT, len(range(s, e, st))
+                pos = self.base[b0:b0 + (n - 1) * k + 1:k] + (s & (BLOCK_PAGES - 1))
+                idx = None
+            else:
+                idx = np.arange(s, e, st, dtype=np.int64)
+        else:
+            idx = self._index(key)[0].ravel()
+            s = st = 0
+        if idx is not None:
+            pos = self.base[idx >> SHIFT] + (idx & _OFF)
+        cur = self.flat[pos]
+        new = lut.take(cur)
+        ch = np.flatnonzero(new != cur)
+        if not len(ch):
+            return
+        pos, new = pos[ch], new[ch]
+        sh = self.shared[pos >> SHIFT]                   # a position's row is pos >> SHIFT
+        if not sh.any():                                 # private rows: write in place
+            self.flat[pos] = new
+            return
+        if sh.all() and not (pos & _OFF).any():          # heads of shared blocks: repoint them
+            b = (ch * st + s if idx is None else idx[ch]) >> SHIFT
+            key = (new.astype(np.int64) << 8) | self.flat[pos + 1]
+            rows = self.canon[key]
+            if (rows < 0).any():
+                rows = self._canon_rows(new, self.flat[pos + 1])
+            self.base[b] = rows << SHIFT
+            return
+        self[ch * st + s if idx is None else idx[ch]] = new
+
+    def set_bits(self, key, bits: int) -> None:
+        """a[key] |= bits."""
+        self.update(key, _lut(bits, True))
+
+    def clear_bits(self, key, bits: int) -> None:
+        """a[key] &= ~bits."""
+        self.update(key, _lut(bits, False))
+
+    # --- block-wise ----------------------------------------------------------------------------
+    def _rows_of(self, blocks) -> np.ndarray:
+        return self.base[np.asarray(blocks, np.int64)] >> SHIFT
+
+    def rows(self, blocks) -> np.ndarray:
+        """The 512 bytes of each block (a copy, shape (len(blocks), 512))."""
+        return self.pool[self._rows_of(blocks)]
+
+    def set_rows(self, blocks, value: int) -> None:
+        """Every page of `blocks` := value."""
+        blocks = np.asarray(blocks, np.int64)
+        if not len(blocks):
+            return
+        priv = blocks[~self.bsh[blocks]]
+        self._free.extend(np.unique(self.base[priv] >> SHIFT).tolist())
+        v = np.full(len(blocks), value, np.uint8)
+        self._point(blocks, self._canon_rows(v, v))
+
+    def apply_rows(self, blocks, lut: np.ndarray) -> None:
+        """Every page byte x of `blocks` := lut[x] (lut: 256 uint8)."""
+        blocks = np.asarray(blocks, np.int64)
+        if not len(blocks):
+            return
+        sh = self.bsh[blocks]
+        if sh.any():
+            sb = blocks[sh]
+            r = self.base[sb]
+            self._point(sb, self._canon_rows(lut[self.flat[r]], lut[self.flat[r + 1]]))
+        if not sh.all():
+            pb = blocks[~sh]
+            pr = np.unique(self.base[pb] >> SHIFT)
+            self.pool[pr] = lut[self.pool[pr]]
+            self._settle(pb)
+
+    def copy_rows(self, dst, src, lut: np.ndarray) -> None:
+        """Every page byte of block dst[i] := lut[the same page's byte of block src[i]]."""
+        dst, src = np.asarray(dst, np.int64), np.asarray(src, np.int64)
+        if not len(dst):
+            return
+        old = dst[~self.bsh[dst]]
+        self._free.extend(np.unique(self.base[old] >> SHIFT).tolist())
+        sh = self.bsh[src]
+        r = self.base[src]
+        if sh.any():
+            self._point(dst[sh], self._canon_rows(lut[self.flat[r[sh]]], lut[self.flat[r[sh] + 1]]))
+        if not sh.all():
+            new = self._new_rows(int((~sh).sum()))
+            self.pool[new] = lut[self.pool[r[~sh] >> SHIFT]]
+            self.shared[new] = False
+            self._point(dst[~sh], new)
+            self._settle(dst[~sh])
+
+    def count_rows(self, blocks, mask: int, value: int) -> np.ndarray:
+        """Per block: pages whose byte & mask == value (counted once per stored row when the
+        blocks outnumber the rows, in batches: a 4 TiB machine's blocks never copy at once)."""
+        r = self._rows_of(blocks)
+        m, batch = np.uint8(mask), 1 << 16
+        if len(r) > self.nrows:
+            per_row = np.concatenate([np.count_nonzero((self.pool[i:min(i + batch, self.nrows)] & m) == value, axis=1)
+                                      for i in range(0, self.nrows, batch)])
+            return per_row[r]
+        return np.concatenate([np.count_nonzero((self.pool[r[i:i + batch]] & m) == value, axis=1)
+                               for i in range(0, len(r), batch)] or [np.zeros(0, np.int64)])
+
+    def any_rows(self, blocks, mask: int) -> np.ndarray:
+        """Per block: some page's byte & mask is nonzero."""
+        r = self._rows_of(blocks)
+        if len(r) * 4 < self.nrows:
+            return (self.pool[r] & np.uint8(mask)).any(axis=1)
+        return (self.pool[:self.nrows] & np.uint8(mask)).any(axis=1)[r]
+
+    def _split_range(self, s: int, e: int):
+        """[s, e) as (whole blocks, leftover page indexes at the two ends)."""
+        b0, b1 = -(-s >> SHIFT), e >> SHIFT
+        if b1 <= b0:
+            return np.zeros(0, np.int64), np.arange(s, e, dtype=np.int64)
+        ends = np.concatenate([np.arange(s, b0 << SHIFT), np.arange(b1 << SHIFT, e)]).astype(np.int64)
+        return np.arange(b0, b1, dtype=np.int64), ends
+
+    def apply_range(self, s: int, e: int, lut: np.ndarray) -> None:
+        """Every page byte x in [s, e) := lut[x]."""
+        blocks, ends = self._split_range(s, e)
+        self.apply_rows(blocks, lut)
+        if len(ends):
+            self[ends] = lut[self[ends]]
+
+    def count_range(self, s: int, e: int, mask: int, value: int) -> int:
+        """Pages in [s, e) whose byte & mask == value."""
+        blocks, ends = self._split_range(s, e)
+        n = self.count(mask, value, blocks) if len(blocks) else 0
+        return n + int(np.count_nonzero((self[ends] & np.uint8(mask)) == value)) if len(ends) else n
+
+    def count(self, mask: int, value: int, blocks=None) -> int:
+        """Pages of `blocks` (None: all) whose byte & mask == value."""
+        r = self.base >> SHIFT if blocks is None else self._rows_of(blocks)
+        if not len(r):
+            return 0
+        per_row = np.count_nonzero((self.pool[:self.nrows] & np.uint8(mask)) == value, axis=1)
+        return int(np.dot(np.bincount(r, minlength=self.nrows), per_row))
+
+    def copy(self) -> np.ndarray:
+        """The whole flat array (tests, small machines)."""
+        return self.pool[self.base >> SHIFT].reshape(-1)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes allocated: the block tables, the row pool (its capacity) and the shared-row table."""
+        return self.base.nbytes + self.bsh.nbytes + self.pool.nbytes + self.canon.nbytes + self.shared.nbytes

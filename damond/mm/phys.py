@@ -8,7 +8,8 @@ aligned in both spaces and VA->PA needs only one int64 per 2 MB. The reverse map
 block: owner VMA uid and virtual chunk number. `flags` and `order` are PageBytes
 (pagebytes.py): a block that is one folio (a PMD-mapped THP, free, paged out) shares a
 row, only blocks whose pages differ (split, 4 KB pages) hold 512 bytes each. Resident
-cost: ~40 bytes per 2 MB block plus 1 KB per block that is not one folio. Mirrors the parts of mm/page_alloc.c and mm/rmap.c damond needs.
+cost: ~40 bytes per 2 MB block plus 1 KB per block that is not one folio. Mirrors the
+parts of mm/page_alloc.c and mm/rmap.c damond needs.
 """
 from __future__ import annotations
 

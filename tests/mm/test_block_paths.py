@@ -4,7 +4,6 @@ paths leave: same page flags and folio orders, same block placement on the nodes
 DAMOS results, on a two-node tiering run under paddr migrate_hot/migrate_cold."""
 from __future__ import annotations
 
-import numpy as np
 
 from damond.clock import VirtualClock
 from damond.config import Config

@@ -319,7 +319,7 @@ class Kdamond:
 
     def _handle_calls(self) -> None:
         """kdamond_call(): run every queued request, then the refresh_ms callback."""
-        while True:
+        while not self._calls.empty():     # (a request queued later waits for the next sample)
             try:
                 c = self._calls.get_nowait()
             except queue.Empty:

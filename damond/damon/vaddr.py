@@ -91,7 +91,7 @@ def resolve_reuse(young: np.ndarray, folio_sz: np.ndarray, addrs: np.ndarray,
     if not n:
         return np.zeros(0, dtype=bool), last_key, last_young
     f0 = int(folio_sz[0])
-    if f0 > 0 and not f0 & (f0 - 1) and not np.count_nonzero(folio_sz != folio_sz[0]):
+    if f0 > 0 and not f0 & (f0 - 1) and not np.count_nonzero(folio_sz != f0):
         shift = f0.bit_length() - 1          # one power-of-two folio size (the usual case)
         keys = addrs >> np.uint64(shift)     # folio numbers; the key is keys << shift
     else:
@@ -127,6 +127,55 @@ def resolve_reuse(young: np.ndarray, folio_sz: np.ndarray, addrs: np.ndarray,
     return acc, int(keys[k]) << shift, bool(young[k])
 
 
+MAX_BATCH_ADDRS = 1 << 16      # sampling addresses drawn ahead at most (all targets, all rows)
+
+
+class SampleBatch:
+    """Sampling addresses of the coming samples (up to the next aggregation), drawn at once.
+
+    damon_rand draws one address per region per sample, target after target. One draw of
+    shape (k, N) over the concatenated region bounds of the sampled targets gives the same
+    numbers in the same order (numpy fills it row by row from the same bit generator), so
+    row j is what sample j would draw. The batch is used while the same targets are sampled
+    over the same region arrays (identity: every region change makes new arrays) and rows
+    remain. Otherwise, or when anyone else asks for the generator (`Ctx.rng`), `settle`
+    puts the generator where drawing only the rows used so far would have left it. Rows
+    are read-only arrays; the machine translates them ahead (Machine.va_prefetch).
+    """
+
+    __slots__ = ("bounds", "lo", "hi", "rows", "used", "k", "state")
+
+    def __init__(self, rng: np.random.Generator, parts: list, k: int):
+        self.bounds = [(st, en) for _, st, en in parts]
+        if len(parts) == 1:
+            self.lo, self.hi = parts[0][1].copy(), parts[0][2].copy()
+        else:
+            self.lo = np.concatenate([st for _, st, _ in parts])
+            self.hi = np.concatenate([en for _, _, en in parts])
+        self.state = rng.bit_generator.state
+        full = rng.integers(self.lo, self.hi, size=(k, len(self.lo)), dtype=np.uint64)
+        full.setflags(write=False)
+        self.rows, o = [], 0
+        for _, st, _ in parts:
+            n = len(st)
+            self.rows.append([full[j, o:o + n] for j in range(k)])
+            o += n
+        self.k, self.used = k, 0
+
+    def matches(self, parts: list) -> bool:
+        if self.used >= self.k or len(parts) != len(self.bounds):
+            return False
+        return all(st is bs and en is be for (_, st, en), (bs, be) in zip(parts, self.bounds))
+
+    def settle(self, rng: np.random.Generator) -> None:
+        """Rewind `rng` to the state after the rows used so far (nothing to do when all were)."""
+        if self.used < self.k:
+            rng.bit_generator.state = self.state
+            if self.used:
+                rng.integers(self.lo, self.hi, size=(self.used, len(self.lo)), dtype=np.uint64)
+        self.used = self.k
+
+
 class VaddrOps:
     """vaddr: three regions from the VMAs, re-evaluated every update interval."""
 
@@ -156,14 +205,28 @@ class VaddrOps:
             core.set_regions(t.regions, ranges, PAGE_SIZE)
 
     def prepare_access_checks(self, ctx) -> None:
-        """One uniformly random sampling address per region, then mkold its page/PMD."""
+        """One uniformly random sampling address per region, then mkold its page/PMD.
+        The addresses come from a SampleBatch (the same numbers as one draw per sample)."""
         m = ctx.machine
-        for t in ctx.targets:
-            r = t.regions
-            if not len(r) or m.process(t.pid) is None:
-                continue
-            r.sampling_addr = ctx.rng.integers(r.start, r.end, dtype=np.uint64)
-            m.va_mkold(t.pid, r.sampling_addr)
+        parts = [(t, t.regions.start, t.regions.end) for t in ctx.targets
+                 if len(t.regions) and m.process(t.pid) is not None]
+        if not parts:
+            return
+        b = ctx.sample_batch
+        if b is None or not b.matches(parts):
+            rng = ctx.rng                                   # gives back what a stale batch drew
+            n = sum(len(st) for _, st, _ in parts)
+            k = min(ctx.next_aggregation_sis - ctx.passed_sample_intervals, MAX_BATCH_ADDRS // n)
+            b = ctx.sample_batch = SampleBatch(rng, parts, max(k, 1))
+            prefetch = getattr(m, "va_prefetch", None)         # an optional hint (test fakes lack it)
+            for (t, _, _), rows in zip(parts, b.rows):
+                if prefetch is not None:
+                    prefetch(t.pid, rows)
+        j = b.used
+        b.used = j + 1
+        for (t, _, _), rows in zip(parts, b.rows):
+            t.regions.sampling_addr = rows[j]
+            m.va_mkold(t.pid, rows[j])
 
     def check_accesses(self, ctx) -> int:
         """Young check of every sampling address, with the same-folio reuse; returns the
@@ -177,10 +240,9 @@ class VaddrOps:
             if m.process(t.pid) is None:
                 acc = np.zeros(len(r), dtype=bool)
             else:
-                young, fsz = m.va_young(t.pid, r.sampling_addr)
-                acc, _, _ = resolve_reuse(np.asarray(young, dtype=bool), np.asarray(fsz), r.sampling_addr)
-            core.update_access_rate(r, acc, ctx.attrs)
-            max_nr = max(max_nr, int(np.maximum.reduce(r.nr_accesses)))
+                young, fsz = m.va_young(t.pid, r.sampling_addr)      # bool, uint64 arrays
+                acc, _, _ = resolve_reuse(young, fsz, r.sampling_addr)
+            max_nr = max(max_nr, core.update_access_rate(r, acc, ctx.attrs))
         return max_nr
 
     def target_valid(self, ctx, t) -> bool:

@@ -29,6 +29,7 @@ from damond.mm.workload import Stream
 LEAF_COUNT_BATCH = 1 << 22
 PIDX_CACHE_PAGES = 1 << 18      # streams up to this many pages keep their translation for counted truth
 MAX_RUNS = 16
+AF_U8 = np.uint8(P.AF)
 
 
 @dataclass
@@ -218,7 +219,8 @@ class Stepper:
                 if pm >= 1.0 and s.cyclic and s.af_all is not None and s.rate * (b - a) / 1e6 >= s.n + 1:
                     if s.af_runs is not None:
                         for run in s.af_runs:
-                            fl[run] |= P.AF
+                            v = fl[run]                 # a view: OR in place
+                            np.bitwise_or(v, AF_U8, out=v)
                     else:
                         fl[s.af_all] |= P.AF
                     if s.has_cold:

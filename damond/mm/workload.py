@@ -124,9 +124,9 @@ class Workload:
         if t_us < self.t0_us:
             return -1, 0, self.t0_us
         rel = t_us - self.t0_us
-        period = self.period_us()
+        period = self.period_us() if self.repeat else None
         base = 0
-        if period is not None and self.repeat and period > 0:
+        if period is not None and period > 0:
             base = (rel // period) * period
             rel -= base
         acc = 0

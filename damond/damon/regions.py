@@ -211,8 +211,11 @@ def update_access_rate(regions: Regions, accessed: np.ndarray, attrs) -> int:
     """Account one sample for every region: nr_accesses and the nr_accesses_bp moving sum.
     `accessed`: bool per region. Returns the largest nr_accesses (0 without regions)."""
     len_window = _nr_samples_per_aggr(attrs) if attrs.sample_interval else 1
-    bp = regions.last_nr_accesses * _BP
-    bp //= np.int64(len_window)
+    if 10000 % len_window:
+        bp = regions.last_nr_accesses * _BP
+        bp //= np.int64(len_window)
+    else:                              # exact: last * 10000 is a multiple of len_window
+        bp = regions.last_nr_accesses * np.int64(10000 // len_window)
     np.subtract(regions.nr_accesses_bp, bp, out=bp)
     bp += accessed * _BP
     regions.nr_accesses_bp = bp

@@ -75,13 +75,16 @@ def init_regions(regions: Regions, ranges: list[tuple[int, int]], min_nr_regions
 
 def resolve_reuse(young: np.ndarray, folio_sz: np.ndarray, addrs: np.ndarray,
                   first_is_fresh: bool = True, last_key: int | None = None,
-                  last_young: bool = False) -> tuple[np.ndarray, int, bool]:
+                  last_young: bool = False, same_of=None) -> tuple[np.ndarray, int, bool]:
     """Apply the kernel's folio-result reuse to per-region young results.
 
     A region whose sampling address lies in the folio (ALIGN_DOWN by the folio size) of
     the last freshly checked address reuses that check's result instead of its own.
     Addresses increase along a target, so the last fresh check is always the start of the
     current run of equal folio keys.
+
+    `same_of(shift)`, when given, returns (keys[1:] == keys[:-1], its count) for
+    keys = addrs >> shift computed ahead (SampleBatch.same_folio), or None.
 
     Returns:
         (accessed per region, key of the last fresh check, its result) for callers that
@@ -93,6 +96,11 @@ def resolve_reuse(young: np.ndarray, folio_sz: np.ndarray, addrs: np.ndarray,
     f0 = int(folio_sz[0])
     if f0 > 0 and not f0 & (f0 - 1) and not np.count_nonzero(folio_sz != f0):
         shift = f0.bit_length() - 1          # one power-of-two folio size (the usual case)
+        pre = same_of(shift) if same_of is not None and first_is_fresh else None
+        if pre is not None:
+            same, nr_dup = pre
+            if not nr_dup:
+                return young.copy(), int(addrs[-1]) >> shift << shift, bool(young[-1])
         keys = addrs >> np.uint64(shift)     # folio numbers; the key is keys << shift
     else:
         shift = 0
@@ -143,7 +151,7 @@ class SampleBatch:
     are read-only arrays; the machine translates them ahead (Machine.va_prefetch).
     """
 
-    __slots__ = ("bounds", "lo", "hi", "rows", "used", "k", "state")
+    __slots__ = ("bounds", "lo", "hi", "rows", "used", "k", "state", "full", "spans", "index", "_same")
 
     def __init__(self, rng: np.random.Generator, parts: list, k: int):
         self.bounds = [(st, en) for _, st, en in parts]
@@ -155,12 +163,30 @@ class SampleBatch:
         self.state = rng.bit_generator.state
         full = rng.integers(self.lo, self.hi, size=(k, len(self.lo)), dtype=np.uint64)
         full.setflags(write=False)
-        self.rows, o = [], 0
+        self.full, self.rows, self.spans, o = full, [], [], 0
         for _, st, _ in parts:
             n = len(st)
             self.rows.append([full[j, o:o + n] for j in range(k)])
+            self.spans.append((o, n))
             o += n
+        self.index = {id(t): i for i, (t, _, _) in enumerate(parts)}
+        self._same: dict[tuple[int, int], tuple] = {}
         self.k, self.used = k, 0
+
+    def same_folio(self, t, addrs: np.ndarray, shift: int) -> tuple[np.ndarray, int] | None:
+        """For resolve_reuse: (keys[1:] == keys[:-1], its count) with keys = addrs >> shift,
+        computed for every row of target t at once, when `addrs` is t's current row."""
+        i = self.index.get(id(t))
+        j = self.used - 1
+        if i is None or j < 0 or self.rows[i][j] is not addrs:
+            return None
+        c = self._same.get((i, shift))
+        if c is None:
+            o, n = self.spans[i]
+            keys = self.full[:, o:o + n] >> np.uint64(shift)
+            same = keys[:, 1:] == keys[:, :-1]
+            c = self._same[(i, shift)] = (same, np.count_nonzero(same, axis=1).tolist())
+        return c[0][j], c[1][j]
 
     def matches(self, parts: list) -> bool:
         if self.used >= self.k or len(parts) != len(self.bounds):
@@ -241,7 +267,9 @@ class VaddrOps:
                 acc = np.zeros(len(r), dtype=bool)
             else:
                 young, fsz = m.va_young(t.pid, r.sampling_addr)      # bool, uint64 arrays
-                acc, _, _ = resolve_reuse(young, fsz, r.sampling_addr)
+                b, a = ctx.sample_batch, r.sampling_addr
+                acc, _, _ = resolve_reuse(young, fsz, a, same_of=None if b is None else
+                                          (lambda shift: b.same_folio(t, a, shift)))
             max_nr = max(max_nr, core.update_access_rate(r, acc, ctx.attrs))
         return max_nr
 

@@ -99,8 +99,8 @@ def resolve_reuse(young: np.ndarray, folio_sz: np.ndarray, addrs: np.ndarray,
         pre = same_of(shift) if same_of is not None and first_is_fresh else None
         if pre is not None:
             same, nr_dup = pre
-            if not nr_dup:
-                return young.copy(), int(addrs[-1]) >> shift << shift, bool(young[-1])
+            if not nr_dup:                   # (callers with same_of pass a young array of their own)
+                return young, int(addrs[-1]) >> shift << shift, bool(young[-1])
         keys = addrs >> np.uint64(shift)     # folio numbers; the key is keys << shift
     else:
         shift = 0

@@ -166,7 +166,7 @@ class SampleBatch:
         self.full, self.rows, self.spans, o = full, [], [], 0
         for _, st, _ in parts:
             n = len(st)
-            self.rows.append([full[j, o:o + n] for j in range(k)])
+            self.rows.append(list(full) if n == full.shape[1] else list(full[:, o:o + n]))   # row views
             self.spans.append((o, n))
             o += n
         self.index = {id(t): i for i, (t, _, _) in enumerate(parts)}
@@ -245,9 +245,10 @@ class VaddrOps:
             k = min(ctx.next_aggregation_sis - ctx.passed_sample_intervals, MAX_BATCH_ADDRS // n)
             b = ctx.sample_batch = SampleBatch(rng, parts, max(k, 1))
             prefetch = getattr(m, "va_prefetch", None)         # an optional hint (test fakes lack it)
-            for (t, _, _), rows in zip(parts, b.rows):
+            for i, (t, _, _) in enumerate(parts):
                 if prefetch is not None:
-                    prefetch(t.pid, rows)
+                    o, n = b.spans[i]
+                    prefetch(t.pid, b.rows[i], b.full[:, o:o + n])
         j = b.used
         b.used = j + 1
         for (t, _, _), rows in zip(parts, b.rows):

@@ -320,10 +320,11 @@ class Machine:
         plan = self._last_plan = SamplePlan(pid, a.copy(), key, None, page_index(blk, a), self.phys)
         return plan
 
-    def va_prefetch(self, pid: int, rows: list[np.ndarray]) -> None:
+    def va_prefetch(self, pid: int, rows: list[np.ndarray], block: np.ndarray | None = None) -> None:
         """The sampling addresses of DAMON's coming samples of `pid`, one read-only uint64
         array per sample, each to be passed as is to va_mkold and then va_young: translate
-        them all now (one numpy pass instead of one per sample). A row's translation is
+        them all now (one numpy pass instead of one per sample). `block`: the same rows as
+        one 2-D array, when the caller has it (saves stacking them). A row's translation is
         used only while the mapping is what it was here (the plan key) and only for rows
         whose pages all sit in blocks of one kind (sample.SamplePlan.uniform); any other
         address array is translated when it is checked, as before."""
@@ -332,24 +333,37 @@ class Machine:
             proc = self._proc_or_none(pid)
             if proc is None or not rows or self.tlb_cfg.flush_on_mkold or proc.twin is not None:
                 return
-            if any(r.flags.writeable or r.dtype != np.uint64 for r in rows):
+            if block is None:
+                if any(r.flags.writeable or r.dtype != np.uint64 for r in rows):
+                    return
+                a2 = np.stack(rows)
+            elif block.flags.writeable or block.dtype != np.uint64 or len(block) != len(rows):
                 return
-            a2 = np.stack(rows)
+            else:
+                a2 = block
             blk = proc.one_vma_blocks(a2.ravel())
             kinds = self.phys.block_kinds() if blk is not None else None
             if kinds is None:
                 return
             blk = blk.reshape(a2.shape)
             k = kinds.take(blk)
-            kind = k[:, 0]
-            uniform = (kind != 0) & (k == kind[:, None]).all(axis=1)
-            pmd = kind == P.KIND_PMD
-            blk <<= NINE
-            leaf = np.where(pmd[:, None], blk, blk | ((a2.view(np.int64) >> PAGE_SHIFT) & (BLOCK_PAGES - 1)))
+            k0 = int(k.flat[0])
+            if k0 and int(np.minimum.reduce(k, axis=None)) == int(np.maximum.reduce(k, axis=None)):
+                # one kind of block throughout (the usual case): every row is uniform
+                uniform = np.ones(len(rows), bool)
+                pmd = np.full(len(rows), k0 == P.KIND_PMD)
+                leaf = blk << NINE if k0 == P.KIND_PMD else page_index(blk, a2)
+            else:
+                kind = k[:, 0]
+                uniform = (kind != 0) & (k == kind[:, None]).all(axis=1)
+                pmd = kind == P.KIND_PMD
+                blk <<= NINE
+                leaf = np.where(pmd[:, None], blk, blk | ((a2.view(np.int64) >> PAGE_SHIFT) & (BLOCK_PAGES - 1)))
             sz = _UNIFORM_SZ_OF
             key = (proc.gen, self.phys.layout_gen, self.map_epoch)
-            self._prefetch[pid] = (key, {id(r): (r, leaf[j], sz[bool(pmd[j])])
-                                         for j, r in enumerate(rows) if uniform[j]})
+            szs = [sz[p] for p in pmd.tolist()]
+            self._prefetch[pid] = (key, {id(r): (r, lf, z) for r, lf, z, u in zip(rows, leaf, szs, uniform.tolist())
+                                         if u})
 
     def va_mkold(self, pid: int, addrs: np.ndarray) -> None:
         with self._mutex:

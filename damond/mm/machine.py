@@ -229,6 +229,7 @@ class Machine:
             self.pt.unmap_vma(proc, v)
         proc.alive = False
         self.map_epoch += 1
+        self._prefetch.pop(proc.pid, None)
         log.info("process_exited", pid=proc.pid, comm=proc.comm)
         self._notify_process("exit", proc)
 

@@ -20,11 +20,15 @@ COMMANDS = {
 }
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def _build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """Every subcommand's parser; with `only`, import that subcommand's module alone (the
+    others keep their one-line help): `damond spe-hist` starts without loading the daemon."""
     p = argparse.ArgumentParser(prog="damond", description="DAMON without the hardware or the patched kernel")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name, (modname, help_) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_, description=help_)
+        if only is not None and name != only:
+            continue
         try:
             mod = importlib.import_module(modname)
         except ModuleNotFoundError as e:
@@ -38,7 +42,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = _build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()

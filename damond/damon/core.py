@@ -118,10 +118,20 @@ class Ctx:
         self.last_nr_regions = 0       # kdamond_split_regions' static
         self.split_rotation = 0        # damon_split_some_regions' static
         seed = system.config.seed if getattr(system, "config", None) is not None else 0
-        self.rng = np.random.default_rng([seed, 0xDA30, index])
+        self._rng = np.random.default_rng([seed, 0xDA30, index])
+        self.sample_batch = None       # vaddr's pre-drawn sampling addresses (vaddr.SampleBatch)
         sec = engine_settings(system)
         self.split_above_half = sec["split_above_half"]
         self.apply_min_nr_regions_on = sec["apply_min_nr_regions"]
+
+    @property
+    def rng(self) -> np.random.Generator:
+        """The context's generator (the kernel's damon_rand), in the state sequential
+        draws would leave: sampling addresses drawn ahead and not used yet are given back."""
+        if self.sample_batch is not None:
+            self.sample_batch.settle(self._rng)
+            self.sample_batch = None
+        return self._rng
 
     def aggr_samples(self) -> int:
         return nr_samples_per_aggr(self.attrs)

@@ -220,6 +220,8 @@ def request_walk(ctx, total_only: bool) -> Walk:
 def cancel_walks(ctx) -> None:
     """damos_walk_cancel(): the kdamond exits, has no scheme, or all are deactivated."""
     wc = _control(ctx)
+    if wc.walk is None:                # nothing pending (the common case, read without the lock)
+        return
     with wc.lock:
         w, wc.walk = wc.walk, None
     if w is not None:

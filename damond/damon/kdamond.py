@@ -50,6 +50,7 @@ class Kdamond:
         self.lag_us = 0
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._wake = threading.Lock()     # held while running; released by stop: ends a sleep at once
         self._lock = threading.RLock()
         self._calls: queue.SimpleQueue[_Call] = queue.SimpleQueue()
         self._refresh_ms = 0
@@ -79,6 +80,8 @@ class Kdamond:
             ctx = core.build_ctx(self.system, ctx_params, self.index)
             self.ctx = ctx
             self._stop.clear()
+            self._wake = threading.Lock()
+            self._wake.acquire()
             self._resume = None
             self._init_ctx(ctx)
             self.pid = self.system.machine.new_kthread_pid()
@@ -111,6 +114,7 @@ class Kdamond:
         """Ask the loop to end without waiting for it (kthread_stop's wake-up half):
         waiting commands and walks end with ECANCELED at once."""
         self._stop.set()
+        self._release_wake()
 
     def stop(self) -> None:
         """`off`. Raises DamonError: EINVAL if never started, EPERM if not running."""
@@ -119,6 +123,7 @@ class Kdamond:
         if not self.running:
             raise DamonError(errno.EPERM, f"kdamond {self.index} is not running")
         self._stop.set()
+        self._release_wake()
         th = self._thread
         if th is not None and th is not threading.current_thread():
             th.join()
@@ -296,8 +301,17 @@ class Kdamond:
         if self.virtual:
             clock.sleep_us(us)
             return
-        if self._stop.wait(us / 1e6 / getattr(clock, "factor", 1.0)):
+        # a timed acquire of a lock `off` releases: one C call, where Event.wait runs a
+        # Condition in Python every sampling interval
+        if self._stop.is_set() or self._wake.acquire(
+                timeout=min(us / 1e6 / getattr(clock, "factor", 1.0), threading.TIMEOUT_MAX)):
             raise _Stopped()
+
+    def _release_wake(self) -> None:
+        try:
+            self._wake.release()
+        except RuntimeError:             # not held: released already, or never started
+            pass
 
     def _account_lag(self, t0: int, t1: int, sample_us: int) -> None:
         """Wall clock: an iteration longer than two sampling intervals is an overrun."""
@@ -321,7 +335,7 @@ class Kdamond:
 
     def _handle_calls(self) -> None:
         """kdamond_call(): run every queued request, then the refresh_ms callback."""
-        while True:
+        while not self._calls.empty():     # (a request queued later waits for the next sample)
             try:
                 c = self._calls.get_nowait()
             except queue.Empty:

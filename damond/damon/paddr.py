@@ -49,8 +49,7 @@ class PaddrOps:
             acc, self._last_key, self._last_young = resolve_reuse(
                 np.asarray(young, dtype=bool), np.asarray(fsz), paddrs,
                 first_is_fresh=False, last_key=self._last_key, last_young=self._last_young)
-            core.update_access_rate(r, acc, ctx.attrs)
-            max_nr = max(max_nr, int(r.nr_accesses.max()))
+            max_nr = max(max_nr, core.update_access_rate(r, acc, ctx.attrs))
         return max_nr
 
 

@@ -207,16 +207,21 @@ def split_region_at(regions: Regions, i: int, sz_r: int) -> None:
 # ---------------------------------------------------------------------------
 # per-sample accounting (damon_update_region_access_rate)
 
-def update_access_rate(regions: Regions, accessed: np.ndarray, attrs) -> None:
-    """Account one sample for every region: nr_accesses and the nr_accesses_bp moving sum."""
+def update_access_rate(regions: Regions, accessed: np.ndarray, attrs) -> int:
+    """Account one sample for every region: nr_accesses and the nr_accesses_bp moving sum.
+    `accessed`: bool per region. Returns the largest nr_accesses (0 without regions)."""
     len_window = _nr_samples_per_aggr(attrs) if attrs.sample_interval else 1
-    acc = accessed.astype(np.int64)
-    bp = regions.last_nr_accesses * 10000
-    bp //= len_window
+    if 10000 % len_window:
+        bp = regions.last_nr_accesses * _BP
+        bp //= np.int64(len_window)
+    else:                              # exact: last * 10000 is a multiple of len_window
+        bp = regions.last_nr_accesses * np.int64(10000 // len_window)
     np.subtract(regions.nr_accesses_bp, bp, out=bp)
-    bp += acc * 10000
+    bp += accessed * _BP
     regions.nr_accesses_bp = bp
-    regions.nr_accesses = regions.nr_accesses + acc
+    nr = regions.nr_accesses + accessed
+    regions.nr_accesses = nr
+    return int(np.maximum.reduce(nr)) if len(nr) else 0
 
 
 # ---------------------------------------------------------------------------
@@ -330,6 +335,7 @@ def split_regions_of(regions: Regions, nr_subs: int, min_sz: int, rng: np.random
 
 
 ULONG_MASK = (1 << 64) - 1
+_BP = np.int64(10000)          # numpy scalar: a Python int operand costs a conversion per call
 
 
 def align_down(x: int, a: int) -> int:

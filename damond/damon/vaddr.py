@@ -75,13 +75,16 @@ def init_regions(regions: Regions, ranges: list[tuple[int, int]], min_nr_regions
 
 def resolve_reuse(young: np.ndarray, folio_sz: np.ndarray, addrs: np.ndarray,
                   first_is_fresh: bool = True, last_key: int | None = None,
-                  last_young: bool = False) -> tuple[np.ndarray, int, bool]:
+                  last_young: bool = False, same_of=None) -> tuple[np.ndarray, int, bool]:
     """Apply the kernel's folio-result reuse to per-region young results.
 
     A region whose sampling address lies in the folio (ALIGN_DOWN by the folio size) of
     the last freshly checked address reuses that check's result instead of its own.
     Addresses increase along a target, so the last fresh check is always the start of the
     current run of equal folio keys.
+
+    `same_of(shift)`, when given, returns (keys[1:] == keys[:-1], its count) for
+    keys = addrs >> shift computed ahead (SampleBatch.same_folio), or None.
 
     Returns:
         (accessed per region, key of the last fresh check, its result) for callers that
@@ -91,8 +94,13 @@ def resolve_reuse(young: np.ndarray, folio_sz: np.ndarray, addrs: np.ndarray,
     if not n:
         return np.zeros(0, dtype=bool), last_key, last_young
     f0 = int(folio_sz[0])
-    if f0 > 0 and not f0 & (f0 - 1) and not np.count_nonzero(folio_sz != folio_sz[0]):
+    if f0 > 0 and not f0 & (f0 - 1) and not np.count_nonzero(folio_sz != f0):
         shift = f0.bit_length() - 1          # one power-of-two folio size (the usual case)
+        pre = same_of(shift) if same_of is not None and first_is_fresh else None
+        if pre is not None:
+            same, nr_dup = pre
+            if not nr_dup:                   # (callers with same_of pass a young array of their own)
+                return young, int(addrs[-1]) >> shift << shift, bool(young[-1])
         keys = addrs >> np.uint64(shift)     # folio numbers; the key is keys << shift
     else:
         shift = 0
@@ -127,6 +135,73 @@ def resolve_reuse(young: np.ndarray, folio_sz: np.ndarray, addrs: np.ndarray,
     return acc, int(keys[k]) << shift, bool(young[k])
 
 
+MAX_BATCH_ADDRS = 1 << 16      # sampling addresses drawn ahead at most (all targets, all rows)
+
+
+class SampleBatch:
+    """Sampling addresses of the coming samples (up to the next aggregation), drawn at once.
+
+    damon_rand draws one address per region per sample, target after target. One draw of
+    shape (k, N) over the concatenated region bounds of the sampled targets gives the same
+    numbers in the same order (numpy fills it row by row from the same bit generator), so
+    row j is what sample j would draw. The batch is used while the same targets are sampled
+    over the same region arrays (identity: every region change makes new arrays) and rows
+    remain. Otherwise, or when anyone else asks for the generator (`Ctx.rng`), `settle`
+    puts the generator where drawing only the rows used so far would have left it. Rows
+    are read-only arrays; the machine translates them ahead (Machine.va_prefetch).
+    """
+
+    __slots__ = ("bounds", "lo", "hi", "rows", "used", "k", "state", "full", "spans", "index", "_same")
+
+    def __init__(self, rng: np.random.Generator, parts: list, k: int):
+        self.bounds = [(st, en) for _, st, en in parts]
+        if len(parts) == 1:
+            self.lo, self.hi = parts[0][1].copy(), parts[0][2].copy()
+        else:
+            self.lo = np.concatenate([st for _, st, _ in parts])
+            self.hi = np.concatenate([en for _, _, en in parts])
+        self.state = rng.bit_generator.state
+        full = rng.integers(self.lo, self.hi, size=(k, len(self.lo)), dtype=np.uint64)
+        full.setflags(write=False)
+        self.full, self.rows, self.spans, o = full, [], [], 0
+        for _, st, _ in parts:
+            n = len(st)
+            self.rows.append(list(full) if n == full.shape[1] else list(full[:, o:o + n]))   # row views
+            self.spans.append((o, n))
+            o += n
+        self.index = {id(t): i for i, (t, _, _) in enumerate(parts)}
+        self._same: dict[tuple[int, int], tuple] = {}
+        self.k, self.used = k, 0
+
+    def same_folio(self, t, addrs: np.ndarray, shift: int) -> tuple[np.ndarray, int] | None:
+        """For resolve_reuse: (keys[1:] == keys[:-1], its count) with keys = addrs >> shift,
+        computed for every row of target t at once, when `addrs` is t's current row."""
+        i = self.index.get(id(t))
+        j = self.used - 1
+        if i is None or j < 0 or self.rows[i][j] is not addrs:
+            return None
+        c = self._same.get((i, shift))
+        if c is None:
+            o, n = self.spans[i]
+            keys = self.full[:, o:o + n] >> np.uint64(shift)
+            same = keys[:, 1:] == keys[:, :-1]
+            c = self._same[(i, shift)] = (same, np.count_nonzero(same, axis=1).tolist())
+        return c[0][j], c[1][j]
+
+    def matches(self, parts: list) -> bool:
+        if self.used >= self.k or len(parts) != len(self.bounds):
+            return False
+        return all(st is bs and en is be for (_, st, en), (bs, be) in zip(parts, self.bounds))
+
+    def settle(self, rng: np.random.Generator) -> None:
+        """Rewind `rng` to the state after the rows used so far (nothing to do when all were)."""
+        if self.used < self.k:
+            rng.bit_generator.state = self.state
+            if self.used:
+                rng.integers(self.lo, self.hi, size=(self.used, len(self.lo)), dtype=np.uint64)
+        self.used = self.k
+
+
 class VaddrOps:
     """vaddr: three regions from the VMAs, re-evaluated every update interval."""
 
@@ -156,14 +231,29 @@ class VaddrOps:
             core.set_regions(t.regions, ranges, PAGE_SIZE)
 
     def prepare_access_checks(self, ctx) -> None:
-        """One uniformly random sampling address per region, then mkold its page/PMD."""
+        """One uniformly random sampling address per region, then mkold its page/PMD.
+        The addresses come from a SampleBatch (the same numbers as one draw per sample)."""
         m = ctx.machine
-        for t in ctx.targets:
-            r = t.regions
-            if not len(r) or m.process(t.pid) is None:
-                continue
-            r.sampling_addr = ctx.rng.integers(r.start, r.end, dtype=np.uint64)
-            m.va_mkold(t.pid, r.sampling_addr)
+        parts = [(t, t.regions.start, t.regions.end) for t in ctx.targets
+                 if len(t.regions) and m.process(t.pid) is not None]
+        if not parts:
+            return
+        b = ctx.sample_batch
+        if b is None or not b.matches(parts):
+            rng = ctx.rng                                   # gives back what a stale batch drew
+            n = sum(len(st) for _, st, _ in parts)
+            k = min(ctx.next_aggregation_sis - ctx.passed_sample_intervals, MAX_BATCH_ADDRS // n)
+            b = ctx.sample_batch = SampleBatch(rng, parts, max(k, 1))
+            prefetch = getattr(m, "va_prefetch", None)         # an optional hint (test fakes lack it)
+            for i, (t, _, _) in enumerate(parts):
+                if prefetch is not None:
+                    o, n = b.spans[i]
+                    prefetch(t.pid, b.rows[i], b.full[:, o:o + n])
+        j = b.used
+        b.used = j + 1
+        for (t, _, _), rows in zip(parts, b.rows):
+            t.regions.sampling_addr = rows[j]
+            m.va_mkold(t.pid, rows[j])
 
     def check_accesses(self, ctx) -> int:
         """Young check of every sampling address, with the same-folio reuse; returns the
@@ -177,10 +267,11 @@ class VaddrOps:
             if m.process(t.pid) is None:
                 acc = np.zeros(len(r), dtype=bool)
             else:
-                young, fsz = m.va_young(t.pid, r.sampling_addr)
-                acc, _, _ = resolve_reuse(np.asarray(young, dtype=bool), np.asarray(fsz), r.sampling_addr)
-            core.update_access_rate(r, acc, ctx.attrs)
-            max_nr = max(max_nr, int(np.maximum.reduce(r.nr_accesses)))
+                young, fsz = m.va_young(t.pid, r.sampling_addr)      # bool, uint64 arrays
+                b, a = ctx.sample_batch, r.sampling_addr
+                acc, _, _ = resolve_reuse(young, fsz, a, same_of=None if b is None else
+                                          (lambda shift: b.same_folio(t, a, shift)))
+            max_nr = max(max_nr, core.update_access_rate(r, acc, ctx.attrs))
         return max_nr
 
     def target_valid(self, ctx, t) -> bool:

@@ -68,9 +68,10 @@ class DamondOps(fuse.Operations):
 
     @fuse.overrides(fuse.Operations)
     def init(self, path: str) -> None:
+        notified = sd_notify("READY=1")       # before on_mounted, which lets the watchdog ping
         if self._on_mounted is not None:
             self._on_mounted()
-        self._log.info("mounted", notified=sd_notify("READY=1"))
+        self._log.info("mounted", notified=notified)
 
     @fuse.overrides(fuse.Operations)
     def destroy(self, path: str) -> None:

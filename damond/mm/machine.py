@@ -35,6 +35,8 @@ _BYTES = np.arange(256, dtype=np.uint8)
 NOT_AF_LUT = _BYTES & ~np.uint8(P.AF)                                   # clear_refs
 ACTIVATE_LUT = np.where(_BYTES & P.PRESENT, _BYTES | P.ACTIVE, _BYTES).astype(np.uint8)
 DEACTIVATE_LUT = np.where(_BYTES & P.PRESENT, _BYTES & ~np.uint8(P.ACTIVE), _BYTES).astype(np.uint8)
+NINE = np.int64(9)
+_UNIFORM_SZ_OF = {True: PMD_SZ, False: np.uint64(PAGE_SIZE)}     # folio size of a uniform row: PMD?
 COMMS = {"mmap": "mmap_idle", "sparse-hotspot": "sparse_8g", "uniform": "uniform", "thp-hot": "hot_workload",
          "access_memory": "access_memory", "access_memory_even": "access_memory_even", "masim": "masim",
          "tiering": "tiering"}
@@ -66,6 +68,7 @@ class Machine:
         self._dead: set[int] = set()
         self._phase_seen: dict[int, tuple] = {}
         self._last_plan: SamplePlan | None = None
+        self._prefetch: dict[int, tuple] = {}     # pid -> (key, {id(addrs): (addrs, leaf, folio_sz)})
         self._next_khugepaged_us = thp.khugepaged.scan_sleep_millisecs * 1000
         self.pid_resolver = None          # pid -> Process | None for pids with no process yet (host twins)
         log.info("machine_built", preset=spec.preset, memory=spec.memory, cpus=spec.nr_cpus,
@@ -233,6 +236,7 @@ class Machine:
             self.pt.unmap_vma(proc, v)
         proc.alive = False
         self.map_epoch += 1
+        self._prefetch.pop(proc.pid, None)
         log.info("process_exited", pid=proc.pid, comm=proc.comm)
         self._notify_process("exit", proc)
 
@@ -296,6 +300,14 @@ class Machine:
         plan = self._last_plan
         if reuse and plan is not None and plan.matches(pid, a, key):
             return plan
+        if not reuse and pid in self._prefetch:
+            pkey, rows = self._prefetch[pid]
+            e = rows.get(id(a)) if pkey == key else None
+            if e is not None and e[0] is a:
+                plan = self._last_plan = SamplePlan.uniform(pid, a, key, e[1], e[2])
+                return plan
+            if pkey != key:
+                del self._prefetch[pid]
         blk = proc.one_vma_blocks(a)
         if blk is None:
             ok, _, pidx = proc.translate(a)
@@ -307,7 +319,7 @@ class Machine:
             kind = int(k[0])
             if kind and not np.count_nonzero(k != kind):        # one kind of block throughout
                 if kind == P.KIND_PMD:
-                    blk <<= 9
+                    blk <<= NINE
                     plan = SamplePlan.uniform(pid, a.copy(), key, blk, PMD_SZ)
                 else:
                     plan = SamplePlan.uniform(pid, a.copy(), key, page_index(blk, a), np.uint64(PAGE_SIZE))
@@ -315,6 +327,51 @@ class Machine:
                 return plan
         plan = self._last_plan = SamplePlan(pid, a.copy(), key, None, page_index(blk, a), self.phys)
         return plan
+
+    def va_prefetch(self, pid: int, rows: list[np.ndarray], block: np.ndarray | None = None) -> None:
+        """The sampling addresses of DAMON's coming samples of `pid`, one read-only uint64
+        array per sample, each to be passed as is to va_mkold and then va_young: translate
+        them all now (one numpy pass instead of one per sample). `block`: the same rows as
+        one 2-D array, when the caller has it (saves stacking them). A row's translation is
+        used only while the mapping is what it was here (the plan key) and only for rows
+        whose pages all sit in blocks of one kind (sample.SamplePlan.uniform); any other
+        address array is translated when it is checked, as before."""
+        with self._mutex:
+            self._prefetch.pop(pid, None)
+            proc = self._proc_or_none(pid)
+            if proc is None or not rows or self.tlb_cfg.flush_on_mkold or proc.twin is not None:
+                return
+            if block is None:
+                if any(r.flags.writeable or r.dtype != np.uint64 for r in rows):
+                    return
+                a2 = np.stack(rows)
+            elif block.flags.writeable or block.dtype != np.uint64 or len(block) != len(rows):
+                return
+            else:
+                a2 = block
+            blk = proc.one_vma_blocks(a2.ravel())
+            kinds = self.phys.block_kinds() if blk is not None else None
+            if kinds is None:
+                return
+            blk = blk.reshape(a2.shape)
+            k = kinds.take(blk)
+            k0 = int(k.flat[0])
+            if k0 and int(np.minimum.reduce(k, axis=None)) == int(np.maximum.reduce(k, axis=None)):
+                # one kind of block throughout (the usual case): every row is uniform
+                uniform = np.ones(len(rows), bool)
+                pmd = np.full(len(rows), k0 == P.KIND_PMD)
+                leaf = blk << NINE if k0 == P.KIND_PMD else page_index(blk, a2)
+            else:
+                kind = k[:, 0]
+                uniform = (kind != 0) & (k == kind[:, None]).all(axis=1)
+                pmd = kind == P.KIND_PMD
+                blk <<= NINE
+                leaf = np.where(pmd[:, None], blk, blk | ((a2.view(np.int64) >> PAGE_SHIFT) & (BLOCK_PAGES - 1)))
+            sz = _UNIFORM_SZ_OF
+            key = (proc.gen, self.phys.layout_gen, self.map_epoch)
+            szs = [sz[p] for p in pmd.tolist()]
+            self._prefetch[pid] = (key, {id(r): (r, lf, z) for r, lf, z, u in zip(rows, leaf, szs, uniform.tolist())
+                                         if u})
 
     def va_mkold(self, pid: int, addrs: np.ndarray) -> None:
         with self._mutex:

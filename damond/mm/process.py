@@ -134,12 +134,18 @@ class Process:
         if not len(addrs) or not self._vmas:
             return None
         ai = addrs.view(np.int64)
-        lo, hi = int(np.minimum.reduce(ai)), int(np.maximum.reduce(ai))
+        if len(ai) <= 32:                   # a few addresses: cheaper as Python ints
+            lst = ai.tolist()
+            lo, hi = min(lst), max(lst)
+        else:
+            lo, hi = int(np.minimum.reduce(ai)), int(np.maximum.reduce(ai))
         i = bisect_right(self._start_list, lo) - 1
         if i < 0 or lo < 0 or hi >= self._vmas[i].end:
             return None
         v = self._vmas[i]
-        blk = self.chunk_tbl[(ai >> BLOCK_SHIFT) + (v.tbl_off - v.chunk0)]
+        ci = ai >> _BLOCK_SHIFT
+        ci += np.int64(v.tbl_off - v.chunk0)
+        blk = self.chunk_tbl.take(ci)
         if np.minimum.reduce(blk) < 0:
             return None
         return blk
@@ -158,6 +164,13 @@ class Process:
 
 def page_index(blk: np.ndarray, addrs: np.ndarray) -> np.ndarray:
     """pidx of each of `addrs` (uint64) given its physical block (overwrites `blk`)."""
-    blk <<= 9
-    blk |= (addrs.view(np.int64) >> PAGE_SHIFT) & (BLOCK_PAGES - 1)
+    blk <<= _NINE
+    sub = addrs.view(np.int64) >> _PAGE_SHIFT
+    sub &= _SUB_MASK
+    blk |= sub
     return blk
+
+
+# numpy scalars for the per-sample paths: a Python int operand costs a conversion per call
+_BLOCK_SHIFT, _PAGE_SHIFT = np.int64(BLOCK_SHIFT), np.int64(PAGE_SHIFT)
+_NINE, _SUB_MASK = np.int64(9), np.int64(BLOCK_PAGES - 1)

@@ -95,8 +95,11 @@ class SamplePlan:
         return self
 
     def matches(self, pid: int, addrs: np.ndarray, key: tuple) -> bool:
-        return (pid == self.pid and key == self.key and len(addrs) == self.n
-                and not np.count_nonzero(addrs != self.addrs))
+        if pid != self.pid or key != self.key:
+            return False
+        if addrs is self.addrs and not addrs.flags.writeable:     # a prefetched row (read-only)
+            return True
+        return len(addrs) == self.n and not np.count_nonzero(addrs != self.addrs)
 
     def _leaf_young(self, fl: np.ndarray) -> np.ndarray:
         y = AF_SET.take(fl[self.af])

@@ -32,7 +32,8 @@ __all__ = ["Machine", "FolioInfo", "FolioArray", "StepAccesses", "Vma", "Process
 MAX_STEP_US = 1_000_000
 PMD_SZ = np.uint64(2 << 20)
 COMMS = {"mmap": "mmap_idle", "sparse-hotspot": "sparse_8g", "uniform": "uniform", "thp-hot": "hot_workload",
-         "access_memory": "access_memory", "access_memory_even": "access_memory_even", "masim": "masim"}
+         "access_memory": "access_memory", "access_memory_even": "access_memory_even", "masim": "masim",
+         "guest-db": "qemu-system-aar"}
 log = get_logger("damond.mm")
 
 

@@ -25,8 +25,11 @@ Metrics (names of the issue's JSON contract, then extras):
   the run's final page-table shape ((c_l2tlb + c_walk0) / f + the latency of a leaf line
   at the leaf-line footprint): more walks and dearer walks both count; filled in by
   `finish` once every run is in;
-- recollapses: THPs khugepaged collapsed during the run (null for shmem mappings, whose
-  khugepaged collapse (collapse_file) damond does not model);
+- recollapses: THPs khugepaged collapsed during the run (every THP was whole at set-up, so
+  each is a split range put back; null for shmem mappings, whose khugepaged collapse
+  (collapse_file) damond does not model). Modes: khugepaged on (the RFC's settings), off,
+  and `backoff` (khugepaged skips a range DAMOS split for BACKOFF_SCANS of its visits,
+  `[khugepaged] split_backoff_scans`) where the tree has that key;
 - converge_s: virtual time after setup of the last change of the split set (0: it never
   changed); `converged` says whether that was before the last fifth of the run;
 - control_cpu_s: process CPU time of design.feed_spe + design.control;
@@ -44,6 +47,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from damond.mm.mconfig import KHUGEPAGED_KEYS
 from damond.mm.timing import PRESETS as TIMING
 from damond.reproduce.designs import DESIGN_MODULES, design as design_class
 from damond.reproduce.designs.workloads import MASIM_PHASES, WORKLOADS
@@ -58,7 +62,10 @@ DIGEST_STEPS, DIGEST_US = 5, 200_000
 SPE_EVENT = "period=1024 pa_enable=1 ts_enable=1"
 # [khugepaged] per mode: the RFC's settings are the kernel defaults with defrag=0 (TEST_METHODOLOGY)
 KHUGEPAGED: dict[str, str] = {"on": "enabled = true\ndefrag = 0\n", "off": "enabled = false\n"}
-TIMING_KEYS = ("control_cpu_s", "wall_s")       # measured host time: differs between identical runs
+BACKOFF_SCANS = 3
+if "split_backoff_scans" in KHUGEPAGED_KEYS:        # damond's back-off, where the tree has it
+    KHUGEPAGED["backoff"] = f"enabled = true\ndefrag = 0\nsplit_backoff_scans = {BACKOFF_SCANS}\n"
+TIMING_KEYS = ("control_cpu_s", "wall_s", "run_cpu_s")       # measured host time: differs between identical runs
 
 
 class DesignUnavailable(RuntimeError):
@@ -179,7 +186,7 @@ def run_task(task: Task) -> dict:
     """One run; returns its JSON row (design, workload, seed, ... and every metric)."""
     from damond.log import configure
     configure("error")          # e.g. the RFC tree's "full" warnings: counted in its stats instead
-    wall0 = time.monotonic()
+    wall0, cpu0 = time.monotonic(), time.process_time()
     d = load_design(task.design, task.params)
     with tempfile.TemporaryDirectory(prefix="damond-designs-") as tmp:
         masim_path = ""
@@ -190,6 +197,7 @@ def run_task(task: Task) -> dict:
         s = Session(config_text(task, d, masim_path), f"designs-{task.design}-{task.workload}")
         m = _measure(s, d, task)
     m["wall_s"] = round(time.monotonic() - wall0, 3)
+    m["run_cpu_s"] = round(time.process_time() - cpu0, 3)
     return Run(task, m).row()
 
 

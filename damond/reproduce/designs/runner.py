@@ -4,7 +4,7 @@ x sweep point), every metric measured here the same way for every design.
 A run (`run_task`): a fresh Session on the workload's config (the design's feature level
 and config_extra, khugepaged on with the RFC's settings or off), wait for populate, then
 `design.setup`, then `duration_s` of control periods: the machine runs, the period's
-emulated SPE records (arm_spe, period 1024, PA) go to `design.feed_spe` when the design
+emulated SPE records (arm_spe with PA, period 1024 or the workload's reduced one) go to `design.feed_spe` when the design
 uses SPE, then `design.control`; CPU time of both is control_cpu_s. The runner watches
 the THPs the workload had at setup (2 MiB ranges of its mapping, PMD-mapped then) and
 counts, on a step observer, the accesses that walked the page table (the TLB model's miss
@@ -20,11 +20,13 @@ Metrics (names of the issue's JSON contract, then extras):
   were touched. Untouched THPs are cold, not sparse: their one Access Flag already says
   so. A THP is split when it is not mapped by one order-9 folio at the end. null when
   the denominator is 0 (nothing split / nothing truly sparse);
-- walk_ns_added: page-walk time of this run minus that of design `none` on the same
-  workload, seed and khugepaged mode, each = page walks x the timing model's walk cost at
-  the run's final page-table shape ((c_l2tlb + c_walk0) / f + the latency of a leaf line
-  at the leaf-line footprint): more walks and dearer walks both count; filled in by
-  `finish` once every run is in;
+- walk_ns_added: nanoseconds of page walk per second of run time, in the last 5 s of
+  control (WALK_WINDOW_S: the observer that counts walks costs emulation time, so it runs
+  only there), minus design `none`'s on the same workload and seed (khugepaged on: none
+  splits nothing, so no mode changes it); each = page walks/s x the timing model's walk
+  cost at the run's final page-table shape ((c_l2tlb + c_walk0) / f + the latency of a
+  leaf line at the leaf-line footprint): more walks and dearer walks both count; filled in
+  by `finish` once every run is in;
 - recollapses: THPs khugepaged collapsed during the run (every THP was whole at set-up, so
   each is a split range put back; null for shmem mappings, whose khugepaged collapse
   (collapse_file) damond does not model). Modes: khugepaged on (the RFC's settings), off,
@@ -59,7 +61,8 @@ PRESET = "kunpeng920"
 SPARSE_BELOW = 0.30          # the RFC's hot_threshold default (30 %)
 TRUTH_WINDOW_S = 10          # the RFC's SPE interval (damon_spe_ctl.sh SPE_INTERVAL)
 DIGEST_STEPS, DIGEST_US = 5, 200_000
-SPE_EVENT = "period=1024 pa_enable=1 ts_enable=1"
+WALK_WINDOW_S = 5            # page walks are counted over the last 5 s of control (steady state)
+SPE_EVENT = "pa_enable=1 ts_enable=1"      # period: the workload's spe_period (1024, the RFC's, by default)
 # [khugepaged] per mode: the RFC's settings are the kernel defaults with defrag=0 (TEST_METHODOLOGY)
 KHUGEPAGED: dict[str, str] = {"on": "enabled = true\ndefrag = 0\n", "off": "enabled = false\n"}
 BACKOFF_SCANS = 3
@@ -210,14 +213,14 @@ def _measure(s: Session, d, task: Task) -> dict:
     vma = workload_vma(s, pid)
     bases = thp_bases(s, pid, vma)
     walks = Walks(pid)
-    mach.add_step_observer(walks)
     mach.truth_start()
     t_setup = s.now_us()
     k = mach.thp.khugepaged
     split0, coll0 = mach.thp.vmstat["thp_split_pmd"], k.pages_collapsed
     sampler = None
     if d.uses_spe:
-        sampler = Sampler(SpeConfig.parse(f"{SPE_EVENT} seed={task.seed}"), mach.spec.nr_cpus)
+        sampler = Sampler(SpeConfig.parse(f"{SPE_EVENT} period={WORKLOADS[task.workload].spe_period} "
+                                          f"seed={task.seed}"), mach.spec.nr_cpus)
         sampler.start(mach)
     d.setup(s, pid)
     period = int(d.control_period_us)
@@ -225,7 +228,11 @@ def _measure(s: Session, d, task: Task) -> dict:
     cpu = 0.0
     last = np.ones(len(bases), bool)
     last_change_us, digests, acted = 0, [], False
+    walk_from = n_periods - max(int(WALK_WINDOW_S * 1e6 // period), 1)
     for i in range(n_periods):
+        if i == max(walk_from, 0):
+            mach.add_step_observer(walks)
+            walk_t0 = s.now_us()
         if not acted and len(digests) < DIGEST_STEPS:
             # the first periods in 200 ms steps: a hash of the touched set at each step that ends
             # before any split or collapse (the step size does not change the kdamond's steps)
@@ -256,7 +263,8 @@ def _measure(s: Session, d, task: Task) -> dict:
     t_end = s.now_us()
     split_pmd = mach.thp.vmstat["thp_split_pmd"] - split0
     recollapses = k.pages_collapsed - coll0
-    misses = walks.n
+    mach.remove_step_observer(walks)
+    walks_per_s = walks.n / max((t_end - walk_t0) / 1e6, 1e-6)
     frac = touched_fraction(s, pid, vma, bases, max(t_end - TRUTH_WINDOW_S * 1_000_000, t_setup))
     # truth and report at the end
     hot = []
@@ -282,20 +290,20 @@ def _measure(s: Session, d, task: Task) -> dict:
         nr_thps=int(len(bases)), nr_truly_sparse=int(sparse.sum()), nr_cold=int((frac == 0).sum()),
         nr_split=int(split.sum()), nr_split_cold=int((split & (frac == 0)).sum()),
         thp_split_pmd=int(split_pmd),
-        page_walks=round(misses, 1), walk_ns_per_miss=round(walk_ns_per_miss(leaves(s, pid, vma)), 2),
+        page_walks_per_s=round(walks_per_s, 1), walk_ns_per_miss=round(walk_ns_per_miss(leaves(s, pid, vma)), 2),
         run_s=(t_end - t_setup) / 1e6, truth_digests=digests,
         recollapses_note="khugepaged does not collapse shmem in damond's model" if shmem and k.enabled else "",
     )
 
 
 def finish(rows: list[dict]) -> list[dict]:
-    """walk_ns_added of every run against design none's run of the same workload, seed and
-    khugepaged mode (null when that run is not in `rows`)."""
-    base = {(r["workload"], r["seed"], r["khugepaged"]): r["page_walks"] * r["walk_ns_per_miss"] for r in rows
-            if r["design"] == "none" and not r["sweep"]}
+    """walk_ns_added of every run against design none's run of the same workload and seed
+    (null when that run is not in `rows`)."""
+    base = {(r["workload"], r["seed"]): r["page_walks_per_s"] * r["walk_ns_per_miss"] for r in rows
+            if r["design"] == "none" and not r["sweep"] and r["khugepaged"] == "on"}
     for r in rows:
-        b = base.get((r["workload"], r["seed"], r["khugepaged"]))
-        r["walk_ns_added"] = None if b is None else round(r["page_walks"] * r["walk_ns_per_miss"] - b, 1)
+        b = base.get((r["workload"], r["seed"]))
+        r["walk_ns_added"] = None if b is None else round(r["page_walks_per_s"] * r["walk_ns_per_miss"] - b, 1)
     return rows
 
 

@@ -15,7 +15,15 @@ PMDs would fit the 2048-entry L2 TLB and it would no longer be the RFC's case).
   that move the hot set: each phase sweeps one region (99.5 % of the touches) and touches
   the next one at random (0.5 %), at a fixed 1e5 page touches/s; it has no populate, so the
   design is set up after one 15 s cycle has faulted its memory in.
-- uniform: 512 MiB swept whole (every THP dense: nothing should be split).
+- uniform: 512 MiB swept whole at 2e6 page touches/s (every THP dense: nothing should be
+  split).
+
+The RFC's two programs run at the rate the timing model gives them (1e7 and more page
+touches per second); the other three run at fixed rates that keep a 30 s run cheap, 100 to
+1000 times below a real database or sweep. Their SPE period is lowered with the rate (4,
+16 and 256 instead of the RFC's 1024), so that the SPE records per THP per second are of
+the order the RFC's period gives at the real rates; at period 1024 guest-db would give a
+few records per THP per minute and every design fed by SPE would see no data at all.
 """
 from __future__ import annotations
 
@@ -51,6 +59,7 @@ class Workload:
     size: str                # what the report prints
     populate_limit_s: float = 60.0
     warmup_s: float = 0.1    # virtual time after populate before the design is set up
+    spe_period: int = 1024   # the runner's arm_spe period (see the module text)
     masim: bool = False      # needs MASIM_PHASES written next to the config
 
     def config(self, seed: int, masim_path: str = "") -> str:
@@ -62,9 +71,10 @@ WORKLOADS: dict[str, Workload] = {w.name: w for w in (
     Workload("hot_workload", "512M", '[[workload]]\nkind = "thp-hot"\nnr_thps = 40\nhot_pct = 25\nduration_s = 0\n',
              "40 THPs (80 MiB), 25 % hot"),
     Workload("guest-db", "6G", '[[workload]]\nkind = "guest-db"\nsize = "4G"\nshmem = true\nhuge = "always"\n'
-             'rate = 3e4\nseed = {seed}\n', "4 GiB guest RAM on THP tmpfs, 2.8 GiB buffer cache"),
+             'rate = 3e4\nseed = {seed}\n', "4 GiB guest RAM on THP tmpfs, 2.8 GiB buffer cache", spe_period=4),
     Workload("masim-phases", "2G", '[[workload]]\nkind = "masim"\nfile = "{masim}"\nrepeat = true\n'
              'rate = 1e5\n', "3 x 128 MiB, 3 phases of 5 s, 1e5 touches/s", masim=True,
-             warmup_s=15.0),
-    Workload("uniform", "1G", '[[workload]]\nkind = "uniform"\nsize = "512M"\n', "512 MiB swept"),
+             warmup_s=15.0, spe_period=16),
+    Workload("uniform", "1G", '[[workload]]\nkind = "uniform"\nsize = "512M"\nrate = 2e6\n',
+             "512 MiB swept at 2e6 touches/s", spe_period=256),
 )}

@@ -67,7 +67,7 @@ def fmt(v, kind: str = "") -> str:
     if kind == "pct":
         return f"{v:.0%}"
     if kind == "ns/s":
-        return f"{v / 1e7:.2f} %"
+        return f"{v / 1e6:.3g} ms/s"
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
@@ -85,7 +85,8 @@ def table(rows: list[dict]) -> str:
         for d in designs:
             out.append(f"{d:<16} {w:<13}" + "".join(f" {fmt(agg(rows, d, w, k), kind):>11}" for k, _, kind in COLS))
     nseeds = len({r["seed"] for r in rows})
-    out.append(f"(means over {nseeds} seed(s), khugepaged on; walk+ = page-walk time added vs none, % of run time)")
+    out.append(f"(means over {nseeds} seed(s), khugepaged on; walk+ = page-walk latency added vs none per second "
+               "of run: walks overlap, so it can exceed 1000 ms/s)")
     return "\n".join(out) + "\n"
 
 
@@ -153,8 +154,9 @@ def doc(rows: list[dict], figures: list[str] = ()) -> str:
     if _have(rows, "user-input-goal"):
         P.append("## user_input goal\n\n"
                  "A `user_input` goal with the temporal tuner, fed the SPE-estimated sparse bytes as target and the "
-                 "bytes split so far as current value, splits the right amount but lets DAMOS's quota priority pick "
-                 f"the THPs: precision {fmt(A('user-input-goal', 'guest-db', 'split_precision'), 'pct')} / recall "
+                 "bytes split so far as current value (quotas/bytes = what is left), splits as much as the SPE "
+                 "histogram asks for, but which THPs is DAMOS's quota priority (hottest first), not the histogram: "
+                 f"precision {fmt(A('user-input-goal', 'guest-db', 'split_precision'), 'pct')} / recall "
                  f"{fmt(A('user-input-goal', 'guest-db', 'split_recall'), 'pct')} on guest-db, "
                  f"{fmt(A('user-input-goal', 'masim-phases', 'split_precision'), 'pct')} / "
                  f"{fmt(A('user-input-goal', 'masim-phases', 'split_recall'), 'pct')} on masim-phases, "
@@ -196,8 +198,9 @@ def doc(rows: list[dict], figures: list[str] = ()) -> str:
              "re-collapses any split range that has one young PTE, and the split scheme splits it again: "
              + "; ".join(kh) + f". On sparse_8g (4096 THPs) the same 0.8 PMD/s re-collapses "
              f"{fmt(A('rfc-v3', 'sparse_8g', 'recollapses'))} THPs per 30 s under rfc-v3. With khugepaged off "
-             "nothing re-collapses and every split stays: with DAMOS_COLLAPSE available to put THPs back where "
-             "access is dense, the runs do not need khugepaged"
+             "nothing re-collapses and the splits stay. These runs never needed khugepaged to build THPs (the "
+             "fault path does under THP=always), so all it did here was undo splits; putting THPs back where "
+             "access turns dense is what DAMOS_COLLAPSE offers instead (not measured here)"
              + ("" if "backoff" in KHUGEPAGED else "; the back-off mode is not in this tree, so it was not measured")
              + ". guest-db's memory is shmem, whose khugepaged collapse damond does not model (null there).\n")
     # tuning
@@ -217,9 +220,12 @@ def doc(rows: list[dict], figures: list[str] = ()) -> str:
             parts.append(f"{name}: " + ", ".join(
                 f"{'' if key == 'ttl_s' else '1/'}{v}{' s' if key == 'ttl_s' else ''} -> precision {fmt(p, 'pct')}, "
                 f"recall {fmt(r, 'pct')}, {fmt(n)} THPs split" for v, p, r, n in pts))
-        P.append("## Tuning (rfc-v3 on guest-db)\n\n" + "; ".join(parts) + ". A short TTL drops the entries of "
-                 "rarely sampled THPs, which are then split unconditionally (no heatmap); the peak fraction decides "
-                 "how many 16 KiB chunks of a sampled THP count as hot.\n")
+        P.append("## Tuning (rfc-v3 on guest-db, seed 1)\n\n" + "; ".join(parts) + ". A short TTL drops the entries "
+                 "of rarely sampled THPs, which are then split unconditionally (no heatmap); the peak fraction decides "
+                 "how many 16 KiB chunks of a sampled THP count as hot. The chunk size matters as much: on "
+                 f"hot_workload rfc-v3 splits {fmt(A('rfc-v3', 'hot_workload', 'nr_split'))} of 40 THPs, because its "
+                 "25 % hot subpages are every fourth one, so every 16 KiB chunk holds one and the heatmap reads "
+                 "100 % hot, while counted truth has 25 % of the subpages touched (truly sparse).\n")
     # the original report
     if _have(rows, "rfc-v3") and _have(rows, "none"):
         P.append("## The original report: THP tmpfs guest memory running a database\n\n"
@@ -233,7 +239,7 @@ def doc(rows: list[dict], figures: list[str] = ()) -> str:
                  f"{fmt(A('rfc-v3', 'guest-db', 'nr_split_cold'))} untouched THPs, which SPE never samples and "
                  "the handler then splits unconditionally; afterwards DAMON reports "
                  f"{fmt(A('rfc-v3', 'guest-db', 'reported_hot_bytes'), 'bytes')} hot and the page walks cost "
-                 f"{fmt(A('rfc-v3', 'guest-db', 'walk_ns_added'), 'ns/s')} more of the run time.\n")
+                 f"{fmt(A('rfc-v3', 'guest-db', 'walk_ns_added'), 'ns/s')} more (summed walk latency per second).\n")
     a_none = A("none", "sparse_8g", "reported_hot_bytes")
     P.append("## Check against T2\n\n"
              f"Design none on sparse_8g reports {fmt(a_none, 'bytes')}; T2 (THP=always) reports the whole 8 GiB "

@@ -2,13 +2,15 @@
 level 7.1+rfc (the first with quotas/goal_tuner). Userspace decides how much, DAMOS which:
 one `split` scheme (target_order 2, every region: nr_accesses 0..max) whose quota has one
 `user_input` goal and the `temporal` tuner (full quota until the goal is met, then none).
-Each period the control loop builds spe_hist's candidate view of the last `window_s` of
-SPE samples (a sampled THP is sparse when fewer than 30 % of its subpages reach 1/10 of
-its peak), and writes target_value = sparse THPs x 2 MiB (what it wants split) and
-current_value = THP bytes split so far (AnonHugePages / ShmemPmdMapped drop since setup),
-then `commit_schemes_quota_goals`. Which regions get split is DAMOS's quota priority
-(hottest first for split), not the SPE data: nothing feeds spe_feed, so the split handler
-splits what the quota lets through.
+Each period, once `window_s` (10 s, the RFC's SPE interval) of samples is in, the control
+loop builds spe_hist's candidate view of the last `window_s` of SPE samples (a sampled
+THP is sparse when fewer than 30 % of its subpages reach 1/10 of its peak), and writes
+target_value = sparse THPs x 2 MiB (what it wants split), current_value = THP bytes split
+so far (AnonHugePages / ShmemPmdMapped drop since setup) and quotas/bytes = what is left
+to split (the temporal tuner's full quota; unset, it is unlimited and one round splits
+whole regions), then `commit`. Which regions get split is DAMOS's quota priority (hottest
+first for split), not the SPE data: nothing feeds spe_feed, so the split handler splits
+what the quota lets through.
 """
 from __future__ import annotations
 
@@ -68,11 +70,14 @@ class UserInputGoal(Design):
 
     def feed_spe(self, s, pid, pfns, counts):
         self.recent.append((pfns, counts))
-        while len(self.recent) > max(int(self.window_s * 1e6 // self.control_period_us), 1):
+        while len(self.recent) > self._window():
             self.recent.popleft()
 
+    def _window(self) -> int:
+        return max(int(self.window_s * 1e6 // self.control_period_us), 1)
+
     def control(self, s, pid):
-        if not self.recent:
+        if len(self.recent) < self._window():       # the first decision after a full window, as rfc-v3's
             return
         pf = np.concatenate([p for p, _ in self.recent])
         ct = np.concatenate([c for _, c in self.recent])
@@ -80,10 +85,13 @@ class UserInputGoal(Design):
         cnt = np.bincount(inv, weights=ct.astype(np.float64)).astype(np.uint64)
         want = sparse_thps(u, cnt) * PMD
         done = max(self.thp0_kb - thp_kb(s, pid), 0) * 1024
-        g = f"{CTX}/schemes/2/quotas/goals/0"
-        s.write(f"{g}/target_value", max(want, 1))
-        s.write(f"{g}/current_value", done if want else 1)
-        s.state("commit_schemes_quota_goals")
+        q = f"{CTX}/schemes/2/quotas"
+        s.write(f"{q}/goals/0/target_value", max(want, 1))
+        s.write(f"{q}/goals/0/current_value", done if want else 1)
+        # temporal's "full quota" is quotas/bytes, or no limit at all: DAMOS applies whole regions, so
+        # without a cap the first round splits every region it reaches (on uniform: all 256 THPs for 6 sparse)
+        s.write(f"{q}/bytes", max(want - done, PMD))
+        s.state("commit")
 
     def reported_hot_bytes(self, s, pid):
         return tried_bytes(s, 3)

@@ -27,7 +27,7 @@ fi
 stamp="$VENV/.damond-installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
-  "$VENV/bin/python" -m pip install -q -e '.[test]'
+  "$VENV/bin/python" -m pip install -q -e '.[test,cluster]'
   touch "$stamp"
 fi
 export PATH="$PWD/$VENV/bin:$PATH"

@@ -3,6 +3,10 @@ the RFC's experiments (t1 t2 t4 t5 e2e methodology x86 age, or all) on the emula
 machine, on virtual time, and print the RFC's figure beside damond's and the counted
 truth (or one JSON object per experiment, a list for `all`). A run longer than 2 s shows
 a progress bar on stderr when stderr is a terminal.
+
+`damond reproduce designs [--json] [--plots DIR] [--seeds N] [--jobs J] [--cluster ADDRESS]`
+measures the RFC's split design beside the reviewer's alternatives and writes
+docs/designs.md (damond/reproduce/designs/command.py).
 """
 from __future__ import annotations
 
@@ -43,14 +47,27 @@ class Progress:
 
 def set_argparser(parser: argparse.ArgumentParser) -> None:
     from damond.reproduce.common import MACHINES
-    parser.add_argument("experiment", choices=EXPERIMENTS + ("all",), metavar="EXPERIMENT",
-                        help=f"one of {' '.join(EXPERIMENTS)} all")
+    import os
+    parser.add_argument("experiment", choices=EXPERIMENTS + ("all", "designs"), metavar="EXPERIMENT",
+                        help=f"one of {' '.join(EXPERIMENTS)} all, or designs")
     parser.add_argument("--json", action="store_true", help="print JSON (one object per experiment, a list for all)")
     parser.add_argument("--plots", metavar="DIR", help="write PNG figures to DIR (needs matplotlib: damond[plots])")
     parser.add_argument("--seed", type=int, default=1, metavar="N", help="seed of every random choice (default 1)")
     parser.add_argument("--machine", choices=MACHINES, default="kunpeng920", metavar="NAME",
                         help=f"[machine] preset: {', '.join(MACHINES)} (default kunpeng920; the x86 experiment "
                              "uses x86-skylake unless an x86 preset is named)")
+    g = parser.add_argument_group("designs")
+    g.add_argument("--seeds", type=int, default=1, metavar="N", help="designs: seeds 1..N per design x workload")
+    g.add_argument("--jobs", type=int, default=os.cpu_count() or 1, metavar="J",
+                   help="designs: runs in parallel on a local process pool (default: the cores)")
+    g.add_argument("--cluster", metavar="ADDRESS", help="designs: run on the Dask distributed scheduler at "
+                   "ADDRESS (tcp://host:8786; needs damond[cluster])")
+    g.add_argument("--design", action="append", metavar="NAME", help="designs: only this design (repeatable)")
+    g.add_argument("--workload", action="append", metavar="NAME", help="designs: only this workload (repeatable)")
+    g.add_argument("--duration", type=float, default=30.0, metavar="S", help="designs: virtual seconds of "
+                   "control per run (default 30)")
+    g.add_argument("--doc", default="docs/designs.md", metavar="PATH", help="designs: where the generated "
+                   "report goes (default docs/designs.md; '' for none)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -64,6 +81,13 @@ def main(args: argparse.Namespace) -> int:
         except plots.PlotsUnavailable as e:
             print(f"damond reproduce: {e}", file=sys.stderr)
             return 2
+    if args.experiment == "designs":
+        from damond.reproduce.designs import command
+        bar = Progress(["designs"])
+        try:
+            return command.main(args, bar.update)
+        finally:
+            bar.close()
     names = list(EXPERIMENTS) if args.experiment == "all" else [args.experiment]
     bar = Progress(names)
     opts = Options(seed=args.seed, machine=args.machine, progress=bar.update)

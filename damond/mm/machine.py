@@ -39,7 +39,7 @@ NINE = np.int64(9)
 _UNIFORM_SZ_OF = {True: PMD_SZ, False: np.uint64(PAGE_SIZE)}     # folio size of a uniform row: PMD?
 COMMS = {"mmap": "mmap_idle", "sparse-hotspot": "sparse_8g", "uniform": "uniform", "thp-hot": "hot_workload",
          "access_memory": "access_memory", "access_memory_even": "access_memory_even", "masim": "masim",
-         "tiering": "tiering"}
+         "tiering": "tiering", "guest-db": "qemu-system-aar"}
 log = get_logger("damond.mm")
 
 

@@ -1,7 +1,7 @@
 """Workloads: [[workload]] tables -> emulated processes with VMAs and a timeline of access phases.
 
 Owns the kinds (sparse-hotspot, uniform, thp-hot, access_memory, access_memory_even,
-masim, tiering), their validation, and what each does per touch: a phase holds streams, each a set of
+masim, tiering, guest-db), their validation, and what each does per touch: a phase holds streams, each a set of
 pages `start + (i // n_in) * s_out + (i % n_in) * s_in` (vpn units, i < n) touched at
 `rate` page touches per second, either cyclically (a sweep cursor, deterministic) or at
 random (independent reference model). A stream with `work` (a timing.Work: the RFC loop's
@@ -25,7 +25,8 @@ FIXED_RATE = 2e7        # page touches per second of a workload with a fixed rat
 TIME_NS = 20.0          # hot_workload's time(NULL) per iteration (vDSO)
 USLEEP_SLACK_NS = 50_000  # default timer slack added to every usleep()
 
-KINDS = ("mmap", "sparse-hotspot", "uniform", "thp-hot", "access_memory", "access_memory_even", "masim", "tiering")
+KINDS = ("mmap", "sparse-hotspot", "uniform", "thp-hot", "access_memory", "access_memory_even", "masim",
+         "tiering", "guest-db")
 COMMON = {"kind", "comm", "rate", "cpu", "node", "memcg", "start_s", "shmem", "huge", "hint"}
 KIND_KEYS = {
     "mmap": {"size", "populate"},
@@ -36,6 +37,7 @@ KIND_KEYS = {
     "access_memory_even": {"nr_regions", "sz_region"},
     "masim": {"file", "repeat"},
     "tiering": {"size", "hot_size", "move_s", "populate"},
+    "guest-db": {"size", "seed", "scan_every_s", "scan_s"},
 }
 MMAP_THRESHOLD = 128 << 10
 
@@ -204,6 +206,36 @@ def check_spec(spec: dict) -> str:
     if kind == "uniform" and spec.get("pattern", "seq") not in ("seq", "random"):
         raise SpecError("pattern", "pattern must be 'seq' or 'random'")
     return kind
+
+
+# --- guest-db ---------------------------------------------------------------------------------------
+# A KVM guest's RAM (QEMU memory-backend on THP tmpfs/shmem, prealloc) running a database
+# (timing-and-designs-facts.md 2.7): the first quarter is the guest kernel and free memory
+# (touched only by prealloc), then a buffer cache of 0.7 x RAM in 8 KiB blocks: a dense
+# index at its start (1/64 of the cache, swept), and point lookups drawn zipfian (theta 0.99,
+# YCSB's) over the other blocks, scattered as ScrambledZipfian scatters keys. The zipf law is
+# kept as four tiers of block ranks (top 1/1024, next 1/128, next 1/16, all), each tier a
+# random stream over blocks at a seed-chosen residue (distinct mod 16, so tiers do not
+# overlap) with the tier's share of the accesses; every `scan_every_s` a table scan sweeps a
+# seed-chosen 1/8 of the cache for `scan_s` on top of the lookups.
+GUEST_DB_THETA = 0.99
+GUEST_DB_TIERS = (1024, 128, 16)      # tier k holds every m-th block (1/m of them)
+GUEST_DB_INDEX_SHARE = 0.2            # accesses that go to the index
+
+
+def zipf_tier_shares(nr_blocks: int, tiers=GUEST_DB_TIERS, theta: float = GUEST_DB_THETA) -> list[float]:
+    """Access shares of the rank ranges [0, n/m0), [n/m0, n/m0 + n/m1), ..., rest, under zipf(theta)."""
+    w = np.arange(1, nr_blocks + 1, dtype=np.float64) ** -theta
+    c = np.concatenate(([0.0], np.cumsum(w)))
+    edges, acc = [], 0
+    for m in tiers:
+        acc = min(acc + max(nr_blocks // m, 1), nr_blocks)
+        edges.append(acc)
+    out, prev = [], 0
+    for e in edges + [nr_blocks]:
+        out.append(float(c[e] - c[prev]) / float(c[-1]))
+        prev = e
+    return out
 
 
 # --- builders ---------------------------------------------------------------------------------------
@@ -385,3 +417,38 @@ class Builder:
             phases.append(Phase(ph.name, ph.time_ms * 1000, streams))
         rep = bool(self.spec.get("repeat", False))
         return Workload("masim", phases, repeat=rep, exit_at_end=not rep)
+
+    def _guest_db(self) -> Workload:
+        size = _size(self.spec, "size", "4G")
+        seed = _num(self.spec, "seed", 1, 0, 2 ** 32 - 1, integer=True)
+        every = _num(self.spec, "scan_every_s", 20, 1)
+        scan = _num(self.spec, "scan_s", 2, 0)
+        if size < (64 << 20):
+            raise SpecError("size", "guest-db size must be at least 64M")
+        rng = np.random.default_rng(seed)
+        v, vpn = self.area(size, "" if not self.shmem else "/dev/shm/qemu-guest-ram")
+        npg = size // PAGE_SIZE
+        c0 = vpn + npg // 4                                   # the buffer cache
+        cache = int(npg * 0.7) & ~1
+        idx_pg = max(cache // 64, 2) & ~1
+        blk0, nblk = c0 + idx_pg, (cache - idx_pg) // 2
+        res = rng.permutation(16)[:len(GUEST_DB_TIERS)]
+        shares = zipf_tier_shares(nblk)
+        lookups = self.rate * (1 - GUEST_DB_INDEX_SHARE)
+        streams = [Stream(v.uid, c0, idx_pg, rate=self.rate * GUEST_DB_INDEX_SHARE, work=self.work())]
+        for k, m in enumerate(GUEST_DB_TIERS):
+            a = int(res[k]) + 16 * int(rng.integers(0, m // 16))
+            n = (nblk - a + m - 1) // m
+            streams.append(Stream(v.uid, blk0 + 2 * a, 2 * n, s_in=1, n_in=2, s_out=2 * m, rate=lookups * shares[k],
+                                  cyclic=False, work=self.work(Work(share=shares[k]))))
+        streams.append(Stream(v.uid, blk0, 2 * nblk, rate=lookups * shares[-1], cyclic=False,
+                              work=self.work(Work(share=shares[-1]))))
+        sc_n = cache // 8
+        sc0 = c0 + int(rng.integers(0, 8)) * sc_n
+        phases = [self._populate(v, vpn, npg)]
+        for _ in range(int(3600 // (every + scan)) + 1):        # an hour of oltp + scan cycles
+            phases.append(Phase("oltp", int(every * 1e6), list(streams)))
+            if scan:
+                phases.append(Phase("scan", int(scan * 1e6), list(streams) + [
+                    Stream(v.uid, sc0, sc_n, rate=self.rate, work=self.work())]))
+        return Workload("guest-db", phases)

@@ -42,10 +42,10 @@ def chunk_sums(counts: np.ndarray, num_chunks: int, target_order: int) -> np.nda
     return padded.reshape(num_chunks, spp).sum(axis=1)
 
 
-def chunk_hot(counts: np.ndarray, num_chunks: int, target_order: int) -> np.ndarray:
-    """Two-pass signal filter: hot iff sum >= max(max_sum // 10, 1)."""
+def chunk_hot(counts: np.ndarray, num_chunks: int, target_order: int, peak_divisor: int = 10) -> np.ndarray:
+    """Two-pass signal filter: hot iff sum >= max(max_sum // peak_divisor, 1) (the RFC: 10)."""
     sums = chunk_sums(counts, num_chunks, target_order)
-    sig_thresh = max(int(sums.max()) // 10, 1) if len(sums) else 1
+    sig_thresh = max(int(sums.max()) // peak_divisor, 1) if len(sums) else 1
     return sums >= np.uint64(sig_thresh)
 
 

@@ -25,6 +25,7 @@ MAX_CHUNKS = 512            # DAMON_SPE_MAX_CHUNKS: 4 KiB subpages per PMD THP
 THP_MASK = ~(MAX_CHUNKS - 1)
 DEFAULT_CAPACITY = 1024     # DAMON_SPE_MAX_ENTRIES
 DEFAULT_TTL_S = 30          # DAMON_SPE_ENTRY_TTL / HZ
+DEFAULT_PEAK_DIVISOR = 10   # the two-pass signal filter: max_sum / 10
 FEED_MODES = ("lines", "rfc")
 
 
@@ -140,17 +141,23 @@ class PfnTree:
         capacity: maximum number of entries (THPs).
         ttl_s: an entry not updated for longer than this is stale.
         feed: "lines" (every line of every write) or "rfc" (one PFN per write), read by spe_feed.
+        peak_divisor: a chunk is hot when its sum is >= 1/peak_divisor of the peak chunk's
+            (the RFC's two-pass signal filter hard-codes 10; damond makes it a knob so
+            `damond reproduce designs` can measure the sensitivity to it).
     """
 
     def __init__(self, clock: Clock, capacity: int = DEFAULT_CAPACITY, ttl_s: float = DEFAULT_TTL_S,
-                 feed: str = "lines"):
+                 feed: str = "lines", peak_divisor: int = DEFAULT_PEAK_DIVISOR):
         if capacity < 1:
             raise ValueError("capacity must be >= 1")
         if ttl_s < 0:
             raise ValueError("ttl_s must be >= 0")
         if feed not in FEED_MODES:
             raise ValueError(f"feed must be one of {FEED_MODES}")
+        if peak_divisor < 1:
+            raise ValueError("peak_divisor must be >= 1")
         self.clock, self.capacity, self.feed = clock, int(capacity), feed
+        self.peak_divisor = int(peak_divisor)
         self.ttl_us = int(round(ttl_s * 1_000_000))
         self.stats = TreeStats()
         self._mutex = threading.RLock()
@@ -169,7 +176,7 @@ class PfnTree:
     def from_config(cls, config: Config, clock: Clock) -> "PfnTree":
         """Build from [spe]; raises ConfigError naming the bad key."""
         sec = config.section("spe")
-        known = {"capacity", "ttl_s", "feed"}
+        known = {"capacity", "ttl_s", "feed", "peak_divisor"}
         for k in sec:
             if k not in known:
                 raise config.error(f"spe.{k}", f"unknown key '{k}' in [spe] (known: {', '.join(sorted(known))})")
@@ -184,7 +191,10 @@ class PfnTree:
         feed = sec.get("feed", "lines")
         if feed not in FEED_MODES:
             raise config.error("spe.feed", f"feed {feed!r} is not one of {', '.join(FEED_MODES)}")
-        return cls(clock, cap, ttl, feed)
+        div = sec.get("peak_divisor", DEFAULT_PEAK_DIVISOR)
+        if not isinstance(div, int) or isinstance(div, bool) or not 1 <= div <= 1 << 20:
+            raise config.error("spe.peak_divisor", f"peak_divisor {div!r} must be an integer from 1 to {1 << 20}")
+        return cls(clock, cap, ttl, feed, div)
 
     # ---- storage -------------------------------------------------------------------------
     def add_settle_hook(self, fn: Callable[[], None]) -> None:
@@ -412,7 +422,7 @@ class PfnTree:
         counts = self.counts_of(folio_pfn)
         if counts is None:
             return None
-        return chunk_hot(counts, num_chunks, target_order)
+        return chunk_hot(counts, num_chunks, target_order, self.peak_divisor)
 
     def hot_fraction(self, folio_pfn: int, folio_order: int, target_order: int) -> int | None:
         """Integer percent of hot chunks (damon_spe_hot_fraction); None without SPE data."""

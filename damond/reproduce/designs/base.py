@@ -11,7 +11,9 @@ Order of calls, per run (one design x workload x seed, a fresh Session each):
   design.setup(s, pid)                                   # stage schemes, `echo on`
   every control_period_us of virtual time:
       s.run(control_period_us)
+      if design.uses_spe: design.feed_spe(s, pid, pfns, counts)   # the period's SPE histogram
       t = time.process_time(); design.control(s, pid); control_cpu_s += elapsed
+      (feed_spe is timed into control_cpu_s too: it is the design's userspace feeder)
   at the end: design.reported_hot_bytes(s, pid) -> what the design believes is hot
 The machine's split/collapse counters, the folios and the timing model give the rest.
 """
@@ -41,9 +43,38 @@ class Design:
         """Stage this design's kdamond and schemes for target `pid` and turn it on."""
         raise NotImplementedError
 
+    def feed_spe(self, s: Session, pid: int, pfns, counts) -> None:
+        """One control period's SPE samples, as `perf script -F phys_addr | spe_hist` would
+        give them: 4 KiB PFNs (uint64, ascending, unique) and their record counts. By
+        default written to debugfs spe_feed as `0xPFN COUNT` lines (the RFC v3 path);
+        a design with its own histogram (a userspace control plane) overrides this."""
+        from damond.spe.hist import feed_bytes
+        if len(pfns):
+            s.write_file("kernel/debug/damon/spe_feed", feed_bytes(pfns, counts))
+
     def control(self, s: Session, pid: int) -> None:
         """One period of the design's userspace control plane (nothing for in-kernel designs)."""
 
     def reported_hot_bytes(self, s: Session, pid: int) -> int:
         """Bytes of `pid`'s memory this design currently reports as hot."""
         raise NotImplementedError
+
+
+APPLY_US = 1_000_000      # the designs' split schemes apply once a second (see rfc_v3.py)
+
+
+def stage_context(s: Session, pid: int, schemes: list[dict]) -> None:
+    """The context every design here uses: vaddr on pid, 5 ms / 100 ms / 1 s, 10..1000
+    regions (the RFC scripts' DAMON settings), the given schemes; then `echo on`."""
+    s.stage([pid], schemes)
+    s.state("on")
+
+
+def tried_bytes(s: Session, nr_schemes: int, scheme: int = 0, intervals: int = 4) -> int:
+    """Mean bytes of scheme `scheme`'s tried regions over `intervals` apply intervals
+    (`update_schemes_tried_regions`, as damo and the RFC's scripts read what DAMON calls hot)."""
+    out = []
+    for _ in range(intervals):
+        tr = s.tried(nr_schemes)
+        out.append(sum(e - st for st, e, _, _ in tr[scheme]))
+    return int(sum(out) / len(out))

@@ -284,8 +284,11 @@ def va_split(ctx, pid: int, start: int, end: int, state) -> tuple[int, int]:
     vmas = proc.vmas()
     addr, end = _align_down(start, PMD_SIZE), _align_up(end, PMD_SIZE)
     applied = passed = 0
-    while addr < end:
-        fi = machine.folio_walk(pid, addr) if _vma_at(vmas, addr) is not None else None
+    # one translation for the chunks' orders; only a folio above target_order is walked
+    orders = machine.va_orders(pid, np.arange(addr, end, PMD_SIZE, dtype=np.uint64)).tolist()
+    for order in orders:
+        big = order > target_order and _vma_at(vmas, addr) is not None
+        fi = machine.folio_walk(pid, addr) if big else None
         if fi is not None and int(fi.order) > target_order:
             try:    # SPE data, else the PTE-walk fallback (RFC Phase 2a)
                 hot = spe_heatmap.hot_fraction(ctx.spe, machine, pid, fi, addr, target_order)

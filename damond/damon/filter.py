@@ -59,10 +59,44 @@ def core_filter_match(f: Filter, target_idx: int, regions: Regions, i: int, min_
     return matched == f.matching
 
 
+# id(core_filters list) -> (the list, min_region_sz, its length, aligned (starts, ends) or None):
+# ranges for lists of matching `addr` filters only: a commit installs a new list, so the entry is checked by identity
+_ADDR_RANGES: dict[int, tuple] = {}
+
+
+def _addr_ranges(filters: list[Filter], min_region_sz: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Aligned (starts, ends) when every filter is a matching `addr` filter, else None."""
+    e = _ADDR_RANGES.get(id(filters))
+    if e is not None and e[0] is filters and e[1] == min_region_sz and e[2] == len(filters):
+        return e[3]
+    r = None
+    if all(f.type == FilterType.ADDR and f.matching for f in filters):
+        r = (np.array([_align_down(f.addr_start, min_region_sz) for f in filters], dtype=np.uint64),
+             np.array([_align_down(f.addr_end, min_region_sz) for f in filters], dtype=np.uint64))
+    if len(_ADDR_RANGES) > 64:
+        _ADDR_RANGES.clear()
+    _ADDR_RANGES[id(filters)] = (filters, min_region_sz, len(filters), r)
+    return r
+
+
 def core_filter_out(scheme: Scheme, default_rej: bool, target_idx: int, regions: Regions, i: int,
                     min_region_sz: int) -> tuple[bool, bool]:
-    """damos_filter_out(): returns (filtered_out, core_filters_allowed)."""
-    for f in scheme.core_filters:
+    """damos_filter_out(): returns (filtered_out, core_filters_allowed).
+
+    With only matching `addr` filters (what an address-filter control plane installs), a
+    filter that does not overlap region i neither matches nor splits it, so only the
+    overlapping ones are evaluated, in their order: the same result and the same splits."""
+    filters = scheme.core_filters
+    if len(filters) > 8:
+        r = _addr_ranges(filters, min_region_sz)
+        if r is not None:
+            rs, re_ = np.uint64(regions.start[i]), np.uint64(regions.end[i])
+            for k in np.flatnonzero((r[0] < re_) & (r[1] > rs)).tolist():
+                f = filters[k]
+                if core_filter_match(f, target_idx, regions, i, min_region_sz):
+                    return (not f.allow), f.allow
+            return default_rej, False
+    for f in filters:
         if core_filter_match(f, target_idx, regions, i, min_region_sz):
             return (not f.allow), f.allow
     return default_rej, False

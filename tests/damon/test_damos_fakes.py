@@ -63,6 +63,14 @@ class FakeMachine:
                 return f
         return None
 
+    def va_orders(self, pid, addrs):
+        """Machine.va_orders: each address's folio order as folio_walk gives it, -1 for none."""
+        out = []
+        for a in addrs.tolist():
+            f = self.folio_walk(pid, a)
+            out.append(-1 if f is None else f.order)
+        return np.array(out, np.int64)
+
     def split_folio_to_order(self, pid, addr, new_order):
         self.calls.append(("split", addr, new_order))
         f = self.folio_walk(pid, addr)

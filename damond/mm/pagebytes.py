@@ -322,7 +322,7 @@ class PageBytes:
         r = self._rows_of(blocks)
         if len(r) * 4 < self.nrows:
             return (self.pool[r] & np.uint8(mask)).any(axis=1)
-        return (self.pool[:self.nrows] & np.uint8(mask)).any(axis=1)[r]
+        return np.asarray((self.pool[:self.nrows] & np.uint8(mask)).any(axis=1))[r]
 
     def _split_range(self, s: int, e: int):
         """[s, e) as (whole blocks, leftover page indexes at the two ends)."""

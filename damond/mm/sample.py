@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from damond.mm import phys as P
+from damond.mm.pagebytes import PageBytes
 from damond.mm.phys import BLOCK_PAGES, PAGE_SIZE
 
 HEAD_MASK = np.array([~((1 << min(o, 40)) - 1) for o in range(256)], np.int64)   # per folio order
@@ -98,13 +99,13 @@ class SamplePlan:
         return (pid == self.pid and key == self.key and len(addrs) == self.n
                 and not np.count_nonzero(addrs != self.addrs))
 
-    def _leaf_young(self, fl: np.ndarray) -> np.ndarray:
+    def _leaf_young(self, fl: PageBytes) -> np.ndarray:
         y = AF_SET.take(fl[self.af])
         if self.cpos is not None:
             y[self.cpos] = AF_SET.take(fl[self.groups]).reshape(-1, 16).any(axis=1)
         return y
 
-    def mkold(self, fl: np.ndarray) -> None:
+    def mkold(self, fl: PageBytes) -> None:
         """pagetable.mkold without TLB flush: PG_young if the leaf was young, PG_idle, clear AF."""
         if self.same:
             fl.update(self.af, MKOLD_OF)
@@ -116,7 +117,7 @@ class SamplePlan:
         if self.groups is not None:
             fl.clear_bits(self.groups, P.AF)
 
-    def young(self, fl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def young(self, fl: PageBytes) -> tuple[np.ndarray, np.ndarray]:
         """(young, folio_sz) per address: AF || !PG_idle; False / PAGE_SIZE where not present."""
         if self.same:
             y = YOUNG_OF.take(fl[self.af])

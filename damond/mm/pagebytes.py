@@ -47,6 +47,7 @@ class PageBytes:
         self.canon[0] = 0
         self.nrows = 1
         self._free: list[int] = []
+        self._heads: dict[int, tuple[np.ndarray, np.ndarray]] = {}   # id(lut) -> (lut, head map)
 
     # --- rows ----------------------------------------------------------------------------------
     def _grow(self, need: int) -> None:
@@ -83,6 +84,29 @@ class PageBytes:
                 self.canon[k] = nr
             r = self.canon[key]
         return r
+
+    def _head_map(self, rows: np.ndarray, lut: np.ndarray) -> np.ndarray:
+        """Per row: the flat offset of the shared row a shared block on it moves to when its
+        head byte x := lut[x] (tails unchanged); -1 for private rows. Cached per lut (shared
+        rows are never freed or changed, so an entry, once known, stays right)."""
+        e = self._heads.get(id(lut))
+        if e is None or e[0] is not lut:
+            if len(self._heads) >= 32:
+                self._heads.clear()
+            e = self._heads[id(lut)] = (lut, np.full(len(self.pool), -1, np.int64))
+        m = e[1]
+        if len(m) < self.nrows:
+            m = np.concatenate([m, np.full(len(self.pool) - len(m), -1, np.int64)])
+            self._heads[id(lut)] = (lut, m)
+        t = m[rows]
+        miss = t < 0
+        if miss.any():
+            mr = rows[miss]
+            mr = np.unique(mr[self.shared[mr]])
+            if len(mr):
+                m[mr] = self._canon_rows(lut[self.pool[mr, 0]], self.pool[mr, 1]) << SHIFT
+                t = m[rows]
+        return t
 
     def _point(self, blocks: np.ndarray, rows: np.ndarray) -> None:
         self.base[blocks] = rows << SHIFT
@@ -141,6 +165,8 @@ class PageBytes:
         return idx.astype(np.int64), None
 
     def __getitem__(self, key):
+        if type(key) is np.ndarray and key.dtype == np.int64:        # the sample paths: one gather
+            return self.flat[self.base[key >> SHIFT] + (key & _OFF)]
         if isinstance(key, (int, np.integer)):
             k = int(key)
             return self.flat[self.base[k >> SHIFT] + (k & (BLOCK_PAGES - 1))]
@@ -210,12 +236,27 @@ class PageBytes:
     def update(self, key, lut: np.ndarray) -> None:
         """a[key] = lut[a[key]] (lut: 256 uint8), writing only the bytes that change; repeated
         indexes get equal values, so dropping the unchanged ones is exact."""
+        if type(key) is np.ndarray and key.dtype == np.int64 and key.ndim == 1:
+            if not (key & _OFF).any():                    # block heads: shared ones repoint
+                b = key >> SHIFT
+                t = self._head_map(self.base[b] >> SHIFT, lut)
+                if (t >= 0).all():
+                    self.base[b] = t
+                    return
+            if self._update_fast(key, lut):
+                return
         if isinstance(key, slice):
             s, e, st = key.indices(self.size)
             if e <= s:
                 return
             if st % BLOCK_PAGES == 0:                     # one page per block, same offset
                 b0, k, n = s >> SHIFT, st >> SHIFT, len(range(s, e, st))
+                if not s & _OFF:                          # block heads: shared ones repoint
+                    bs = slice(b0, b0 + (n - 1) * k + 1, k)
+                    t = self._head_map(self.base[bs] >> SHIFT, lut)
+                    if (t >= 0).all():
+                        self.base[bs] = t
+                        return
                 pos = self.base[b0:b0 + (n - 1) * k + 1:k] + (s & (BLOCK_PAGES - 1))
                 idx = None
             else:
@@ -243,7 +284,53 @@ class PageBytes:
                 rows = self._canon_rows(new, self.flat[pos + 1])
             self.base[b] = rows << SHIFT
             return
-        self[ch * st + s if idx is None else idx[ch]] = new
+        keys = ch * st + s if idx is None else idx[ch]
+        if not self._update_fast(keys, lut):
+            self[keys] = new
+
+    def _update_fast(self, idx: np.ndarray, lut: np.ndarray) -> bool:
+        """update() for the per-sample paths (a 1-D int64 index array of fewer pages than a
+        block's tails, so no shared block can become uniform again): private rows are written
+        in place, whole arrays at a time (rewriting a byte with its own value changes nothing;
+        repeated indexes get equal values); shared blocks whose tail changes get private
+        copies first; shared blocks whose head alone changes are repointed at the shared
+        row of their new (head, tail) pair. False: nothing written, take the general path."""
+        b = idx >> SHIFT
+        off = idx & _OFF
+        pos = self.base[b]
+        pos += off
+        cur = self.flat[pos]
+        new = lut.take(cur)
+        sh = self.bsh[b]
+        if not sh.any():                                 # private rows: write in place
+            self.flat[pos] = new
+            return True
+        ch = new != cur
+        sh &= ch                                         # shared blocks that see a change
+        if not sh.any():
+            if ch.any():
+                self.flat[pos] = new                     # only private bytes change
+            return True
+        tail = sh & (off != 0)
+        if tail.any():                                   # pages of shared blocks start to differ
+            if len(idx) >= BLOCK_PAGES - 1:
+                return False
+            pb = np.sort(b[tail])
+            self._privatise(pb[np.concatenate(([True], pb[1:] != pb[:-1]))])
+            pos = self.base[b]
+            pos += off
+            sh &= self.bsh[b]                            # what is left: changed heads of shared blocks
+        if not sh.any():
+            self.flat[pos] = new
+            return True
+        pw = ~self.bsh[b]
+        self.flat[pos[pw]] = new[pw]
+        hb, hv, hp = b[sh], new[sh], pos[sh]
+        rows = self.canon[(hv.astype(np.int64) << 8) | self.flat[hp + 1]]
+        if (rows < 0).any():
+            rows = self._canon_rows(hv, self.flat[hp + 1])
+        self.base[hb] = rows << SHIFT
+        return True
 
     def set_bits(self, key, bits: int) -> None:
         """a[key] |= bits."""

@@ -48,6 +48,8 @@ class PageBytes:
         self.nrows = 1
         self._free: list[int] = []
         self._heads: dict[int, tuple[np.ndarray, np.ndarray]] = {}   # id(lut) -> (lut, head map)
+        self.gen = 0                   # bumped whenever some block moves to another row (locate())
+        self._slices: dict[tuple, tuple[int, np.ndarray, bool]] = {}  # update(): slice -> locate()
 
     # --- rows ----------------------------------------------------------------------------------
     def _grow(self, need: int) -> None:
@@ -102,13 +104,15 @@ class PageBytes:
         miss = t < 0
         if miss.any():
             mr = rows[miss]
-            mr = np.unique(mr[self.shared[mr]])
-            if len(mr):
+            sm = self.shared[mr]
+            if sm.any():                                 # shared rows not seen yet with this lut
+                mr = np.unique(mr[sm])
                 m[mr] = self._canon_rows(lut[self.pool[mr, 0]], self.pool[mr, 1]) << SHIFT
                 t = m[rows]
         return t
 
     def _point(self, blocks: np.ndarray, rows: np.ndarray) -> None:
+        self.gen += 1
         self.base[blocks] = rows << SHIFT
         self.bsh[blocks] = self.shared[rows]
 
@@ -233,30 +237,61 @@ class PageBytes:
         if whole is not None:
             self._settle(whole)
 
+    def _update_heads(self, base: np.ndarray, b, lut: np.ndarray) -> bool:
+        """Head byte x := lut[x] of the blocks base[b] (`base`: self.base or a view of it)
+        when every one is on a shared row: each moves to the shared row of its new (head,
+        tail) pair. False (nothing done) when some block is on a private row."""
+        t = self._head_map(base[b] >> SHIFT, lut)
+        if not (t >= 0).all():
+            return False
+        base[b] = t
+        self.gen += 1
+        return True
+
+    def locate(self, idx: np.ndarray) -> tuple[int, np.ndarray, bool]:
+        """(gen, flat positions of the pages idx (int64) in `flat`, every one on a private row).
+        The positions stay right while `gen` is unchanged; writing `flat` at them is a write
+        to those pages when every one is on a private row (DAMON's samples, once each block
+        they hit has diverged)."""
+        pos = self.base[idx >> SHIFT]
+        pos += idx & _OFF
+        return self.gen, pos, not self.shared[pos >> SHIFT].any()
+
     def update(self, key, lut: np.ndarray) -> None:
         """a[key] = lut[a[key]] (lut: 256 uint8), writing only the bytes that change; repeated
         indexes get equal values, so dropping the unchanged ones is exact."""
         if type(key) is np.ndarray and key.dtype == np.int64 and key.ndim == 1:
             if not (key & _OFF).any():                    # block heads: shared ones repoint
-                b = key >> SHIFT
-                t = self._head_map(self.base[b] >> SHIFT, lut)
-                if (t >= 0).all():
-                    self.base[b] = t
+                if self._update_heads(self.base, key >> SHIFT, lut):
                     return
             if self._update_fast(key, lut):
                 return
         if isinstance(key, slice):
+            ck = (key.start, key.stop, key.step)
+            loc = self._slices.get(ck)
+            if loc is not None and loc[0] == self.gen and loc[2]:   # a stream's run, all private
+                self.flat[loc[1]] = lut.take(self.flat[loc[1]])
+                return
             s, e, st = key.indices(self.size)
             if e <= s:
                 return
+            if st % BLOCK_PAGES == 0 and not s & _OFF:      # block heads: shared ones repoint
+                b0, k, n = s >> SHIFT, st >> SHIFT, len(range(s, e, st))
+                if self._update_heads(self.base[b0:b0 + (n - 1) * k + 1:k], slice(None), lut):
+                    return
+            # (re)locate a run when blocks moved since, and not on every move while some of
+            # its blocks are still shared (the run's blocks diverging one by one)
+            if (len(range(s, e, st)) <= 1 << 16
+                    and (loc is None or (loc[0] != self.gen and (loc[2] or self.gen - loc[0] >= 64)))):
+                loc = self.locate(np.arange(s, e, st, dtype=np.int64))
+                if len(self._slices) >= 64:
+                    self._slices.clear()
+                self._slices[ck] = loc
+                if loc[2]:
+                    self.flat[loc[1]] = lut.take(self.flat[loc[1]])
+                    return
             if st % BLOCK_PAGES == 0:                     # one page per block, same offset
                 b0, k, n = s >> SHIFT, st >> SHIFT, len(range(s, e, st))
-                if not s & _OFF:                          # block heads: shared ones repoint
-                    bs = slice(b0, b0 + (n - 1) * k + 1, k)
-                    t = self._head_map(self.base[bs] >> SHIFT, lut)
-                    if (t >= 0).all():
-                        self.base[bs] = t
-                        return
                 pos = self.base[b0:b0 + (n - 1) * k + 1:k] + (s & (BLOCK_PAGES - 1))
                 idx = None
             else:
@@ -283,6 +318,7 @@ class PageBytes:
             if (rows < 0).any():
                 rows = self._canon_rows(new, self.flat[pos + 1])
             self.base[b] = rows << SHIFT
+            self.gen += 1
             return
         keys = ch * st + s if idx is None else idx[ch]
         if not self._update_fast(keys, lut):
@@ -330,6 +366,7 @@ class PageBytes:
         if (rows < 0).any():
             rows = self._canon_rows(hv, self.flat[hp + 1])
         self.base[hb] = rows << SHIFT
+        self.gen += 1
         return True
 
     def set_bits(self, key, bits: int) -> None:

@@ -33,13 +33,15 @@ MKOLD_OF = ((_F & ~P.AF) | P.IDLE | np.where(AF_SET, P.YOUNG, 0)).astype(np.uint
 class SamplePlan:
     """Where the access checks of one address array act (present pages only)."""
 
-    __slots__ = ("pid", "addrs", "key", "n", "sel", "af", "heads", "same", "cpos", "groups", "sz")
+    __slots__ = ("pid", "addrs", "key", "n", "sel", "af", "heads", "same", "cpos", "groups", "sz", "loc",
+                 "pmd")
 
     def __init__(self, pid: int, addrs: np.ndarray, key: tuple, ok: np.ndarray | None, pidx: np.ndarray,
                  phys: P.PhysMem):
         """`ok` None: every address translated (pidx valid for all)."""
         self.pid, self.addrs, self.key, self.n = pid, addrs, key, len(addrs)
-        self.cpos = self.groups = None
+        self.cpos = self.groups = self.loc = None
+        self.pmd = False
         f = phys.flags[pidx]
         common = int(np.bitwise_and.reduce(f)) if len(f) else 0     # bits every page has
         if ok is None and common & P.PRESENT:
@@ -47,7 +49,7 @@ class SamplePlan:
             if common & P.PMD:
                 # every page PMD-mapped: leaf = folio = the 2 MB block
                 self.af = self.heads = pidx & ~np.int64(BLOCK_PAGES - 1)
-                self.same = True
+                self.same = self.pmd = True
                 self.sz = np.full(self.n, PMD_SZ, np.uint64)
                 return
         else:
@@ -89,9 +91,10 @@ class SamplePlan:
         block head; a 4 KB page: `leaf` is the page), as the constructor finds for such pages."""
         self = cls.__new__(cls)
         self.pid, self.addrs, self.key, self.n = pid, addrs, key, len(addrs)
-        self.sel = self.cpos = self.groups = None
+        self.sel = self.cpos = self.groups = self.loc = None
         self.af = self.heads = leaf
         self.same = True
+        self.pmd = int(folio_sz) == int(PMD_SZ)
         self.sz = _uniform_sz(self.n, int(folio_sz))
         return self
 
@@ -105,10 +108,25 @@ class SamplePlan:
             y[self.cpos] = AF_SET.take(fl[self.groups]).reshape(-1, 16).any(axis=1)
         return y
 
+    def _located(self, fl: PageBytes) -> tuple[int, np.ndarray, bool]:
+        """fl.locate(self.af), kept while no block of `fl` moves to another row (young reads
+        where mkold wrote, one gather)."""
+        loc = self.loc
+        if loc is None or loc[0] != fl.gen:
+            loc = self.loc = fl.locate(self.af)
+        return loc
+
     def mkold(self, fl: PageBytes) -> None:
         """pagetable.mkold without TLB flush: PG_young if the leaf was young, PG_idle, clear AF."""
-        if self.same:
+        if self.pmd:                                     # block heads: PageBytes repoints shared ones
             fl.update(self.af, MKOLD_OF)
+            return
+        if self.same:
+            _, pos, private = self._located(fl)
+            if private:                                  # every leaf on a private row: in place
+                fl.flat[pos] = MKOLD_OF.take(fl.flat[pos])
+            else:
+                fl.update(self.af, MKOLD_OF)
             return
         was = self._leaf_young(fl)
         fl.set_bits(self.heads[was], P.YOUNG)
@@ -120,7 +138,7 @@ class SamplePlan:
     def young(self, fl: PageBytes) -> tuple[np.ndarray, np.ndarray]:
         """(young, folio_sz) per address: AF || !PG_idle; False / PAGE_SIZE where not present."""
         if self.same:
-            y = YOUNG_OF.take(fl[self.af])
+            y = YOUNG_OF.take(fl[self.af] if self.pmd else fl.flat[self._located(fl)[1]])
         else:
             y = self._leaf_young(fl)
             y |= NOT_IDLE.take(fl[self.heads])

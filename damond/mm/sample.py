@@ -35,6 +35,7 @@ class SamplePlan:
 
     __slots__ = ("pid", "addrs", "key", "n", "sel", "af", "heads", "same", "cpos", "groups", "sz", "loc",
                  "pmd")
+    loc: tuple[int, np.ndarray, bool] | None      # fl.locate(af) (mkold -> young)
 
     def __init__(self, pid: int, addrs: np.ndarray, key: tuple, ok: np.ndarray | None, pidx: np.ndarray,
                  phys: P.PhysMem):

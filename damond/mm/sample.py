@@ -80,6 +80,9 @@ class SamplePlan:
                 self.groups = ((pidx[self.cpos] & ~np.int64(15))[:, None] + GROUP).ravel()
             sz = FOLIO_SZ.take(o)
             sz[pmd] = PMD_SZ
+            if self.cpos is None and np.array_equal(self.af, self.heads):
+                # every leaf is its folio's head (PMD THPs, order-0 pages): one byte per check
+                self.same, self.pmd = True, bool(pmd.all())
         if self.sel is None:
             self.sz = sz
         else:

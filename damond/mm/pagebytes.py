@@ -84,13 +84,17 @@ class PageBytes:
                 self.pool[nr, 1:] = k & 0xFF
                 self.shared[nr] = True
                 self.canon[k] = nr
+                for _, hm in self._heads.values():      # a reused row id: no longer "private"
+                    if nr < len(hm):
+                        hm[nr] = -1
             r = self.canon[key]
         return r
 
     def _head_map(self, rows: np.ndarray, lut: np.ndarray) -> np.ndarray:
         """Per row: the flat offset of the shared row a shared block on it moves to when its
-        head byte x := lut[x] (tails unchanged); -1 for private rows. Cached per lut (shared
-        rows are never freed or changed, so an entry, once known, stays right)."""
+        head byte x := lut[x] (tails unchanged); -2 for private rows. Cached per lut (shared
+        rows are never freed or changed, so an entry, once known, stays right; a private
+        row's -2 is reset when its id is reused for a shared row)."""
         e = self._heads.get(id(lut))
         if e is None or e[0] is not lut:
             if len(self._heads) >= 32:
@@ -101,14 +105,15 @@ class PageBytes:
             m = np.concatenate([m, np.full(len(self.pool) - len(m), -1, np.int64)])
             self._heads[id(lut)] = (lut, m)
         t = m[rows]
-        miss = t < 0
+        miss = t == -1
         if miss.any():
-            mr = rows[miss]
+            mr = np.unique(rows[miss])
             sm = self.shared[mr]
+            m[mr[~sm]] = -2                              # private (until the id is reused shared)
             if sm.any():                                 # shared rows not seen yet with this lut
-                mr = np.unique(mr[sm])
+                mr = mr[sm]
                 m[mr] = self._canon_rows(lut[self.pool[mr, 0]], self.pool[mr, 1]) << SHIFT
-                t = m[rows]
+            t = m[rows]
         return t
 
     def _point(self, blocks: np.ndarray, rows: np.ndarray) -> None:

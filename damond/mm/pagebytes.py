@@ -50,6 +50,7 @@ class PageBytes:
         self._heads: dict[int, tuple[np.ndarray, np.ndarray]] = {}   # id(lut) -> (lut, head map)
         self.gen = 0                   # bumped whenever some block moves to another row (locate())
         self._slices: dict[tuple, tuple[int, np.ndarray, bool]] = {}  # update(): slice -> locate()
+        self._stale: dict[tuple, int] = {}   # update(): slice -> calls since located with shared blocks
 
     # --- rows ----------------------------------------------------------------------------------
     def _grow(self, need: int) -> None:
@@ -253,6 +254,26 @@ class PageBytes:
         self.gen += 1
         return True
 
+    def _line_up(self, s: int, st: int, n: int, loc: tuple) -> tuple:
+        """A run of one page per block, every block on a private row: give its blocks rows
+        in block order at the end of the pool (the old ones go to the free list), so the
+        run is a strided slice of `flat` (positions in `loc` for the cache)."""
+        blocks = (np.arange(n, dtype=np.int64) * st + s) >> SHIFT
+        old = self.base[blocks] >> SHIFT
+        if n > 1 and (np.diff(old) == 1).all():
+            r0 = int(old[0])
+        else:
+            self._grow(n + len(self._free))              # room at the end, whatever the free list holds
+            r0 = self.nrows
+            new = np.arange(r0, r0 + n, dtype=np.int64)
+            self.nrows += n
+            self.pool[new] = self.pool[old]
+            self.shared[new] = False
+            self._point(blocks, new)
+            self._free.extend(old.tolist())
+        p0 = (r0 << SHIFT) + (s & (BLOCK_PAGES - 1))
+        return self.gen, slice(p0, p0 + ((n - 1) << SHIFT) + 1, BLOCK_PAGES), True
+
     def locate(self, idx: np.ndarray) -> tuple[int, np.ndarray, bool]:
         """(gen, flat positions of the pages idx (int64) in `flat`, every one on a private row).
         The positions stay right while `gen` is unchanged; writing `flat` at them is a write
@@ -284,14 +305,21 @@ class PageBytes:
                 b0, k, n = s >> SHIFT, st >> SHIFT, len(range(s, e, st))
                 if self._update_heads(self.base[b0:b0 + (n - 1) * k + 1:k], slice(None), lut):
                     return
-            # (re)locate a run when blocks moved since, and not on every move while some of
-            # its blocks are still shared (the run's blocks diverging one by one)
-            if (len(range(s, e, st)) <= 1 << 16
-                    and (loc is None or (loc[0] != self.gen and (loc[2] or self.gen - loc[0] >= 64)))):
+            # (re)locate a run when blocks moved since, and while some of its blocks are still
+            # shared, every 16th call only (not on every block of it that diverges)
+            if loc is not None and not loc[2] and loc[0] != self.gen:
+                n = self._stale[ck] = self._stale.get(ck, 0) + 1
+                if n >= 16:
+                    loc = None
+            if (loc is None or (loc[0] != self.gen and loc[2])) and len(range(s, e, st)) <= 1 << 16:
                 loc = self.locate(np.arange(s, e, st, dtype=np.int64))
+                if loc[2] and st % BLOCK_PAGES == 0:
+                    loc = self._line_up(s, st, len(loc[1]), loc)
                 if len(self._slices) >= 64:
                     self._slices.clear()
+                    self._stale.clear()
                 self._slices[ck] = loc
+                self._stale[ck] = 0
                 if loc[2]:
                     self.flat[loc[1]] = lut.take(self.flat[loc[1]])
                     return
@@ -374,12 +402,29 @@ class PageBytes:
         self.gen += 1
         return True
 
+    def _run_view(self, key) -> np.ndarray | None:
+        """A view of `flat` that is the slice run `key`, when update() has lined it up and
+        no block moved since."""
+        if isinstance(key, slice):
+            loc = self._slices.get((key.start, key.stop, key.step))
+            if loc is not None and loc[0] == self.gen and type(loc[1]) is slice:
+                return self.flat[loc[1]]
+        return None
+
     def set_bits(self, key, bits: int) -> None:
         """a[key] |= bits."""
+        v = self._run_view(key)
+        if v is not None:
+            v |= np.uint8(bits)
+            return
         self.update(key, _lut(bits, True))
 
     def clear_bits(self, key, bits: int) -> None:
         """a[key] &= ~bits."""
+        v = self._run_view(key)
+        if v is not None:
+            v &= np.uint8(~bits & 0xFF)
+            return
         self.update(key, _lut(bits, False))
 
     # --- block-wise ----------------------------------------------------------------------------

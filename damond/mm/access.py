@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -359,12 +360,13 @@ class Stepper:
         c0 = s.cursor(phase_start, a)
         i0, i1 = math.ceil(c0), math.ceil(c0 + k)
         off = s.start & (P.BLOCK_PAGES - 1)
+        heads_va = cast(np.ndarray, s.heads_va)
         if i1 - i0 >= s.n:
-            heads = s.heads_va
+            heads = heads_va
         else:
             i0, i1 = i0 % s.n, i0 % s.n + (i1 - i0)
             parts = [(i0, min(i1, s.n))] + ([(0, i1 - s.n)] if i1 > s.n else [])
-            heads = np.concatenate([s.heads_va[(off + p) >> 9:((off + q - 1) >> 9) + 1] for p, q in parts])
+            heads = np.concatenate([heads_va[(off + p) >> 9:((off + q - 1) >> 9) + 1] for p, q in parts])
         fl = self.m.pt.phys.flags
         if not every:
             heads = heads[(fl[heads] & P.COLD) != 0]

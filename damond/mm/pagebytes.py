@@ -47,6 +47,10 @@ class PageBytes:
         self.canon[0] = 0
         self.nrows = 1
         self._free: list[int] = []
+        self._heads: dict[int, tuple[np.ndarray, np.ndarray]] = {}   # id(lut) -> (lut, head map)
+        self.gen = 0                   # bumped whenever some block moves to another row (locate())
+        self._slices: dict[tuple, tuple[int, np.ndarray, bool]] = {}  # update(): slice -> locate()
+        self._stale: dict[tuple, int] = {}   # update(): slice -> calls since located with shared blocks
 
     # --- rows ----------------------------------------------------------------------------------
     def _grow(self, need: int) -> None:
@@ -81,10 +85,40 @@ class PageBytes:
                 self.pool[nr, 1:] = k & 0xFF
                 self.shared[nr] = True
                 self.canon[k] = nr
+                for _, hm in self._heads.values():      # a reused row id: no longer "private"
+                    if nr < len(hm):
+                        hm[nr] = -1
             r = self.canon[key]
         return r
 
+    def _head_map(self, rows: np.ndarray, lut: np.ndarray) -> np.ndarray:
+        """Per row: the flat offset of the shared row a shared block on it moves to when its
+        head byte x := lut[x] (tails unchanged); -2 for private rows. Cached per lut (shared
+        rows are never freed or changed, so an entry, once known, stays right; a private
+        row's -2 is reset when its id is reused for a shared row)."""
+        e = self._heads.get(id(lut))
+        if e is None or e[0] is not lut:
+            if len(self._heads) >= 32:
+                self._heads.clear()
+            e = self._heads[id(lut)] = (lut, np.full(len(self.pool), -1, np.int64))
+        m = e[1]
+        if len(m) < self.nrows:
+            m = np.concatenate([m, np.full(len(self.pool) - len(m), -1, np.int64)])
+            self._heads[id(lut)] = (lut, m)
+        t = m[rows]
+        miss = t == -1
+        if miss.any():
+            mr = np.unique(rows[miss])
+            sm = self.shared[mr]
+            m[mr[~sm]] = -2                              # private (until the id is reused shared)
+            if sm.any():                                 # shared rows not seen yet with this lut
+                mr = mr[sm]
+                m[mr] = self._canon_rows(lut[self.pool[mr, 0]], self.pool[mr, 1]) << SHIFT
+            t = m[rows]
+        return t
+
     def _point(self, blocks: np.ndarray, rows: np.ndarray) -> None:
+        self.gen += 1
         self.base[blocks] = rows << SHIFT
         self.bsh[blocks] = self.shared[rows]
 
@@ -141,6 +175,8 @@ class PageBytes:
         return idx.astype(np.int64), None
 
     def __getitem__(self, key):
+        if type(key) is np.ndarray and key.dtype == np.int64:        # the sample paths: one gather
+            return self.flat[self.base[key >> SHIFT] + (key & _OFF)]
         if isinstance(key, (int, np.integer)):
             k = int(key)
             return self.flat[self.base[k >> SHIFT] + (k & (BLOCK_PAGES - 1))]
@@ -207,13 +243,86 @@ class PageBytes:
         if whole is not None:
             self._settle(whole)
 
+    def _update_heads(self, base: np.ndarray, b, lut: np.ndarray) -> bool:
+        """Head byte x := lut[x] of the blocks base[b] (`base`: self.base or a view of it)
+        when every one is on a shared row: each moves to the shared row of its new (head,
+        tail) pair. False (nothing done) when some block is on a private row."""
+        t = self._head_map(base[b] >> SHIFT, lut)
+        if not (t >= 0).all():
+            return False
+        base[b] = t
+        self.gen += 1
+        return True
+
+    def _line_up(self, s: int, st: int, n: int, loc: tuple) -> tuple:
+        """A run of one page per block, every block on a private row: give its blocks rows
+        in block order at the end of the pool (the old ones go to the free list), so the
+        run is a strided slice of `flat` (positions in `loc` for the cache)."""
+        blocks = (np.arange(n, dtype=np.int64) * st + s) >> SHIFT
+        old = self.base[blocks] >> SHIFT
+        if n > 1 and (np.diff(old) == 1).all():
+            r0 = int(old[0])
+        else:
+            self._grow(n + len(self._free))              # room at the end, whatever the free list holds
+            r0 = self.nrows
+            new = np.arange(r0, r0 + n, dtype=np.int64)
+            self.nrows += n
+            self.pool[new] = self.pool[old]
+            self.shared[new] = False
+            self._point(blocks, new)
+            self._free.extend(old.tolist())
+        p0 = (r0 << SHIFT) + (s & (BLOCK_PAGES - 1))
+        return self.gen, slice(p0, p0 + ((n - 1) << SHIFT) + 1, BLOCK_PAGES), True
+
+    def locate(self, idx: np.ndarray) -> tuple[int, np.ndarray, bool]:
+        """(gen, flat positions of the pages idx (int64) in `flat`, every one on a private row).
+        The positions stay right while `gen` is unchanged; writing `flat` at them is a write
+        to those pages when every one is on a private row (DAMON's samples, once each block
+        they hit has diverged)."""
+        pos = self.base[idx >> SHIFT]
+        pos += idx & _OFF
+        return self.gen, pos, not self.shared[pos >> SHIFT].any()
+
     def update(self, key, lut: np.ndarray) -> None:
         """a[key] = lut[a[key]] (lut: 256 uint8), writing only the bytes that change; repeated
         indexes get equal values, so dropping the unchanged ones is exact."""
+        if type(key) is np.ndarray and key.dtype == np.int64 and key.ndim == 1:
+            if not (key & _OFF).any():                    # block heads: shared ones repoint
+                if self._update_heads(self.base, key >> SHIFT, lut):
+                    return
+            if self._update_fast(key, lut):
+                return
         if isinstance(key, slice):
+            ck = (key.start, key.stop, key.step)
+            loc = self._slices.get(ck)
+            if loc is not None and loc[0] == self.gen and loc[2]:   # a stream's run, all private
+                self.flat[loc[1]] = lut.take(self.flat[loc[1]])
+                return
             s, e, st = key.indices(self.size)
             if e <= s:
                 return
+            if st % BLOCK_PAGES == 0 and not s & _OFF:      # block heads: shared ones repoint
+                b0, k, n = s >> SHIFT, st >> SHIFT, len(range(s, e, st))
+                if self._update_heads(self.base[b0:b0 + (n - 1) * k + 1:k], slice(None), lut):
+                    return
+            # (re)locate a run when blocks moved since, and while some of its blocks are still
+            # shared, every 16th call only (not on every block of it that diverges)
+            if loc is not None and not loc[2] and loc[0] != self.gen:
+                n = self._stale[ck] = self._stale.get(ck, 0) + 1
+                if n >= 16:
+                    loc = None
+            if (loc is None or (loc[0] != self.gen and loc[2])) and len(range(s, e, st)) <= 1 << 16:
+                loc = self.locate(np.arange(s, e, st, dtype=np.int64))
+                if loc[2] and st % BLOCK_PAGES == 0:
+                    loc = self._line_up(s, st, len(loc[1]), loc)
+                if len(self._slices) >= 64:
+                    self._slices.clear()
+                    self._stale.clear()
+                self._slices[ck] = loc
+                self._stale[ck] = 0
+                if loc[2]:
+                    self.flat[loc[1]] = lut.take(self.flat[loc[1]])
+                    return
             if st % BLOCK_PAGES == 0:                     # one page per block, same offset
                 b0, k, n = s >> SHIFT, st >> SHIFT, len(range(s, e, st))
                 pos = self.base[b0:b0 + (n - 1) * k + 1:k] + (s & (BLOCK_PAGES - 1))
@@ -242,15 +351,80 @@ class PageBytes:
             if (rows < 0).any():
                 rows = self._canon_rows(new, self.flat[pos + 1])
             self.base[b] = rows << SHIFT
+            self.gen += 1
             return
-        self[ch * st + s if idx is None else idx[ch]] = new
+        keys = ch * st + s if idx is None else idx[ch]
+        if not self._update_fast(keys, lut):
+            self[keys] = new
+
+    def _update_fast(self, idx: np.ndarray, lut: np.ndarray) -> bool:
+        """update() for the per-sample paths (a 1-D int64 index array of fewer pages than a
+        block's tails, so no shared block can become uniform again): private rows are written
+        in place, whole arrays at a time (rewriting a byte with its own value changes nothing;
+        repeated indexes get equal values); shared blocks whose tail changes get private
+        copies first; shared blocks whose head alone changes are repointed at the shared
+        row of their new (head, tail) pair. False: nothing written, take the general path."""
+        b = idx >> SHIFT
+        off = idx & _OFF
+        pos = self.base[b]
+        pos += off
+        cur = self.flat[pos]
+        new = lut.take(cur)
+        sh = self.bsh[b]
+        if not sh.any():                                 # private rows: write in place
+            self.flat[pos] = new
+            return True
+        ch = new != cur
+        sh &= ch                                         # shared blocks that see a change
+        if not sh.any():
+            if ch.any():
+                self.flat[pos] = new                     # only private bytes change
+            return True
+        tail = sh & (off != 0)
+        if tail.any():                                   # pages of shared blocks start to differ
+            if len(idx) >= BLOCK_PAGES - 1:
+                return False
+            pb = np.sort(b[tail])
+            self._privatise(pb[np.concatenate(([True], pb[1:] != pb[:-1]))])
+            pos = self.base[b]
+            pos += off
+            sh &= self.bsh[b]                            # what is left: changed heads of shared blocks
+        if not sh.any():
+            self.flat[pos] = new
+            return True
+        pw = ~self.bsh[b]
+        self.flat[pos[pw]] = new[pw]
+        hb, hv, hp = b[sh], new[sh], pos[sh]
+        rows = self.canon[(hv.astype(np.int64) << 8) | self.flat[hp + 1]]
+        if (rows < 0).any():
+            rows = self._canon_rows(hv, self.flat[hp + 1])
+        self.base[hb] = rows << SHIFT
+        self.gen += 1
+        return True
+
+    def _run_view(self, key) -> np.ndarray | None:
+        """A view of `flat` that is the slice run `key`, when update() has lined it up and
+        no block moved since."""
+        if isinstance(key, slice):
+            loc = self._slices.get((key.start, key.stop, key.step))
+            if loc is not None and loc[0] == self.gen and type(loc[1]) is slice:
+                return self.flat[loc[1]]
+        return None
 
     def set_bits(self, key, bits: int) -> None:
         """a[key] |= bits."""
+        v = self._run_view(key)
+        if v is not None:
+            v |= np.uint8(bits)
+            return
         self.update(key, _lut(bits, True))
 
     def clear_bits(self, key, bits: int) -> None:
         """a[key] &= ~bits."""
+        v = self._run_view(key)
+        if v is not None:
+            v &= np.uint8(~bits & 0xFF)
+            return
         self.update(key, _lut(bits, False))
 
     # --- block-wise ----------------------------------------------------------------------------
@@ -322,7 +496,7 @@ class PageBytes:
         r = self._rows_of(blocks)
         if len(r) * 4 < self.nrows:
             return (self.pool[r] & np.uint8(mask)).any(axis=1)
-        return (self.pool[:self.nrows] & np.uint8(mask)).any(axis=1)[r]
+        return np.asarray((self.pool[:self.nrows] & np.uint8(mask)).any(axis=1))[r]
 
     def _split_range(self, s: int, e: int):
         """[s, e) as (whole blocks, leftover page indexes at the two ends)."""

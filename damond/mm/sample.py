@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from damond.mm import phys as P
+from damond.mm.pagebytes import PageBytes
 from damond.mm.phys import BLOCK_PAGES, PAGE_SIZE
 
 HEAD_MASK = np.array([~((1 << min(o, 40)) - 1) for o in range(256)], np.int64)   # per folio order
@@ -32,13 +33,16 @@ MKOLD_OF = ((_F & ~P.AF) | P.IDLE | np.where(AF_SET, P.YOUNG, 0)).astype(np.uint
 class SamplePlan:
     """Where the access checks of one address array act (present pages only)."""
 
-    __slots__ = ("pid", "addrs", "key", "n", "sel", "af", "heads", "same", "cpos", "groups", "sz")
+    __slots__ = ("pid", "addrs", "key", "n", "sel", "af", "heads", "same", "cpos", "groups", "sz", "loc",
+                 "pmd")
+    loc: tuple[int, np.ndarray, bool] | None      # fl.locate(af) (mkold -> young)
 
     def __init__(self, pid: int, addrs: np.ndarray, key: tuple, ok: np.ndarray | None, pidx: np.ndarray,
                  phys: P.PhysMem):
         """`ok` None: every address translated (pidx valid for all)."""
         self.pid, self.addrs, self.key, self.n = pid, addrs, key, len(addrs)
-        self.cpos = self.groups = None
+        self.cpos = self.groups = self.loc = None
+        self.pmd = False
         f = phys.flags[pidx]
         common = int(np.bitwise_and.reduce(f)) if len(f) else 0     # bits every page has
         if ok is None and common & P.PRESENT:
@@ -46,7 +50,7 @@ class SamplePlan:
             if common & P.PMD:
                 # every page PMD-mapped: leaf = folio = the 2 MB block
                 self.af = self.heads = pidx & ~np.int64(BLOCK_PAGES - 1)
-                self.same = True
+                self.same = self.pmd = True
                 self.sz = np.full(self.n, PMD_SZ, np.uint64)
                 return
         else:
@@ -76,6 +80,9 @@ class SamplePlan:
                 self.groups = ((pidx[self.cpos] & ~np.int64(15))[:, None] + GROUP).ravel()
             sz = FOLIO_SZ.take(o)
             sz[pmd] = PMD_SZ
+            if self.cpos is None and np.array_equal(self.af, self.heads):
+                # every leaf is its folio's head (PMD THPs, order-0 pages): one byte per check
+                self.same, self.pmd = True, bool(pmd.all())
         if self.sel is None:
             self.sz = sz
         else:
@@ -88,9 +95,10 @@ class SamplePlan:
         block head; a 4 KB page: `leaf` is the page), as the constructor finds for such pages."""
         self = cls.__new__(cls)
         self.pid, self.addrs, self.key, self.n = pid, addrs, key, len(addrs)
-        self.sel = self.cpos = self.groups = None
+        self.sel = self.cpos = self.groups = self.loc = None
         self.af = self.heads = leaf
         self.same = True
+        self.pmd = int(folio_sz) == int(PMD_SZ)
         self.sz = _uniform_sz(self.n, int(folio_sz))
         return self
 
@@ -101,16 +109,31 @@ class SamplePlan:
             return True
         return len(addrs) == self.n and not np.count_nonzero(addrs != self.addrs)
 
-    def _leaf_young(self, fl: np.ndarray) -> np.ndarray:
+    def _leaf_young(self, fl: PageBytes) -> np.ndarray:
         y = AF_SET.take(fl[self.af])
         if self.cpos is not None:
             y[self.cpos] = AF_SET.take(fl[self.groups]).reshape(-1, 16).any(axis=1)
         return y
 
-    def mkold(self, fl: np.ndarray) -> None:
+    def _located(self, fl: PageBytes) -> tuple[int, np.ndarray, bool]:
+        """fl.locate(self.af), kept while no block of `fl` moves to another row (young reads
+        where mkold wrote, one gather)."""
+        loc = self.loc
+        if loc is None or loc[0] != fl.gen:
+            loc = self.loc = fl.locate(self.af)
+        return loc
+
+    def mkold(self, fl: PageBytes) -> None:
         """pagetable.mkold without TLB flush: PG_young if the leaf was young, PG_idle, clear AF."""
-        if self.same:
+        if self.pmd:                                     # block heads: PageBytes repoints shared ones
             fl.update(self.af, MKOLD_OF)
+            return
+        if self.same:
+            _, pos, private = self._located(fl)
+            if private:                                  # every leaf on a private row: in place
+                fl.flat[pos] = MKOLD_OF.take(fl.flat[pos])
+            else:
+                fl.update(self.af, MKOLD_OF)
             return
         was = self._leaf_young(fl)
         fl.set_bits(self.heads[was], P.YOUNG)
@@ -119,10 +142,10 @@ class SamplePlan:
         if self.groups is not None:
             fl.clear_bits(self.groups, P.AF)
 
-    def young(self, fl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def young(self, fl: PageBytes) -> tuple[np.ndarray, np.ndarray]:
         """(young, folio_sz) per address: AF || !PG_idle; False / PAGE_SIZE where not present."""
         if self.same:
-            y = YOUNG_OF.take(fl[self.af])
+            y = YOUNG_OF.take(fl[self.af] if self.pmd else fl.flat[self._located(fl)[1]])
         else:
             y = self._leaf_young(fl)
             y |= NOT_IDLE.take(fl[self.heads])

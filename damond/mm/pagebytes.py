@@ -11,7 +11,8 @@ private row (copy on write) only when a write makes its pages differ otherwise (
 nr_blocks * 512 entries (int, slice and integer-array keys of any shape; reads return
 copies, `a[i] |= x` works through __getitem__/__setitem__); block-wise operations (`rows`,
 `apply_rows`, `set_rows`, `count`) replace reshape(-1, 512) views. Cost: 9 bytes per block
-plus 512 bytes per block with a private row.
+plus 512 bytes per block with a private row; an instance may name head bytes whose blocks
+always keep a private row (phys.flags: 4 KB-mapped memory, per page as the issue asks).
 """
 from __future__ import annotations
 
@@ -34,7 +35,12 @@ def _lut(bits: int, on: bool) -> np.ndarray:
 
 
 class PageBytes:
-    def __init__(self, nr_blocks: int):
+    def __init__(self, nr_blocks: int, private_mask: int = 0, private_value: int = 1):
+        """`private_mask`/`private_value`: a block whose head byte has (head & mask) == value
+        keeps a private row even when uniform (phys.flags: blocks of present 4 KB-mapped
+        pages, whose per-page bits DAMON's sampling rewrites page by page, so sharing them
+        would only buy a copy, and a cache invalidation, on every first sample)."""
+        self.private_mask, self.private_value = private_mask, private_value
         self.nr_blocks = nr_blocks
         self.size = nr_blocks * BLOCK_PAGES
         self.base = np.zeros(nr_blocks, np.int64)          # flat offset of each block's row in the pool
@@ -118,6 +124,14 @@ class PageBytes:
         return t
 
     def _point(self, blocks: np.ndarray, rows: np.ndarray) -> None:
+        if self.private_mask:
+            pin = self.shared[rows] & ((self.pool[rows, 0] & self.private_mask) == self.private_value)
+            if pin.any():
+                rows = np.array(rows, np.int64)
+                new = self._new_rows(int(np.count_nonzero(pin)))
+                self.pool[new] = self.pool[rows[pin]]
+                self.shared[new] = False
+                rows[pin] = new
         self.gen += 1
         self.base[blocks] = rows << SHIFT
         self.bsh[blocks] = self.shared[rows]
@@ -131,6 +145,8 @@ class PageBytes:
         r = self.base[blocks] >> SHIFT
         rows = self.pool[r]
         uni = (rows[:, 1:] == rows[:, 1:2]).all(axis=1)
+        if self.private_mask:
+            uni &= (rows[:, 0] & self.private_mask) != self.private_value
         if uni.any():
             self._point(blocks[uni], self._canon_rows(rows[uni, 0], rows[uni, 1]))
             self._free.extend(np.unique(r[uni]).tolist())

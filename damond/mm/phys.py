@@ -51,7 +51,7 @@ class PhysMem:
         self.nr_blocks = nr_blocks
         self.nr_pages = nr_blocks * BLOCK_PAGES
         self.base_pfn = RAM_BASE >> PAGE_SHIFT
-        self.flags = PageBytes(nr_blocks)
+        self.flags = PageBytes(nr_blocks, private_mask=PRESENT | PMD, private_value=PRESENT)   # 4 KB-mapped: per page
         self.order = PageBytes(nr_blocks)
         self.numa_nodes = numa_nodes
         per = nr_blocks // numa_nodes

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Sequence
 from statistics import mean
 
 from damond.reproduce.designs import DESIGN_MODULES
@@ -100,7 +101,7 @@ def _missing(d: str) -> str:
             f"damond/reproduce/designs/{DESIGN_MODULES[d]}.py is not in this tree, or it was not selected).")
 
 
-def doc(rows: list[dict], figures: list[str] = ()) -> str:
+def doc(rows: list[dict], figures: Sequence[str] = ()) -> str:
     """The markdown text; `figures` are paths of the plots relative to the doc's directory."""
     A = lambda d, w, k, **kw: agg(rows, d, w, k, **kw)      # noqa: E731
     nseeds = len({r["seed"] for r in rows})

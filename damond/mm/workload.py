@@ -205,6 +205,11 @@ def check_spec(spec: dict) -> str:
         _num(spec, "start_s", 0, 0)
     if kind == "uniform" and spec.get("pattern", "seq") not in ("seq", "random"):
         raise SpecError("pattern", "pattern must be 'seq' or 'random'")
+    if kind == "tiering":       # checked here too, so a mount refuses it before its daemon starts
+        size = _size(spec, "size")
+        hot = _size(spec, "hot_size", max(size // 64, PAGE_SIZE))
+        if hot > size or hot % PAGE_SIZE:
+            raise SpecError("hot_size", "hot_size must be a multiple of 4096 and not exceed size")
     return kind
 
 

@@ -27,13 +27,12 @@ from typing import Protocol
 
 import numpy as np
 
+from damond.mm.procfs import PM_PFN_MASK, PM_PRESENT     # /proc/PID/pagemap's entry format
 from damond.spe import hist
 
 PAGE_SIZE = 4096
 PMD_SIZE = 2 << 20
 THP_PAGES = 512
-PM_PRESENT = 1 << 63
-PM_PFN_MASK = (1 << 55) - 1
 ADMIN = "kernel/mm/damon/admin"
 ULONG_MAX = (1 << 64) - 1
 UINT_MAX = (1 << 32) - 1

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from statistics import mean
 
+from damond.reproduce.common import human
 from damond.reproduce.designs import DESIGN_MODULES
 from damond.reproduce.designs.runner import KHUGEPAGED, Task, available, run_tasks
 from damond.reproduce.designs.workloads import WORKLOADS
@@ -61,10 +62,7 @@ def fmt(v, kind: str = "") -> str:
     if v is None:
         return "-"
     if kind == "bytes":
-        for unit, div in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-            if abs(v) >= div:
-                return f"{v / div:.1f} {unit}"
-        return f"{int(v)} B"
+        return human(v)
     if kind == "pct":
         return f"{v:.0%}"
     if kind == "ns/s":

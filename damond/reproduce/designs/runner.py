@@ -51,6 +51,7 @@ import numpy as np
 
 from damond.mm.mconfig import KHUGEPAGED_KEYS
 from damond.mm.timing import PRESETS as TIMING
+from damond.reproduce.common import workload_vma
 from damond.reproduce.designs import DESIGN_MODULES, design as design_class
 from damond.reproduce.designs.workloads import MASIM_PHASES, WORKLOADS
 from damond.reproduce.session import Session
@@ -123,10 +124,6 @@ feature_level = "{d.feature_level}"
 
 
 # --- what the runner measures -------------------------------------------------------------------
-def workload_vma(s: Session, pid: int):
-    return max(s.machine.process(pid).vmas(), key=lambda v: v.end - v.start)
-
-
 def thp_bases(s: Session, pid: int, vma) -> np.ndarray:
     """2 MiB ranges of the mapping mapped by one order-9 folio now."""
     fa = s.machine.va_folios(pid, vma.start, vma.end)

@@ -13,6 +13,7 @@ BIG = (1 << 32) - 1
 
 class Age(Design):
     name = "age"
+    ops = "vaddr"          # the operations set; perf_event.py's subclass swaps only this
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -22,7 +23,7 @@ class Age(Design):
         stage_context(s, pid, [dict(action="stat", nr_accesses=(1, BIG), age=(self.age_min, BIG)),
                                dict(action="split", target_order=2, nr_accesses=(0, 0), age=(self.age_min, BIG),
                                     apply_interval_us=APPLY_US),
-                               dict(action="stat")])
+                               dict(action="stat")], ops=self.ops)
 
     def reported_hot_bytes(self, s, pid):
         return tried_bytes(s, 3)

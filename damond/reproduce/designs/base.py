@@ -63,10 +63,10 @@ class Design:
 APPLY_US = 1_000_000      # the designs' split schemes apply once a second (see rfc_v3.py)
 
 
-def stage_context(s: Session, pid: int, schemes: list[dict]) -> None:
-    """The context every design here uses: vaddr on pid, 5 ms / 100 ms / 1 s, 10..1000
+def stage_context(s: Session, pid: int, schemes: list[dict], ops: str = "vaddr") -> None:
+    """The context every design here uses: `ops` (vaddr) on pid, 5 ms / 100 ms / 1 s, 10..1000
     regions (the RFC scripts' DAMON settings), the given schemes; then `echo on`."""
-    s.stage([pid], schemes)
+    s.stage([pid], schemes, ops=ops)
     s.state("on")
 
 

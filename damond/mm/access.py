@@ -22,7 +22,7 @@ from typing import cast
 import numpy as np
 
 from damond.mm import phys as P
-from damond.mm.pagebytes import members, members_runs, run_rows, set_lut
+from damond.mm.pagebytes import members, run_rows, set_lut
 from damond.mm.phys import uniq, PAGE_SHIFT
 from damond.mm.timing import on_nodes, touch_rate
 from damond.mm.tlb import characteristic_time, miss_probability
@@ -395,11 +395,12 @@ class Stepper:
                 tri = s.af_tri
                 if tri is None or tri[0] != s.cache_gen:
                     tri = s.af_tri = (s.cache_gen, run_rows(s.af_runs))
-                j = members_runs(s.af_runs, j, tri[1])
+                fl.update_runs(j, AF_ON, s.af_runs, tri[1])
             else:
                 j = members(cast(np.ndarray, s.af_all), j)
-            if len(j):
-                fl.update(j, AF_ON)
+                if len(j):
+                    j.flags.writeable = False     # ours: the write log may keep it as it is
+                    fl.update(j, AF_ON)
         s.af_mark = (fl.ver, s.cache_gen)
         return True
 

@@ -312,12 +312,14 @@ class Machine:
         ok[ok] = (self.phys.flags[pidx[ok]] & P.PRESENT) != 0
         return a, ok, pidx
 
-    def _plan(self, pid: int, addrs: np.ndarray, reuse: bool = True) -> SamplePlan | None:
+    def _plan(self, pid: int, addrs: np.ndarray, reuse: bool = True, proc: Process | None = None) -> SamplePlan | None:
         """The translation of `addrs` for the access checks; with `reuse`, the last one while
-        the addresses and the mapping are unchanged (see sample.py)."""
-        proc = self._proc_or_none(pid)
+        the addresses and the mapping are unchanged (see sample.py). `proc`: the live
+        process `pid`, when the caller just looked it up."""
         if proc is None:
-            return None
+            proc = self._proc_or_none(pid)
+            if proc is None:
+                return None
         a = np.asarray(addrs, np.uint64)
         key = (proc.gen, self.phys.layout_gen, self.map_epoch)
         plan = self._last_plan
@@ -394,6 +396,7 @@ class Machine:
                 leaf = np.where(pmd[:, None], blk, blk | ((a2.view(np.int64) >> PAGE_SHIFT) & (BLOCK_PAGES - 1)))
             sz = _UNIFORM_SZ_OF
             key = (proc.gen, self.phys.layout_gen, self.map_epoch)
+            leaf.setflags(write=False)         # plan.af of those rows: the write log keeps them as they are
             szs = [sz[p] for p in pmd.tolist()]
             self._prefetch[pid] = (key, {id(r): (r, lf, z) for r, lf, z, u in zip(rows, leaf, szs, uniform.tolist())
                                          if u})
@@ -408,7 +411,8 @@ class Machine:
                 self.pt.mkold(pidx[ok], np.full(int(ok.sum()), pid))
                 self.map_epoch += 1
                 return
-            plan = self._plan(pid, addrs, reuse=False)      # a new sample: new addresses
+            # a new sample: new addresses
+            plan = self._plan(pid, addrs, False, proc if proc is not None and proc.twin is None else None)
             if plan is not None:
                 plan.mkold(self.phys.flags)
 
@@ -417,7 +421,7 @@ class Machine:
             proc = self._proc_or_none(pid)
             if proc is not None and proc.twin is not None:
                 proc.twin.collect(proc)               # a real program: the units it touched are young
-            plan = self._plan(pid, addrs)
+            plan = self._plan(pid, addrs, True, proc if proc is not None and proc.twin is None else None)
             if plan is None:
                 n = len(addrs)
                 return np.zeros(n, bool), np.full(n, PAGE_SIZE, np.uint64)

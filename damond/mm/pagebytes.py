@@ -123,10 +123,25 @@ class PageBytes:
             return
         log.append((v, idx))
         self._log_pages += len(idx)
-        while len(log) > LOG_ENTRIES or self._log_pages > LOG_PAGES:     # forget the oldest
-            old_v, old = log.pop(0)
-            self._log_ver = old_v
-            self._log_pages -= len(old)
+        if len(log) > 2 * LOG_ENTRIES or self._log_pages > LOG_PAGES:
+            self._trim()
+
+    def _trim(self) -> None:
+        """Forget the oldest writes, down to LOG_ENTRIES and half of LOG_PAGES (at once, so
+        a log that nobody reads costs one append per write)."""
+        log = self._log
+        n = self._log_pages
+        i = 0
+        while i < len(log) and (len(log) - i > LOG_ENTRIES or n > LOG_PAGES // 2):
+            n -= len(log[i][1])
+            i += 1
+        self._log_ver = log[i - 1][0]
+        del log[:i]
+        self._log_pages = n
+
+    def _wrote_key(self, key: np.ndarray) -> None:
+        """wrote() for an index array passed in by a caller: a copy unless it is read-only."""
+        self.wrote(None if len(key) > LOG_PAGES else key if not key.flags.writeable else key.copy())
 
     def written_since(self, ver: int) -> list[np.ndarray] | None:
         """The page index arrays of every write after version `ver` (empty: none), or None
@@ -394,7 +409,7 @@ class PageBytes:
         """a[key] = lut[a[key]] (lut: 256 uint8), writing only the bytes that change; repeated
         indexes get equal values, so dropping the unchanged ones is exact."""
         if type(key) is np.ndarray and key.dtype == np.int64 and key.ndim == 1:
-            self.wrote(key.copy() if len(key) <= LOG_PAGES else None)
+            self._wrote_key(key)
             if FAST is not None:
                 hm = self._heads.get(id(lut))
                 moved = FAST.update(self.flat, self.base, self.bsh, hm[1] if hm is not None and hm[0] is lut else None,
@@ -474,6 +489,24 @@ class PageBytes:
         keys = ch * st + s if idx is None else idx[ch]
         if not self._update_fast(keys, lut):
             self[keys] = new
+
+    def update_runs(self, idx: np.ndarray, lut: np.ndarray, runs: list[slice], tri: np.ndarray) -> None:
+        """update() of the pages of `idx` (int64, kept as is by the write log) that lie in
+        the strided slices `runs` (tri: run_rows(runs))."""
+        if FAST is not None:
+            hm = self._heads.get(id(lut))
+            r = FAST.update_runs(self.flat, self.base, self.bsh, hm[1] if hm is not None and hm[0] is lut else None,
+                                 idx, lut, tri)
+            if r != -1:
+                if r[1]:
+                    self.wrote(idx)                      # the pages written are some of these
+                if r[0]:
+                    self.gen += 1
+                return
+        j = members_runs(runs, idx, tri)
+        if len(j):
+            j.flags.writeable = False                    # ours: the write log may keep it as it is
+            self.update(j, lut)
 
     def _update_fast(self, idx: np.ndarray, lut: np.ndarray) -> bool:
         """update() for the per-sample paths (a 1-D int64 index array of fewer pages than a

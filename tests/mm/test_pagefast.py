@@ -13,7 +13,7 @@ from damond.damon import params
 from damond.damon.kdamond import Kdamond
 from damond.mm import pagebytes
 from damond.mm.access import Stepper
-from damond.mm.pagebytes import PageBytes, members, members_runs, set_lut
+from damond.mm.pagebytes import PageBytes, members, members_runs, run_rows, set_lut
 from damond.mm.sample import MKOLD_OF, YOUNG_OF
 from damond.system import System
 
@@ -33,7 +33,20 @@ def _ops(seed: int, fast) -> list:
         heads = np.arange(NB, dtype=np.int64) << 9
         luts = [MKOLD_OF, set_lut(1, True), set_lut(8, False), set_lut(4, True)]
         for _ in range(300):
-            k = int(rng.integers(0, 6))
+            k = int(rng.integers(0, 7))
+            if k == 6:                                   # only the pages of idx inside strided runs
+                idx = rng.integers(0, N, int(rng.integers(1, 40))).astype(np.int64)
+                idx[::3] = rng.choice(heads, len(idx[::3]))
+                runs = [slice(int(rng.integers(0, 512)), N, 512), slice(0, N, int(rng.choice([1, 3, 512])))][
+                    :int(rng.integers(1, 3))]
+                lut = MKOLD_OF if rng.integers(0, 2) else set_lut(1, True)
+                inside = np.zeros(len(idx), bool)
+                for r in runs:
+                    inside |= np.isin(idx, np.arange(r.start, r.stop, r.step))
+                ref[idx[inside]] = lut[ref[idx[inside]]]
+                pb.update_runs(idx, lut, runs, run_rows(runs))
+                assert (pb.copy() == ref).all()
+                continue
             if k == 0:                                   # block heads (THP leaves), repeats allowed
                 idx = rng.choice(heads, int(rng.integers(1, 12)))
             elif k == 1:                                 # any pages, repeats allowed
@@ -126,12 +139,16 @@ def test_write_log_names_every_write_or_gives_up():
     pb.apply_rows([0], set_lut(8, True))                  # whole blocks: the log restarts
     assert pb.written_since(v1) is None
     v2 = pb.ver
-    for i in range(pagebytes.LOG_ENTRIES + 5):            # the oldest writes are forgotten
+    n = 2 * pagebytes.LOG_ENTRIES + 5
+    for i in range(n):                                    # the oldest writes are forgotten
         pb.update(np.array([i], np.int64), set_lut(4, True))
     assert pb.written_since(v2) is None
-    assert [x.tolist() for x in pb.written_since(pb.ver - 3)] == [[pagebytes.LOG_ENTRIES + 2],
-                                                                  [pagebytes.LOG_ENTRIES + 3],
-                                                                  [pagebytes.LOG_ENTRIES + 4]]
+    assert [x.tolist() for x in pb.written_since(pb.ver - 3)] == [[n - 3], [n - 2], [n - 1]]
+    assert len(pb.written_since(pb.ver - pagebytes.LOG_ENTRIES)) == pagebytes.LOG_ENTRIES
+    key = np.array([9], np.int64)                         # a caller's array: logged as it was
+    pb.update(key, set_lut(4, True))
+    key[0] = 11
+    assert pb.written_since(pb.ver - 1)[0].tolist() == [9]
     pb.set_rows([1], 0)
     assert pb.written_since(pb.ver - 1) is None
 

@@ -18,6 +18,8 @@
  *     computed from the old byte): bytes of private blocks in place; the head byte of a
  *     shared block by moving the block to row hmap[row] (a flat offset, < 0: unknown), as
  *     PageBytes._update_heads does. A changed tail byte of a shared block: -1.
+ * update_runs(flat, base, bsh, hmap, idx, lut, runs) -> (repointed blocks, members) | -1
+ *     update() of the indexes that lie in the strided runs (as members_runs), and how many do.
  * members(sorted, j, out) -> k
  *     out[:k] = the values of j (in order) found in the sorted int64 array `sorted`.
  * members_runs(runs, j, out) -> k | -1
@@ -93,36 +95,69 @@ done:
     return PyLong_FromLong(ret);
 }
 
-static PyObject *pf_update(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+/* v in one of the nr strided runs (start, stop, step) rows of run (steps checked >= 1) */
+static inline int in_runs(const int64_t *run, Py_ssize_t nr, int64_t v)
 {
-    Py_buffer b[6];
-    static const int wr[6] = {1, 1, 0, 0, 0, 0};
-    PyObject *o[6];
-    Py_ssize_t i, n, nb, nf, nh = 0;
+    Py_ssize_t r;
+    for (r = 0; r < nr; r++) {
+        int64_t st = run[3 * r], sp = run[3 * r + 1], step = run[3 * r + 2], d = v - st;
+        if (v < st || v >= sp)
+            continue;
+        if ((step & (step - 1)) == 0 ? (d & (step - 1)) == 0 : d % step == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static int runs_ok(const int64_t *run, Py_ssize_t nr)
+{
+    Py_ssize_t r;
+    for (r = 0; r < nr; r++)
+        if (run[3 * r + 2] <= 0)
+            return 0;
+    return 1;
+}
+
+/* update / update_runs: args flat, base, bsh, hmap, idx, lut[, runs] */
+static PyObject *do_update(PyObject *const *args, Py_ssize_t nargs, int with_runs)
+{
+    Py_buffer b[7];
+    static const int wr[7] = {1, 1, 0, 0, 0, 0, 0};
+    PyObject *o[7];
+    Py_ssize_t i, n, nb, nf, nh = 0, nr = 0, nmem = 0;
     int64_t *base, *tmp = NULL;
-    const int64_t *idx, *hmap = NULL;
+    const int64_t *idx, *hmap = NULL, *run = NULL;
     const uint8_t *lut, *bsh;
     uint8_t *flat;
     long ret = 0;
     int nbuf, has_hmap;
 
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "update(flat, base, bsh, hmap, idx, lut)");
+    if (nargs != 6 + with_runs) {
+        PyErr_SetString(PyExc_TypeError, with_runs ? "update_runs(flat, base, bsh, hmap, idx, lut, runs)"
+                                                   : "update(flat, base, bsh, hmap, idx, lut)");
         return NULL;
     }
     has_hmap = args[3] != Py_None;
-    /* buffers in order: flat, base, bsh, idx, lut[, hmap] */
-    o[0] = args[0]; o[1] = args[1]; o[2] = args[2]; o[3] = args[4]; o[4] = args[5]; o[5] = args[3];
-    nbuf = has_hmap ? 6 : 5;
+    /* buffers in order: flat, base, bsh, idx, lut[, runs][, hmap] */
+    o[0] = args[0]; o[1] = args[1]; o[2] = args[2]; o[3] = args[4]; o[4] = args[5];
+    nbuf = 5;
+    if (with_runs)
+        o[nbuf++] = args[6];
+    if (has_hmap)
+        o[nbuf++] = args[3];
     if (!get_bufs(o, b, nbuf, wr))
         return PyLong_FromLong(-1);
     flat = b[0].buf; base = b[1].buf; bsh = b[2].buf; idx = b[3].buf; lut = b[4].buf;
     nf = b[0].len; nb = b[1].len / 8; n = b[3].len / 8;
-    if (has_hmap) {
-        hmap = b[5].buf;
-        nh = b[5].len / 8;
+    if (with_runs) {
+        run = b[5].buf;
+        nr = b[5].len / 24;
     }
-    if (b[4].len < 256 || b[2].len < nb) {
+    if (has_hmap) {
+        hmap = b[nbuf - 1].buf;
+        nh = b[nbuf - 1].len / 8;
+    }
+    if (b[4].len < 256 || b[2].len < nb || (with_runs && !runs_ok(run, nr))) {
         ret = -1;
         goto done;
     }
@@ -136,6 +171,13 @@ static PyObject *pf_update(PyObject *self, PyObject *const *args, Py_ssize_t nar
     for (i = 0; i < n; i++) {
         int64_t k = idx[i], blk, p, row;
         uint8_t cur, nw;
+        if (with_runs) {
+            if (!in_runs(run, nr, k)) {
+                tmp[i] = -1;
+                continue;
+            }
+            nmem++;
+        }
         if (k < 0 || (blk = k >> SHIFT) >= nb) {
             ret = -1;
             goto done;
@@ -177,7 +219,19 @@ static PyObject *pf_update(PyObject *self, PyObject *const *args, Py_ssize_t nar
 done:
     PyMem_Free(tmp);
     release(b, nbuf);
+    if (with_runs && ret >= 0)
+        return Py_BuildValue("(ln)", ret, nmem);
     return PyLong_FromLong(ret);
+}
+
+static PyObject *pf_update(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return do_update(args, nargs, 0);
+}
+
+static PyObject *pf_update_runs(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return do_update(args, nargs, 1);
 }
 
 static PyObject *pf_members(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -239,7 +293,7 @@ static PyObject *pf_members_runs(PyObject *self, PyObject *const *args, Py_ssize
 {
     Py_buffer b[3];
     static const int wr[3] = {0, 0, 1};
-    Py_ssize_t i, r, n, nr, k = 0;
+    Py_ssize_t i, n, nr, k = 0;
     const int64_t *run, *j;
     int64_t *out;
 
@@ -255,24 +309,13 @@ static PyObject *pf_members_runs(PyObject *self, PyObject *const *args, Py_ssize
         release(b, 3);
         return PyLong_FromLong(-1);
     }
-    for (r = 0; r < nr; r++) {
-        if (run[3 * r + 2] <= 0) {
-            release(b, 3);
-            return PyLong_FromLong(-1);
-        }
+    if (!runs_ok(run, nr)) {
+        release(b, 3);
+        return PyLong_FromLong(-1);
     }
-    for (i = 0; i < n; i++) {
-        int64_t v = j[i];
-        for (r = 0; r < nr; r++) {
-            int64_t st = run[3 * r], sp = run[3 * r + 1], step = run[3 * r + 2], d = v - st;
-            if (v < st || v >= sp)
-                continue;
-            if ((step & (step - 1)) == 0 ? (d & (step - 1)) == 0 : d % step == 0) {
-                out[k++] = v;
-                break;
-            }
-        }
-    }
+    for (i = 0; i < n; i++)
+        if (in_runs(run, nr, j[i]))
+            out[k++] = j[i];
     release(b, 3);
     return PyLong_FromSsize_t(k);
 }
@@ -283,6 +326,8 @@ static PyMethodDef methods[] = {
      "update(flat, base, bsh, hmap, idx, lut) -> blocks moved | -1"},
     {"members", (PyCFunction)(void (*)(void))pf_members, METH_FASTCALL, "members(sorted, j, out) -> k"},
     {"members_runs", (PyCFunction)(void (*)(void))pf_members_runs, METH_FASTCALL, "members_runs(runs, j, out) -> k"},
+    {"update_runs", (PyCFunction)(void (*)(void))pf_update_runs, METH_FASTCALL,
+     "update_runs(flat, base, bsh, hmap, idx, lut, runs) -> (blocks moved, members) | -1"},
     {NULL, NULL, 0, NULL},
 };
 

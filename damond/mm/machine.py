@@ -71,7 +71,7 @@ class Machine:
         self._procs_ver = 0                       # bumped when a process comes or goes (advance_to's cache)
         self._steady: tuple | None = None         # (_procs_ver, until_us, active): see _active
         self._last_plan: SamplePlan | None = None
-        self._prefetch: dict[int, tuple] = {}     # pid -> (key, {id(addrs): (addrs, leaf, folio_sz)})
+        self._prefetch: dict[int, tuple] = {}     # pid -> what va_prefetch translated (see there)
         self._next_khugepaged_us = thp.khugepaged.scan_sleep_millisecs * 1000
         self.pid_resolver = None          # pid -> Process | None for pids with no process yet (host twins)
         log.info("machine_built", preset=spec.preset, memory=spec.memory, cpus=spec.nr_cpus,
@@ -329,9 +329,9 @@ class Machine:
             pf = self._prefetch.get(pid)
             if pf is not None:
                 if pf[0] == key:
-                    e = pf[1].get(id(a))
-                    if e is not None and e[0] is a:
-                        plan = self._last_plan = SamplePlan.uniform(pid, a, key, e[1], e[2])
+                    i = pf[1].get(id(a))
+                    if i is not None and pf[2][i] is a and (pf[5] is None or pf[5][i]):
+                        plan = self._last_plan = SamplePlan.uniform(pid, a, key, pf[3][i], pf[4][i])
                         return plan
                 else:
                     del self._prefetch[pid]
@@ -385,21 +385,20 @@ class Machine:
             k0 = int(k.flat[0])
             if k0 and int(np.minimum.reduce(k, axis=None)) == int(np.maximum.reduce(k, axis=None)):
                 # one kind of block throughout (the usual case): every row is uniform
-                uniform = np.ones(len(rows), bool)
-                pmd = np.full(len(rows), k0 == P.KIND_PMD)
+                uniform = None
+                szs = [_UNIFORM_SZ_OF[k0 == P.KIND_PMD]] * len(rows)
                 leaf = blk << NINE if k0 == P.KIND_PMD else page_index(blk, a2)
             else:
                 kind = k[:, 0]
-                uniform = (kind != 0) & (k == kind[:, None]).all(axis=1)
+                uniform = ((kind != 0) & (k == kind[:, None]).all(axis=1)).tolist()
                 pmd = kind == P.KIND_PMD
                 blk <<= NINE
                 leaf = np.where(pmd[:, None], blk, blk | ((a2.view(np.int64) >> PAGE_SHIFT) & (BLOCK_PAGES - 1)))
-            sz = _UNIFORM_SZ_OF
+                szs = [_UNIFORM_SZ_OF[p] for p in pmd.tolist()]
             key = (proc.gen, self.phys.layout_gen, self.map_epoch)
             leaf.setflags(write=False)         # plan.af of those rows: the write log keeps them as they are
-            szs = [sz[p] for p in pmd.tolist()]
-            self._prefetch[pid] = (key, {id(r): (r, lf, z) for r, lf, z, u in zip(rows, leaf, szs, uniform.tolist())
-                                         if u})
+            # (key, id(row) -> i, rows, leaf per row, folio size per row, row i uniform (None: all))
+            self._prefetch[pid] = (key, dict(zip(map(id, rows), range(len(rows)))), rows, leaf, szs, uniform)
 
     def va_mkold(self, pid: int, addrs: np.ndarray) -> None:
         with self._mutex:
@@ -421,6 +420,11 @@ class Machine:
             proc = self._proc_or_none(pid)
             if proc is not None and proc.twin is not None:
                 proc.twin.collect(proc)               # a real program: the units it touched are young
+            elif proc is not None:
+                plan = self._last_plan                # the plan va_mkold made for this very (read-only) array
+                if (plan is not None and addrs is plan.addrs and plan.pid == pid and not addrs.flags.writeable
+                        and plan.key == (proc.gen, self.phys.layout_gen, self.map_epoch)):
+                    return plan.young(self.phys.flags)
             plan = self._plan(pid, addrs, True, proc if proc is not None and proc.twin is None else None)
             if plan is None:
                 n = len(addrs)

@@ -242,7 +242,15 @@ class Stepper:
             memo = self._memo
             if memo is None or memo[0] is not active or memo[1] != m.map_epoch or memo[2] != [p.gen for p in memo[3]]:
                 memo = self._memo = self._prologue(a, active)
-            for proc, phase_start, s, t_char in memo[4]:
+            fl = m.pt.phys.flags
+            for proc, phase_start, s, t_char, pm in memo[4]:
+                # _stream's fast path with pm known, while the stream's leaf cache is current
+                if pm is not None and m.truth is None and s.all_present and s.cache_gen == (proc.gen, m.map_epoch):
+                    if pm == 0.0 and not s.has_cold:
+                        continue
+                    if (pm >= 1.0 and s.cyclic and not s.has_cold and s.af_all is not None
+                            and s.rate * (b - a) / 1e6 >= s.n + 1 and self._af_again(s, fl)):
+                        continue
                 self._stream(proc, s, phase_start, a, b, t_char, False, False)
             return None
         self._memo = None
@@ -264,9 +272,14 @@ class Stepper:
 
     def _prologue(self, a: int, active: list) -> tuple:
         """The memo of `step` (fast model, no observer): the rates set at `a`, then per
-        stream (proc, phase start, stream, t_char of its CPU)."""
+        stream (proc, phase start, stream, t_char of its CPU, miss probability or None)."""
         t_char = self._rates(a, active, False)
-        streams = [(proc, ps, s, t_char.get(proc.cpu, math.inf)) for proc, ps, ss in active for s in ss]
+        streams = []
+        for proc, ps, ss in active:
+            tc = t_char.get(proc.cpu, math.inf)
+            for s in ss:
+                pm = None if s.once else miss_probability(s.rate / self.nr_leaves(proc, s), tc, s.cyclic)
+                streams.append((proc, ps, s, tc, pm))
         procs = [p for p, _, _ in active]
         return active, self.m.map_epoch, [p.gen for p in procs], procs, streams
 

@@ -9,7 +9,9 @@ trace (cyclic streams: the last min(touches, 2 sweeps) in order). Builds StepAcc
 for observers (the SPE sampler) only when one is registered. Timed streams (with a
 `work`) get their rate from the timing model over their current leaf structure every
 step (timing.py). While counted truth is recorded (truth.py) every touched page is
-marked and the shortcuts that skip a stream are off. The analytic ground truth
+marked and the shortcuts that skip a stream are off. A warm cyclic stream that walks
+every leaf each step re-sets only the AFs written since its last full pass (the flags'
+write log: DAMON's mkold of a few sampled leaves). The analytic ground truth
 (`truth_pages`, the expected value from the same stream arithmetic) is kept as a
 cross-check for the tests.
 """

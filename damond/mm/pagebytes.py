@@ -13,6 +13,10 @@ copies, `a[i] |= x` works through __getitem__/__setitem__); block-wise operation
 `apply_rows`, `set_rows`, `count`) replace reshape(-1, 512) views. Cost: 9 bytes per block
 plus 512 bytes per block with a private row; an instance may name head bytes whose blocks
 always keep a private row (phys.flags: 4 KB-mapped memory, per page as the issue asks).
+Every write is logged by the pages it names (`wrote`, `written_since`), so a reader can
+redo only what changed since it last looked. The per-sample gathers and updates run in
+the optional C module damond.mm._pagefast when it is built (same results as the numpy
+code kept here).
 """
 from __future__ import annotations
 

@@ -31,7 +31,8 @@ static void agg_free_buffers(Aggregator *a)
     PyMem_Free(a->kold); a->kold = NULL;
     PyMem_Free(a->kslot); PyMem_Free(a->mtab); PyMem_Free(a->mkey); PyMem_Free(a->mslot);
     PyMem_Free(a->delta); PyMem_Free(a->dsum); PyMem_Free(a->dirty); PyMem_Free(a->indirty);
-    a->delta = a->indirty = NULL;
+    a->delta = NULL;
+    a->indirty = NULL;
     a->dsum = NULL;
     a->dirty = NULL;
     a->delta_rows = a->n_dirty = 0;
@@ -170,25 +171,6 @@ int get_buf(PyObject *o, Py_buffer *b, int flags, Py_ssize_t need, const char *n
     return 0;
 }
 
-/* One recorded line: per-key sums and a row (agg_flush_direct adds it to the tree). */
-static inline __attribute__((always_inline)) void agg_row(Aggregator *a, uint64_t pfn, uint64_t cnt)
-{
-    uint64_t k = pfn & ~(uint64_t)511;
-    unsigned c = (unsigned)(k >> 9) & (KCACHE - 1);
-    Py_ssize_t kidx = (a->ckidx[c] >= 0 && a->ckey[c] == k) ? a->ckidx[c] : agg_key(a, k);
-    Py_ssize_t r = a->n_rows;
-    unsigned sub = (unsigned)(pfn & 511);
-
-    a->n_rows = r + 1;
-    a->acc_all += cnt;
-    if (cnt == 1) {
-        a->row[r] = (uint32_t)kidx << 9 | sub;
-    } else {
-        a->row[r] = ROW_CNT | (uint32_t)kidx << 9 | sub;
-        a->rcnt[r] = cnt;
-    }
-}
-
 /* Size the deltas for a counters array of `rows` rows (they must be folded if it changed). */
 static int delta_size(Aggregator *a, Py_ssize_t rows)
 {
@@ -199,14 +181,15 @@ static int delta_size(Aggregator *a, Py_ssize_t rows)
         return -1;
     }
     PyMem_Free(a->delta); PyMem_Free(a->dsum); PyMem_Free(a->dirty); PyMem_Free(a->indirty);
-    a->delta = PyMem_Calloc(rows * 512, 1);
+    a->delta = PyMem_Calloc(rows * 512, sizeof(delta_t));
     a->dsum = PyMem_Calloc(rows, sizeof(uint32_t));
     a->dirty = PyMem_Calloc(rows, sizeof(int32_t));
     a->indirty = PyMem_Calloc(rows, 1);
     a->delta_rows = rows;
     if (!a->delta || !a->dsum || !a->dirty || !a->indirty) {
         PyMem_Free(a->delta); PyMem_Free(a->dsum); PyMem_Free(a->dirty); PyMem_Free(a->indirty);
-        a->delta = a->indirty = NULL;
+        a->delta = NULL;
+    a->indirty = NULL;
         a->dsum = NULL;
         a->dirty = NULL;
         a->delta_rows = 0;
@@ -216,50 +199,142 @@ static int delta_size(Aggregator *a, Py_ssize_t rows)
     return 0;
 }
 
-/* The direct adds of the rows fed since the last flush, in a tight loop that prefetches
- * ahead: the counters are spread over megabytes, so overlapping the misses matters. */
-static void agg_flush_direct(Aggregator *a)
-{
-    uint64_t *restrict counts = a->counts, *restrict total = a->total;
-    uint8_t *restrict delta = a->delta;
-    uint32_t *restrict dsum = a->dsum;
-    const int64_t *restrict kslot = a->kslot;
-    const uint32_t *restrict row = a->row;
-    Py_ssize_t i, n = a->n_rows;
-    enum { AHEAD = 16 };
+/* The delta add of a common direct line is deferred by DEFER lines (a ring of delta
+ * offsets, -1: none): its address is known only at the end of the line's parse, and
+ * prefetched then, so the add itself never waits on the cache. */
+#define DEFER 16
 
-    if (counts == NULL || a->n_direct == 0) {
-        a->flushed = n;
-        return;
+static void pend_drain(Aggregator *restrict a, Py_ssize_t *pend)
+{
+    int i;
+    for (i = 0; i < DEFER; i++) {
+        if (pend[i] >= 0)
+            a->delta[pend[i]] += 1;
+        pend[i] = -1;
     }
-    for (i = a->flushed; i < n; i++) {
-        int64_t s;
-        if (i + AHEAD < n) {
-            uint32_t w = row[i + AHEAD];
-            int64_t t = kslot[ROW_KEY(w)];
-            if (t >= 0)
-                __builtin_prefetch(&delta[t * 512 + ROW_SUB(w)], 1);
+}
+
+/* The direct add of one line of a key the tree holds at slot s: its total, and its count
+ * into the slot's small deltas (straight into the counters when it is too big for them).
+ * A slot with deltas (dsum > 0) is on the dirty list already. */
+static __attribute__((noinline)) void agg_direct_slow(Aggregator *restrict a, Py_ssize_t *pend, int64_t s,
+                                                      unsigned sub, uint64_t c)
+{
+    pend_drain(a, pend);
+    a->total[s] += c;
+    if (c > DELTA_MAX - a->dsum[s]) {
+        if (c > DELTA_MAX) {               /* a big histogram count: straight in */
+            a->counts[s * 512 + sub] += c;
+            return;
         }
-        s = kslot[ROW_KEY(row[i])];
-        if (s >= 0) {
-            uint64_t c = ROW_COUNT(a, i);
-            total[s] += c;
-            if (c > DELTA_MAX - dsum[s]) {
-                if (c > DELTA_MAX) {           /* a big histogram count: straight in */
-                    counts[s * 512 + ROW_SUB(row[i])] += c;
-                    continue;
+        fold_slot(a->counts, a->delta, a->dsum, s);
+    }
+    if (!a->indirty[s]) {
+        a->indirty[s] = 1;
+        a->dirty[a->n_dirty++] = (int32_t)s;
+    }
+    a->dsum[s] += (uint32_t)c;
+    a->delta[s * 512 + sub] += (delta_t)c;
+}
+
+/* One recorded line: a row (key index, subpage, count) and, when its key is in the tree
+ * (direct adds), the add itself, in the same pass as the parse. */
+static inline __attribute__((always_inline)) void agg_row(Aggregator *restrict a, Py_ssize_t *pend, Py_ssize_t r,
+                                                          uint64_t pfn, uint64_t cnt)
+{
+    uint64_t k = pfn & ~(uint64_t)511;
+    unsigned c = (unsigned)(k >> 9) & (KCACHE - 1);
+    Py_ssize_t kidx = (a->ckidx[c] >= 0 && a->ckey[c] == k) ? a->ckidx[c] : agg_key(a, k);
+    unsigned sub = (unsigned)(pfn & 511);
+    int64_t s = a->kslot[kidx];
+
+    if (cnt == 1) {
+        a->row[r] = (uint32_t)kidx << 9 | sub;
+    } else {
+        a->row[r] = ROW_CNT | (uint32_t)kidx << 9 | sub;
+        a->rcnt[r] = cnt;
+    }
+    if (s >= 0) {
+        uint32_t d = a->dsum[s];
+        if (cnt == 1 && d - 1 < DELTA_MAX - DEFER) {     /* the common add: 1 <= dsum, room for the ring */
+            Py_ssize_t o = s * 512 + sub, *q = &pend[r & (DEFER - 1)];
+            __builtin_prefetch(&a->delta[o], 1);
+            a->dsum[s] = d + 1;
+            a->total[s] += 1;
+            if (*q >= 0)
+                a->delta[*q] += 1;
+            *q = o;
+        } else {
+            agg_direct_slow(a, pend, s, sub, cnt);
+        }
+    }
+}
+
+/* Scan [*pp, end) until it is consumed or max_rows rows are held (no GIL needed). Lines
+ * are cut at the newlines of 64-byte masks, which keeps finding the next line off the
+ * parse's dependency chain; the most common line, `0x` + 1..7 hex digits, is parsed from
+ * one 8-byte load, the others by fast_line / parse_line. */
+static void agg_scan(Aggregator *restrict a, const unsigned char **pp, const unsigned char *end,
+                     Py_ssize_t *n_ok, Py_ssize_t *n_bad, Py_ssize_t *n_zero)
+{
+    const unsigned char *p = *pp, *base = p;
+    Py_ssize_t r = a->n_rows, r0 = r, maxr = a->max_rows, bad = 0, zero = 0;
+    uint64_t acc = a->acc_all, mask = p < end ? nl_mask64(base, end) : 0;
+    Py_ssize_t pend[DEFER];
+    int i;
+
+    for (i = 0; i < DEFER; i++)
+        pend[i] = -1;
+
+    while (p < end && r < maxr) {
+        const unsigned char *nl, *e;
+        uint64_t pfn, cnt = 1;
+        int has_count = 0;
+
+        while (mask == 0 && base + 64 < end) {      /* the next newline at or after p */
+            base += 64;
+            mask = nl_mask64(base, end);
+        }
+        nl = mask ? base + __builtin_ctzll(mask) : NULL;
+        mask &= mask - 1;
+        e = nl ? nl : end;
+#ifdef SPE_SWAR
+        {
+            size_t len = (size_t)(e - p);
+            uint16_t h;
+
+            if (nl != NULL && len - 3 <= 6 && (memcpy(&h, p, 2), (h | 0x2000) == ('0' | 'x' << 8))) {
+                uint64_t w = load64(p + 2);         /* in bounds: p + 10 <= nl + 1 <= end */
+                unsigned n = (unsigned)len - 2;
+                if (hex_run8(w) == n) {
+                    pfn = hex_val8(w, n);
+                    goto line;
                 }
-                fold_slot(counts, delta, dsum, s);
             }
-            if (!a->indirty[s]) {
-                a->indirty[s] = 1;
-                a->dirty[a->n_dirty++] = (int32_t)s;
-            }
-            dsum[s] += (uint32_t)c;
-            delta[s * 512 + ROW_SUB(row[i])] += (uint8_t)c;
         }
+#endif
+        if (fast_line(p, end, &pfn, &cnt, &has_count) == NULL && !parse_line(p, e, &pfn, &cnt, &has_count)) {
+            bad++;
+            p = nl ? nl + 1 : end;
+            continue;
+        }
+line:
+        p = nl ? nl + 1 : end;
+        if (pfn == 0) {
+            zero++;
+            continue;
+        }
+        agg_row(a, pend, r, pfn, cnt);
+        acc += cnt;
+        r++;
     }
-    a->flushed = n;
+    pend_drain(a, pend);
+    a->n_rows = a->flushed = r;
+    a->acc_all = acc;
+    *pp = p;
+    *n_ok = r - r0;
+    *n_bad = bad;
+    *n_zero = zero;
 }
 
 static PyObject *agg_feed(Aggregator *a, PyObject *args)
@@ -317,34 +392,7 @@ static PyObject *agg_feed(Aggregator *a, PyObject *args)
     end = p + data.len;
     a->busy = 1;
     Py_BEGIN_ALLOW_THREADS
-    while (p < end && a->n_rows < a->max_rows) {
-        const unsigned char *nl, *e, *f;
-        uint64_t pfn, cnt;
-        int has_count = 0;
-
-        if ((f = fast_line(p, end, &pfn, &cnt, &has_count)) != NULL) {
-            if (pfn == 0) {
-                n_zero++;
-            } else {
-                agg_row(a, pfn, cnt);
-                n_ok++;
-            }
-            p = f;
-            continue;
-        }
-        nl = memchr(p, '\n', (size_t)(end - p));
-        e = nl ? nl : end;
-        if (!parse_line(p, e, &pfn, &cnt, &has_count)) {
-            n_bad++;
-        } else if (pfn == 0) {
-            n_zero++;
-        } else {
-            agg_row(a, pfn, cnt);
-            n_ok++;
-        }
-        p = nl ? nl + 1 : end;
-    }
-    agg_flush_direct(a);
+    agg_scan(a, &p, end, &n_ok, &n_bad, &n_zero);
     Py_END_ALLOW_THREADS
     a->busy = 0;
     consumed = (Py_ssize_t)(p - (const unsigned char *)data.buf);

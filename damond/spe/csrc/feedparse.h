@@ -83,6 +83,44 @@ static inline int parse_line(const unsigned char *p, const unsigned char *e,
     return p == e;
 }
 
+/* Bit i set: b[i] == '\n', for the (up to) 64 bytes of [b, end). Scanning lines from these
+ * masks keeps the start of the next line off the parse's dependency chain (a line's
+ * digits are parsed while the next ones are already found). */
+#if defined(__SSE2__)
+#include <emmintrin.h>
+static inline uint64_t nl_mask16(const unsigned char *b)
+{
+    return (uint64_t)(uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)b),
+                                                                 _mm_set1_epi8('\n')));
+}
+
+static inline uint64_t nl_mask64_full(const unsigned char *b)
+{
+    return nl_mask16(b) | nl_mask16(b + 16) << 16 | nl_mask16(b + 32) << 32 | nl_mask16(b + 48) << 48;
+}
+#else
+static inline uint64_t nl_mask64_full(const unsigned char *b)
+{
+    uint64_t m = 0;
+    int i;
+    for (i = 0; i < 64; i++)
+        m |= (uint64_t)(b[i] == '\n') << i;
+    return m;
+}
+#endif
+
+static inline uint64_t nl_mask64(const unsigned char *b, const unsigned char *end)
+{
+    unsigned char tail[64];
+    Py_ssize_t n = end - b;
+
+    if (n >= 64)
+        return nl_mask64_full(b);
+    memset(tail, 0, sizeof(tail));
+    memcpy(tail, b, (size_t)n);
+    return nl_mask64_full(tail);
+}
+
 /* The common shapes in one pass without memchr: `0x<1..16 hex>` or `<1-9><..18 digits>`,
  * optionally one or more blanks and a decimal count 1..19 digits != 0, then '\n'. Returns
  * the start of the next line, or NULL when the line must take the general path (which

@@ -54,7 +54,12 @@ class SpeFeed:
             return n
         parts, overlong = F.split_complete(sess, data)
         with self._mutex:
-            self._add(mine, writes=1, bytes=n, lines=overlong, malformed=overlong)
+            for c in (self.counters, mine):     # _add, spelled out: once per write
+                c.writes += 1
+                c.bytes += n
+                if overlong:
+                    c.lines += overlong
+                    c.malformed += overlong
         if parts:
             self.worker.submit(lambda: self._lines(parts, mine))
         return n
@@ -79,9 +84,16 @@ class SpeFeed:
         """Parse, record and account complete lines (on the worker thread)."""
         ok, bad, zero, res = self._ingest.lines(parts)
         with self._mutex:
-            self._add(mine, lines=ok + bad + zero, malformed=bad + zero, zero_pfn=zero,
-                      recorded=res.recorded, recorded_accesses=res.recorded_accesses,
-                      dropped_full=res.dropped, dropped_accesses=res.dropped_accesses)
+            for c in (self.counters, mine):     # _add, spelled out: once per write
+                c.lines += ok + bad + zero
+                c.recorded += res.recorded
+                c.recorded_accesses = (c.recorded_accesses + res.recorded_accesses) & _U64
+                if bad or zero:
+                    c.malformed += bad + zero
+                    c.zero_pfn += zero
+                if res.dropped or res.dropped_accesses:
+                    c.dropped_full += res.dropped
+                    c.dropped_accesses = (c.dropped_accesses + res.dropped_accesses) & _U64
 
     def _add(self, mine: F.FeedCounters, **kv) -> None:
         """Add to the file's and this open file's counters (caller holds the mutex)."""

@@ -48,11 +48,11 @@ static void agg_free_buffers(Aggregator *a)
 void agg_reset(Aggregator *a)
 {
     Py_ssize_t i;
-    for (i = 0; i < a->n_keys; i++)
+    for (i = 0; i < a->n_kt; i++)
         a->ktab[a->kpos[i]] = -1;
     for (i = 0; i < KCACHE; i++)
         a->ckidx[i] = -1;
-    a->n_rows = a->n_keys = a->n_direct = a->flushed = 0;
+    a->n_rows = a->n_keys = a->n_kt = a->n_direct = a->flushed = 0;
     a->acc_all = 0;
 }
 
@@ -106,7 +106,7 @@ static int agg_init(Aggregator *a, PyObject *args, PyObject *kw)
         a->mtab[i] = -1;
     a->map_n = 0;
     a->counts = NULL;
-    a->n_keys = 0;
+    a->n_keys = a->n_kt = 0;
     agg_reset(a);
     return 0;
 }
@@ -117,23 +117,40 @@ static void agg_dealloc(Aggregator *a)
     Py_TYPE(a)->tp_free((PyObject *)a);
 }
 
+/* Put key index j (of key k) into the batch's hash table unless it is there. */
+static void ktab_put(Aggregator *a, uint64_t k, int32_t j)
+{
+    uint64_t h = hash64(k >> 9) & a->tmask;
+    int32_t x;
+
+    while ((x = a->ktab[h]) >= 0) {
+        if (x == j)
+            return;
+        h = (h + 1) & a->tmask;
+    }
+    a->ktab[h] = j;
+    a->kpos[a->n_kt++] = (uint32_t)h;
+}
+
 /* The key index of THP key k in this batch, creating it (and looking up the tree slot for
- * direct adds) on first sight; the caller has missed the direct-mapped cache. */
+ * direct adds) on first sight; the caller has missed the direct-mapped cache. A batch's
+ * keys are in the cache or in the hash table: a key enters the table only when another
+ * takes its cache entry, so a batch whose keys never collide there never touches it. */
 static __attribute__((noinline)) Py_ssize_t agg_key(Aggregator *a, uint64_t k)
 {
     uint64_t h;
     int32_t j;
     unsigned c = (unsigned)(k >> 9) & (KCACHE - 1);
 
-    h = hash64(k >> 9) & a->tmask;
-    while ((j = a->ktab[h]) >= 0) {
-        if (a->key[j] == k)
-            goto found;
-        h = (h + 1) & a->tmask;
+    if (a->n_kt) {
+        h = hash64(k >> 9) & a->tmask;
+        while ((j = a->ktab[h]) >= 0) {
+            if (a->key[j] == k)
+                goto found;
+            h = (h + 1) & a->tmask;
+        }
     }
     j = (int32_t)a->n_keys++;
-    a->ktab[h] = j;
-    a->kpos[j] = (uint32_t)h;
     a->key[j] = k;
     a->kslot[j] = -1;
     if (a->counts != NULL && a->map_n) {
@@ -154,6 +171,8 @@ static __attribute__((noinline)) Py_ssize_t agg_key(Aggregator *a, uint64_t k)
         }
     }
 found:
+    if (a->ckidx[c] >= 0)           /* the cached key leaves the cache: keep it findable */
+        ktab_put(a, a->ckey[c], a->ckidx[c]);
     a->ckey[c] = k;
     a->ckidx[c] = j;
     return j;
@@ -303,14 +322,9 @@ static void agg_scan(Aggregator *restrict a, const unsigned char **pp, const uns
             size_t len = (size_t)(e - p);
             uint16_t h;
 
-            if (nl != NULL && len - 3 <= 6 && (memcpy(&h, p, 2), (h | 0x2000) == ('0' | 'x' << 8))) {
-                uint64_t w = load64(p + 2);         /* in bounds: p + 10 <= nl + 1 <= end */
-                unsigned n = (unsigned)len - 2;
-                if (hex_run8(w) == n) {
-                    pfn = hex_val8(w, n);
-                    goto line;
-                }
-            }
+            if (nl != NULL && len - 3 <= 15 && (memcpy(&h, p, 2), (h | 0x2000) == ('0' | 'x' << 8))
+                && hex_digits(p + 2, (unsigned)len - 2, &pfn))
+                goto line;
         }
 #endif
         if (fast_line(p, end, &pfn, &cnt, &has_count) == NULL && !parse_line(p, e, &pfn, &cnt, &has_count)) {

@@ -21,7 +21,8 @@ typedef struct {
     uint32_t *row;                /* per row: key index << 9 | subpage, ROW_CNT: count in rcnt */
     uint64_t *rcnt;               /* per row with ROW_CNT: its count (else 1) */
     uint64_t *key, *klines, *kacc;
-    uint32_t *kpos;               /* table position of each key (to clear) */
+    uint32_t *kpos;               /* table positions filled (to clear), n_kt of them */
+    Py_ssize_t n_kt;
     int64_t *kslot;               /* per key: tree slot it was added to during feed, or -1 */
 #define KCACHE 1024
     uint64_t ckey[KCACHE];        /* direct-mapped cache THP key -> key index (ckidx -1: empty) */

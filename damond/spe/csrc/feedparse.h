@@ -15,6 +15,8 @@
 /* hex value of each byte, -1 when not a hex digit (filled by spe_init_digits) */
 extern signed char spe_digit_val[256];
 #define digit_val spe_digit_val
+/* the value of two hex digits (first byte low), 0x100 when either is not one */
+extern uint16_t spe_hex2[65536];
 void spe_init_digits(void);
 
 /* Module parts defined in the other files. */
@@ -119,6 +121,30 @@ static inline uint64_t nl_mask64(const unsigned char *b, const unsigned char *en
     memset(tail, 0, sizeof(tail));
     memcpy(tail, b, (size_t)n);
     return nl_mask64_full(tail);
+}
+
+/* The value of the n (1..16) hex digits at q into *v; 0 when one is not a hex digit.
+ * Two digits per table load. */
+static inline int hex_digits(const unsigned char *q, unsigned n, uint64_t *v)
+{
+    uint64_t x = 0;
+    unsigned bad = 0, i = 0;
+
+    if (n & 1) {
+        int d = digit_val[q[0]];
+        bad = (unsigned)d & 0x100;
+        x = (unsigned)d & 15;
+        i = 1;
+    }
+    for (; i < n; i += 2) {
+        uint16_t h, t;
+        memcpy(&h, q + i, 2);
+        t = spe_hex2[h];
+        bad |= t;
+        x = x << 8 | (t & 0xFF);
+    }
+    *v = x;
+    return !(bad & 0x100);
 }
 
 /* The common shapes in one pass without memchr: `0x<1..16 hex>` or `<1-9><..18 digits>`,

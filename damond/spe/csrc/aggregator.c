@@ -19,6 +19,8 @@
  * feed() releases the GIL while it scans and adds: the caller must hold the tree's mutex
  * (no other thread may move or resize counts/total/last meanwhile) and must not use the
  * same Aggregator from two threads (a second call while one runs raises RuntimeError).
+ * `feed_parts(parts, i, off, ...)` is feed over a list of buffers (each one's lines on their
+ * own) in one call without the GIL; it returns where it stopped (max_rows).
  * This file: state, feed and the type; aggregator_ops.c: the batch methods.
  */
 #define _GNU_SOURCE
@@ -351,56 +353,74 @@ line:
     *n_zero = zero;
 }
 
+/* Take the tree's counters for one feed call (None: no direct adds). Returns 0, or -1
+ * with an exception set and nothing held. */
+static int agg_begin(Aggregator *a, PyObject *counts, PyObject *total, PyObject *last, long long now,
+                     Py_buffer *cb, Py_buffer *tb, Py_buffer *lb)
+{
+    Py_ssize_t i;
+
+    if (a->ktab == NULL || a->busy) {
+        PyErr_SetString(PyExc_RuntimeError, a->busy ? "Aggregator in use by another thread"
+                                                    : "Aggregator not initialised");
+        return -1;
+    }
+    a->counts = NULL;
+    if (counts != Py_None) {
+        if (get_buf(counts, cb, PyBUF_WRITABLE, 0, "counts") < 0)
+            return -1;
+        a->counts_rows = cb->len / (512 * 8);
+        if (get_buf(total, tb, PyBUF_WRITABLE, a->counts_rows * 8, "total") < 0) {
+            PyBuffer_Release(cb);
+            return -1;
+        }
+        if (get_buf(last, lb, PyBUF_WRITABLE, a->counts_rows * 8, "last") < 0) {
+            PyBuffer_Release(cb); PyBuffer_Release(tb);
+            return -1;
+        }
+        if (delta_size(a, a->counts_rows) < 0) {
+            PyBuffer_Release(cb); PyBuffer_Release(tb); PyBuffer_Release(lb);
+            return -1;
+        }
+        a->counts = cb->buf;
+        a->total = tb->buf;
+        a->last = lb->buf;
+        a->now = now;
+    }
+    for (i = 0; i < a->n_keys; i++) {      /* a batch's direct keys need the same counts each feed */
+        if (a->kslot[i] >= 0 && (a->counts == NULL || a->kslot[i] >= a->counts_rows)) {
+            if (a->counts != NULL) {
+                PyBuffer_Release(cb); PyBuffer_Release(tb); PyBuffer_Release(lb);
+            }
+            a->counts = NULL;
+            PyErr_SetString(PyExc_ValueError, "this batch adds directly: pass the same counters");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void agg_end(Aggregator *a, Py_buffer *cb, Py_buffer *tb, Py_buffer *lb)
+{
+    if (a->counts != NULL) {
+        PyBuffer_Release(cb); PyBuffer_Release(tb); PyBuffer_Release(lb);
+        a->counts = NULL;
+    }
+}
+
 static PyObject *agg_feed(Aggregator *a, PyObject *args)
 {
     Py_buffer data, cb, tb, lb;
     PyObject *counts = Py_None, *total = Py_None, *last = Py_None;
     long long now = 0;
-    Py_ssize_t n_ok = 0, n_bad = 0, n_zero = 0, consumed, i;
+    Py_ssize_t n_ok = 0, n_bad = 0, n_zero = 0, consumed;
     const unsigned char *p, *end;
 
     if (!PyArg_ParseTuple(args, "y*|OOOL", &data, &counts, &total, &last, &now))
         return NULL;
-    if (a->ktab == NULL || a->busy) {
+    if (agg_begin(a, counts, total, last, now, &cb, &tb, &lb) < 0) {
         PyBuffer_Release(&data);
-        PyErr_SetString(PyExc_RuntimeError, a->busy ? "Aggregator in use by another thread"
-                                                    : "Aggregator not initialised");
         return NULL;
-    }
-    a->counts = NULL;
-    if (counts != Py_None) {
-        if (get_buf(counts, &cb, PyBUF_WRITABLE, 0, "counts") < 0) {
-            PyBuffer_Release(&data);
-            return NULL;
-        }
-        a->counts_rows = cb.len / (512 * 8);
-        if (get_buf(total, &tb, PyBUF_WRITABLE, a->counts_rows * 8, "total") < 0) {
-            PyBuffer_Release(&data); PyBuffer_Release(&cb);
-            return NULL;
-        }
-        if (get_buf(last, &lb, PyBUF_WRITABLE, a->counts_rows * 8, "last") < 0) {
-            PyBuffer_Release(&data); PyBuffer_Release(&cb); PyBuffer_Release(&tb);
-            return NULL;
-        }
-        if (delta_size(a, a->counts_rows) < 0) {
-            PyBuffer_Release(&data); PyBuffer_Release(&cb); PyBuffer_Release(&tb); PyBuffer_Release(&lb);
-            return NULL;
-        }
-        a->counts = cb.buf;
-        a->total = tb.buf;
-        a->last = lb.buf;
-        a->now = now;
-    }
-    for (i = 0; i < a->n_keys; i++) {      /* a batch's direct keys need the same counts each feed */
-        if (a->kslot[i] >= 0 && (a->counts == NULL || a->kslot[i] >= a->counts_rows)) {
-            PyBuffer_Release(&data);
-            if (a->counts != NULL) {
-                PyBuffer_Release(&cb); PyBuffer_Release(&tb); PyBuffer_Release(&lb);
-            }
-            a->counts = NULL;
-            PyErr_SetString(PyExc_ValueError, "this batch adds directly: pass the same counters");
-            return NULL;
-        }
     }
     p = data.buf;
     end = p + data.len;
@@ -411,11 +431,72 @@ static PyObject *agg_feed(Aggregator *a, PyObject *args)
     a->busy = 0;
     consumed = (Py_ssize_t)(p - (const unsigned char *)data.buf);
     PyBuffer_Release(&data);
-    if (a->counts != NULL) {
-        PyBuffer_Release(&cb); PyBuffer_Release(&tb); PyBuffer_Release(&lb);
-        a->counts = NULL;
-    }
+    agg_end(a, &cb, &tb, &lb);
     return Py_BuildValue("nnnn", consumed, n_ok, n_bad, n_zero);
+}
+
+/* feed_parts(parts, i, off, counts=None, total=None, last=None, now=0) -> (i, off, n_ok,
+ * n_malformed, n_zero): feed over the buffers parts[i][off:], parts[i + 1], ... (each one's
+ * lines on their own, as separate feed calls) in one call without the GIL, until they are
+ * consumed or max_rows rows are held; returns where it stopped. */
+#define PARTS_MAX 64
+static PyObject *agg_feed_parts(Aggregator *a, PyObject *args)
+{
+    PyObject *parts, *seq, *counts = Py_None, *total = Py_None, *last = Py_None;
+    long long now = 0;
+    Py_ssize_t i0, off, n, k, stop, got = 0, n_ok = 0, n_bad = 0, n_zero = 0;
+    Py_buffer bufs[PARTS_MAX], cb, tb, lb;
+
+    if (!PyArg_ParseTuple(args, "Onn|OOOL", &parts, &i0, &off, &counts, &total, &last, &now))
+        return NULL;
+    seq = PySequence_Fast(parts, "parts must be a sequence of buffers");
+    if (seq == NULL)
+        return NULL;
+    n = PySequence_Fast_GET_SIZE(seq);
+    if (i0 < 0 || i0 > n || off < 0) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "i / off out of range");
+        return NULL;
+    }
+    if (n - i0 > PARTS_MAX)
+        n = i0 + PARTS_MAX;            /* the caller comes back for the rest */
+    for (k = i0; k < n; k++, got++) {
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(seq, k), &bufs[got], PyBUF_SIMPLE) < 0)
+            goto fail;
+    }
+    if (got && off > bufs[0].len) {
+        PyErr_SetString(PyExc_ValueError, "off out of range");
+        goto fail;
+    }
+    if (agg_begin(a, counts, total, last, now, &cb, &tb, &lb) < 0)
+        goto fail;
+    a->busy = 1;
+    Py_BEGIN_ALLOW_THREADS
+    for (k = 0; k < got; k++) {
+        const unsigned char *p = (const unsigned char *)bufs[k].buf + off, *end = (const unsigned char *)bufs[k].buf + bufs[k].len;
+        Py_ssize_t o, b, z;
+        agg_scan(a, &p, end, &o, &b, &z);
+        n_ok += o;
+        n_bad += b;
+        n_zero += z;
+        off = p - (const unsigned char *)bufs[k].buf;
+        if (p < end)
+            break;                      /* max_rows rows held */
+        off = 0;
+    }
+    Py_END_ALLOW_THREADS
+    a->busy = 0;
+    stop = i0 + k;
+    agg_end(a, &cb, &tb, &lb);
+    for (k = 0; k < got; k++)
+        PyBuffer_Release(&bufs[k]);
+    Py_DECREF(seq);
+    return Py_BuildValue("nnnnn", stop, off, n_ok, n_bad, n_zero);
+fail:
+    for (k = 0; k < got; k++)
+        PyBuffer_Release(&bufs[k]);
+    Py_DECREF(seq);
+    return NULL;
 }
 
 static PyObject *agg_get_rows(Aggregator *a, void *closure) { return PyLong_FromSsize_t(a->n_rows); }
@@ -438,6 +519,8 @@ static PyGetSetDef agg_getset[] = {
 };
 
 static PyMethodDef agg_methods[] = {
+    {"feed_parts", (PyCFunction)agg_feed_parts, METH_VARARGS,
+     "feed_parts(parts, i, off, counts=None, total=None, last=None, now=0) -> (i, off, n_ok, n_malformed, n_zero)"},
     {"feed", (PyCFunction)agg_feed, METH_VARARGS,
      "feed(data, counts=None, total=None, last=None, now=0) -> (consumed, n_ok, n_malformed, n_zero)"},
     {"keys", (PyCFunction)agg_keys, METH_VARARGS,

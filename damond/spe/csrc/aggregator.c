@@ -52,8 +52,10 @@ void agg_reset(Aggregator *a)
     Py_ssize_t i;
     for (i = 0; i < a->n_kt; i++)
         a->ktab[a->kpos[i]] = -1;
-    for (i = 0; i < KCACHE; i++)
+    for (i = 0; i < KCACHE; i++) {
         a->ckidx[i] = -1;
+        a->ckey[i] = CKEY_NONE;
+    }
     a->n_rows = a->n_keys = a->n_kt = a->n_direct = a->flushed = 0;
     a->acc_all = 0;
 }
@@ -265,7 +267,7 @@ static inline __attribute__((always_inline)) void agg_row(Aggregator *restrict a
 {
     uint64_t k = pfn & ~(uint64_t)511;
     unsigned c = (unsigned)(k >> 9) & (KCACHE - 1);
-    Py_ssize_t kidx = (a->ckidx[c] >= 0 && a->ckey[c] == k) ? a->ckidx[c] : agg_key(a, k);
+    Py_ssize_t kidx = a->ckey[c] == k ? a->ckidx[c] : agg_key(a, k);
     unsigned sub = (unsigned)(pfn & 511);
     int64_t s = a->kslot[kidx];
 
@@ -300,7 +302,7 @@ static void agg_scan(Aggregator *restrict a, const unsigned char **pp, const uns
 {
     const unsigned char *p = *pp, *base = p;
     Py_ssize_t r = a->n_rows, r0 = r, maxr = a->max_rows, bad = 0, zero = 0;
-    uint64_t acc = a->acc_all, mask = p < end ? nl_mask64(base, end) : 0;
+    uint64_t extra = 0, mask = p < end ? nl_mask64(base, end) : 0;   /* extra: sum of (count - 1) */
     Py_ssize_t pend[DEFER];
     int i;
 
@@ -341,12 +343,12 @@ line:
             continue;
         }
         agg_row(a, pend, r, pfn, cnt);
-        acc += cnt;
+        extra += cnt - 1;
         r++;
     }
     pend_drain(a, pend);
     a->n_rows = a->flushed = r;
-    a->acc_all = acc;
+    a->acc_all += (uint64_t)(r - r0) + extra;
     *pp = p;
     *n_ok = r - r0;
     *n_bad = bad;

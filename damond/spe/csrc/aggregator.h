@@ -25,7 +25,8 @@ typedef struct {
     Py_ssize_t n_kt;
     int64_t *kslot;               /* per key: tree slot it was added to during feed, or -1 */
 #define KCACHE 1024
-    uint64_t ckey[KCACHE];        /* direct-mapped cache THP key -> key index (ckidx -1: empty) */
+#define CKEY_NONE 1               /* never a THP key (those are multiples of 512) */
+    uint64_t ckey[KCACHE];        /* direct-mapped cache THP key -> key index (CKEY_NONE: empty) */
     int32_t ckidx[KCACHE];
     uint64_t *total;              /* the tree's totals and last-update stamps during one feed */
     int64_t *last, now;

@@ -6,8 +6,9 @@ joined across the writes of one open file, a pending last line is taken at close
 every line is accounted as recorded, malformed (incl. PFN 0) or dropped because the tree
 was full; a write never fails for bad lines. A write hands its complete lines to the
 feed's `FeedWorker` and returns (while that job waits in the queue, later writes of the
-same open file join it, up to COALESCE_BYTES: fewer, larger batches for the worker); close (release) and every read of spe_feed_stats or
-spe_stats first wait until the queued lines are recorded. In "rfc" mode it is the RFC's
+same open file join it, up to COALESCE_BYTES: fewer, larger batches for the worker);
+close (release) and every read of spe_feed_stats or spe_stats first wait until the
+queued lines are recorded. In "rfc" mode it is the RFC's
 spe_feed_write: one PFN from the first 31 bytes of each write. spe_stats (0400) is
 `PfnTree.stats_text()`. spe_record (0600): a write of perf config terms starts an
 emulated arm_spe session for that open file; the first read ends the recording and
@@ -27,7 +28,8 @@ from damond.fs.tree import FsError, Snap
 DEBUG_DIR = "kernel/debug/damon"
 _U64 = (1 << 64) - 1
 DRAIN_BATCH = 20_000         # records formatted per read (keeps each FUSE read short)
-COALESCE_BYTES = 1 << 20     # a queued spe_feed job takes later writes of its file up to this size
+COALESCE_BYTES = 1 << 19     # a queued spe_feed job takes later writes of its file up to this size;
+# with one job queued (depth 1) at most about 1 MiB of accepted lines wait, as with 8 queued 128 KiB writes
 log = get_logger("damond.spe")
 
 
@@ -43,7 +45,7 @@ class SpeFeed:
     """kernel/debug/damon/spe_feed."""
     mode = 0o200
 
-    def __init__(self, spe, compiled: bool | None = None, max_rows: int = 1 << 15, depth: int = 8):
+    def __init__(self, spe, compiled: bool | None = None, max_rows: int = 1 << 15, depth: int = 1):
         self.spe = spe
         self.counters = F.FeedCounters()
         self._mutex = threading.Lock()         # counters, _open
@@ -111,7 +113,7 @@ class SpeFeed:
         """Parse, record and account complete lines (on the worker thread)."""
         ok, bad, zero, res = self._ingest.lines(parts)
         with self._mutex:
-            for c in (self.counters, mine):     # _add, spelled out: once per write
+            for c in (self.counters, mine):     # _add, spelled out: once per job
                 c.lines += ok + bad + zero
                 c.recorded += res.recorded
                 c.recorded_accesses = (c.recorded_accesses + res.recorded_accesses) & _U64

@@ -210,11 +210,11 @@ class Ingest:
                 self._sync()
                 now = tree.clock.now_us()
                 i = off = 0
-                while i < len(parts):       # all the parts in one call without the GIL, but
+                while i < len(parts):       # every part in one call without the GIL
                     i, off, o, b, z = agg.feed_parts(parts, i, off, tree._counts, tree._total, tree._last, now)
                     ok, bad, zero = ok + o, bad + b, zero + z
-                    if agg.n_rows == agg.max_rows and i < len(parts):  # the row buffer is full: record
-                        res = _sum(res, self._record())                 # what we have, go on
+                    if agg.n_rows == agg.max_rows and i < len(parts):
+                        res = _sum(res, self._record())     # row buffer full: record what we have, go on
                         now = tree.clock.now_us()
                 res = _sum(res, self._record())
             finally:

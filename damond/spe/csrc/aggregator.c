@@ -179,6 +179,7 @@ found:
         ktab_put(a, a->ckey[c], a->ckidx[c]);
     a->ckey[c] = k;
     a->ckidx[c] = j;
+    a->cslot[c] = a->kslot[j];
     return j;
 }
 
@@ -267,9 +268,17 @@ static inline __attribute__((always_inline)) void agg_row(Aggregator *restrict a
 {
     uint64_t k = pfn & ~(uint64_t)511;
     unsigned c = (unsigned)(k >> 9) & (KCACHE - 1);
-    Py_ssize_t kidx = a->ckey[c] == k ? a->ckidx[c] : agg_key(a, k);
+    Py_ssize_t kidx;
     unsigned sub = (unsigned)(pfn & 511);
-    int64_t s = a->kslot[kidx];
+    int64_t s;
+
+    if (a->ckey[c] == k) {          /* the slot comes with the hit: no load waits on kidx */
+        kidx = a->ckidx[c];
+        s = a->cslot[c];
+    } else {
+        kidx = agg_key(a, k);
+        s = a->kslot[kidx];
+    }
 
     if (cnt == 1) {
         a->row[r] = (uint32_t)kidx << 9 | sub;

@@ -28,6 +28,7 @@ typedef struct {
 #define CKEY_NONE 1               /* never a THP key (those are multiples of 512) */
     uint64_t ckey[KCACHE];        /* direct-mapped cache THP key -> key index (CKEY_NONE: empty) */
     int32_t ckidx[KCACHE];
+    int64_t cslot[KCACHE];        /* kslot of the cached key (undo resets both) */
     uint64_t *total;              /* the tree's totals and last-update stamps during one feed */
     int64_t *last, now;
     int64_t *kold;                /* per direct key: its last stamp before this batch */

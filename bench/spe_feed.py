@@ -2,8 +2,9 @@
 
 Builds a file of PFN lines (`0x...`, 512 THPs under the default 1024-entry capacity, random
 subpages, random order) in a temp dir, then alternates for --rounds rounds:
-  (a) floor: a count-only mfusepy filesystem (damond's options: nothreads, direct_io,
-      timeouts 0) whose write-only file only counts newlines; `cat FILE > it`;
+  (a) floor: a count-only mfusepy filesystem (direct_io and timeouts 0 as damond, the same
+      128 KiB writes, but libfuse's single-threaded loop, the cheapest; damond runs the
+      multi-threaded one) whose write-only file only counts newlines; `cat FILE > it`;
   (b) damond (one daemon for all rounds, its machine settled for --settle s after mounting):
       `cat FILE > MOUNT/kernel/debug/damon/spe_feed`,
       then the round's spe_feed_stats delta must account for every line (recorded + malformed + dropped_full).

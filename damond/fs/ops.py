@@ -9,9 +9,11 @@ Attribute names never collide with FUSE op names (no `lock`, `read`, ...).
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import functools
 import os
+import threading
 import time
 from typing import Any
 
@@ -35,10 +37,28 @@ class _OpenFile:
         self.node, self.st, self.snap = node, st, Snap()
 
 
+_pinned = threading.local()
+
+
+def _pin_thread_state() -> None:
+    """Keep this libfuse worker thread's Python thread state for the thread's life.
+
+    ctypes runs each callback on a foreign thread between PyGILState_Ensure and _Release,
+    which creates and destroys a thread state every time: a 16 KiB frame stack mmap'ed and
+    munmap'ed per request, the munmap's TLB-shootdown IPI interrupting every other thread
+    of the daemon (an spe_feed write: about a quarter of the FUSE thread's time). One
+    Ensure without a Release makes the state outlive the callback; libfuse keeps its
+    workers (max_idle_threads) and the interpreter frees the states at exit."""
+    if not getattr(_pinned, "on", False):
+        ctypes.pythonapi.PyGILState_Ensure()
+        _pinned.on = True
+
+
 def _serial(fn):
     """Run the op under the tree's op lock: FUSE threads never interleave inside the tree."""
     @functools.wraps(fn)
     def op(self, *args):
+        _pin_thread_state()
         with self._tree.op_lock:
             return fn(self, *args)
     return op

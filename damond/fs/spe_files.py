@@ -5,8 +5,10 @@ spe_feed (0200): in "lines" mode every line of every write is parsed (partial li
 joined across the writes of one open file, a pending last line is taken at close) and
 every line is accounted as recorded, malformed (incl. PFN 0) or dropped because the tree
 was full; a write never fails for bad lines. A write hands its complete lines to the
-feed's `FeedWorker` and returns; close (release) and every read of spe_feed_stats or
-spe_stats first wait until the queued lines are recorded. In "rfc" mode it is the RFC's
+feed's `FeedWorker` and returns (while that job waits in the queue, later writes of the
+same open file join it, up to COALESCE_BYTES: fewer, larger batches for the worker);
+close (release) and every read of spe_feed_stats or spe_stats first wait until the
+queued lines are recorded. In "rfc" mode it is the RFC's
 spe_feed_write: one PFN from the first 31 bytes of each write. spe_stats (0400) is
 `PfnTree.stats_text()`. spe_record (0600): a write of perf config terms starts an
 emulated arm_spe session for that open file; the first read ends the recording and
@@ -26,19 +28,30 @@ from damond.fs.tree import FsError, Snap
 DEBUG_DIR = "kernel/debug/damon"
 _U64 = (1 << 64) - 1
 DRAIN_BATCH = 20_000         # records formatted per read (keeps each FUSE read short)
+COALESCE_BYTES = 1 << 19     # a queued spe_feed job takes later writes of its file up to this size;
+# with one job queued (depth 1) at most about 1 MiB of accepted lines wait, as with 8 queued 128 KiB writes
 log = get_logger("damond.spe")
+
+
+class _Job:
+    """Complete lines of consecutive writes of one open file, recorded by one worker run."""
+    __slots__ = ("mine", "parts", "size")
+
+    def __init__(self, mine: F.FeedCounters):
+        self.mine, self.parts, self.size = mine, [], 0
 
 
 class SpeFeed:
     """kernel/debug/damon/spe_feed."""
     mode = 0o200
 
-    def __init__(self, spe, compiled: bool | None = None, max_rows: int = 1 << 15, depth: int = 8):
+    def __init__(self, spe, compiled: bool | None = None, max_rows: int = 1 << 15, depth: int = 1):
         self.spe = spe
         self.counters = F.FeedCounters()
-        self._mutex = threading.Lock()         # counters
+        self._mutex = threading.Lock()         # counters, _open
         self._ingest = F.Ingest(spe, compiled, max_rows)     # used by the worker thread only
         self.worker = F.FeedWorker(depth)
+        self._open: _Job | None = None         # queued, not started: later writes of its file join it
 
     def open(self, flags: int) -> object:
         return (F.FeedSession(), F.FeedCounters())
@@ -54,10 +67,31 @@ class SpeFeed:
             return n
         parts, overlong = F.split_complete(sess, data)
         with self._mutex:
-            self._add(mine, writes=1, bytes=n, lines=overlong, malformed=overlong)
-        if parts:
-            self.worker.submit(lambda: self._lines(parts, mine))
+            for c in (self.counters, mine):     # _add, spelled out: once per write
+                c.writes += 1
+                c.bytes += n
+                if overlong:
+                    c.lines += overlong
+                    c.malformed += overlong
+            if not parts:
+                return n
+            job = self._open
+            if job is not None and job.mine is mine and job.size < COALESCE_BYTES:
+                job.parts += parts                 # the worker has not taken it yet
+                job.size += n
+                return n
+            job = self._open = _Job(mine)
+            job.parts += parts
+            job.size = n
+        self.worker.submit(lambda: self._run(job))
         return n
+
+    def _run(self, job: _Job) -> None:
+        """Take `job` (no write joins it any more) and record its lines (worker thread)."""
+        with self._mutex:
+            if self._open is job:
+                self._open = None
+        self._lines(job.parts, job.mine)
 
     def drain(self) -> None:
         """Wait until the lines of every write so far are recorded and accounted."""
@@ -79,9 +113,16 @@ class SpeFeed:
         """Parse, record and account complete lines (on the worker thread)."""
         ok, bad, zero, res = self._ingest.lines(parts)
         with self._mutex:
-            self._add(mine, lines=ok + bad + zero, malformed=bad + zero, zero_pfn=zero,
-                      recorded=res.recorded, recorded_accesses=res.recorded_accesses,
-                      dropped_full=res.dropped, dropped_accesses=res.dropped_accesses)
+            for c in (self.counters, mine):     # _add, spelled out: once per job
+                c.lines += ok + bad + zero
+                c.recorded += res.recorded
+                c.recorded_accesses = (c.recorded_accesses + res.recorded_accesses) & _U64
+                if bad or zero:
+                    c.malformed += bad + zero
+                    c.zero_pfn += zero
+                if res.dropped or res.dropped_accesses:
+                    c.dropped_full += res.dropped
+                    c.dropped_accesses = (c.dropped_accesses + res.dropped_accesses) & _U64
 
     def _add(self, mine: F.FeedCounters, **kv) -> None:
         """Add to the file's and this open file's counters (caller holds the mutex)."""

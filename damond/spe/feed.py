@@ -209,14 +209,13 @@ class Ingest:
             try:
                 self._sync()
                 now = tree.clock.now_us()
-                for buf in parts:
-                    while len(buf):
-                        used, o, b, z = agg.feed(buf, tree._counts, tree._total, tree._last, now)
-                        ok, bad, zero = ok + o, bad + b, zero + z
-                        buf = buf[used:]
-                        if len(buf):        # row buffer full: record what we have, go on
-                            res = _sum(res, self._record())
-                            now = tree.clock.now_us()
+                i = off = 0
+                while i < len(parts):       # every part in one call without the GIL
+                    i, off, o, b, z = agg.feed_parts(parts, i, off, tree._counts, tree._total, tree._last, now)
+                    ok, bad, zero = ok + o, bad + b, zero + z
+                    if agg.n_rows == agg.max_rows and i < len(parts):
+                        res = _sum(res, self._record())     # row buffer full: record what we have, go on
+                        now = tree.clock.now_us()
                 res = _sum(res, self._record())
             finally:
                 agg.clear()

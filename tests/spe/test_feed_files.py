@@ -229,6 +229,47 @@ def test_compiled_deltas_fold_exactly():
     assert int(e.counts.sum()) == e.total and int(e.counts[4:].sum()) == 0 and e.counts[1] > 300
 
 
+@pytest.mark.skipif(F._feedparse is None, reason="compiled parser not built")
+def test_compiled_deltas_fold_past_their_width():
+    """More lines on one THP between reads than its per-slot deltas hold (the compiled path
+    folds the slot by itself, mid-write), with counts at the deltas' limit: the fallback's
+    counters, exactly."""
+    from damond.fs.spe_files import SpeFeed
+    trees = [PfnTree(VirtualClock(), capacity=4), PfnTree(VirtualClock(), capacity=4)]
+    feeds = [SpeFeed(trees[0], compiled=True), SpeFeed(trees[1], compiled=False)]
+    data = b"0x10000\n" + b"0x10001\n" * 70_000 + b"0x10002 65535\n0x10003 65536\n" + b"0x10001\n" * 70_000
+    for f in feeds:
+        st = f.open(0o1)
+        for k in range(0, len(data), 131072):
+            f.write(st, data[k:k + 131072])
+        f.release(st)
+    assert _entries(trees[0]) == _entries(trees[1])
+    assert feeds[0].counters == feeds[1].counters
+    e = trees[0].get(0x10000)
+    assert e.counts[:4].tolist() == [1, 140_000, 65535, 65536] and e.total == 1 + 140_000 + 65535 + 65536
+
+
+@pytest.mark.skipif(F._feedparse is None, reason="compiled parser not built")
+def test_compiled_keys_sharing_a_cache_entry_equal_fallback():
+    """THPs whose keys share the compiled path's direct-mapped key cache entry (keys 1024 THPs
+    apart), fed over and over with direct adds: the fallback's tree and counters."""
+    from damond.fs.spe_files import SpeFeed
+    trees = [PfnTree(VirtualClock(), capacity=64), PfnTree(VirtualClock(), capacity=64)]
+    feeds = [SpeFeed(trees[0], compiled=True), SpeFeed(trees[1], compiled=False)]
+    rng = np.random.default_rng(3)
+    sts = [f.open(0o1) for f in feeds]
+    for _ in range(6):
+        thp = (0x40000 + rng.integers(0, 40, 3000) * 1024) * 512
+        data = b"".join(b"0x%x\n" % p for p in (thp + rng.integers(0, 512, 3000)).tolist())
+        for f, st in zip(feeds, sts):
+            f.write(st, data)
+            f.drain()
+        assert _entries(trees[0]) == _entries(trees[1])
+    for f, st in zip(feeds, sts):
+        f.release(st)
+    assert feeds[0].counters == feeds[1].counters and feeds[0].counters.recorded == 18_000
+
+
 def test_writes_are_recorded_before_stats_reads():
     """A write returns before its lines are recorded (the worker thread does it); spe_stats
     and spe_feed_stats reads wait for them, and so does close."""

@@ -19,6 +19,8 @@
  * feed() releases the GIL while it scans and adds: the caller must hold the tree's mutex
  * (no other thread may move or resize counts/total/last meanwhile) and must not use the
  * same Aggregator from two threads (a second call while one runs raises RuntimeError).
+ * `feed_parts(parts, i, off, ...)` is feed over a list of buffers (each one's lines on their
+ * own) in one call without the GIL; it returns where it stopped (max_rows).
  * This file: state, feed and the type; aggregator_ops.c: the batch methods.
  */
 #define _GNU_SOURCE
@@ -31,7 +33,8 @@ static void agg_free_buffers(Aggregator *a)
     PyMem_Free(a->kold); a->kold = NULL;
     PyMem_Free(a->kslot); PyMem_Free(a->mtab); PyMem_Free(a->mkey); PyMem_Free(a->mslot);
     PyMem_Free(a->delta); PyMem_Free(a->dsum); PyMem_Free(a->dirty); PyMem_Free(a->indirty);
-    a->delta = a->indirty = NULL;
+    a->delta = NULL;
+    a->indirty = NULL;
     a->dsum = NULL;
     a->dirty = NULL;
     a->delta_rows = a->n_dirty = 0;
@@ -47,11 +50,13 @@ static void agg_free_buffers(Aggregator *a)
 void agg_reset(Aggregator *a)
 {
     Py_ssize_t i;
-    for (i = 0; i < a->n_keys; i++)
+    for (i = 0; i < a->n_kt; i++)
         a->ktab[a->kpos[i]] = -1;
-    for (i = 0; i < KCACHE; i++)
+    for (i = 0; i < KCACHE; i++) {
         a->ckidx[i] = -1;
-    a->n_rows = a->n_keys = a->n_direct = a->flushed = 0;
+        a->ckey[i] = CKEY_NONE;
+    }
+    a->n_rows = a->n_keys = a->n_kt = a->n_direct = a->flushed = 0;
     a->acc_all = 0;
 }
 
@@ -105,7 +110,7 @@ static int agg_init(Aggregator *a, PyObject *args, PyObject *kw)
         a->mtab[i] = -1;
     a->map_n = 0;
     a->counts = NULL;
-    a->n_keys = 0;
+    a->n_keys = a->n_kt = 0;
     agg_reset(a);
     return 0;
 }
@@ -116,23 +121,40 @@ static void agg_dealloc(Aggregator *a)
     Py_TYPE(a)->tp_free((PyObject *)a);
 }
 
+/* Put key index j (of key k) into the batch's hash table unless it is there. */
+static void ktab_put(Aggregator *a, uint64_t k, int32_t j)
+{
+    uint64_t h = hash64(k >> 9) & a->tmask;
+    int32_t x;
+
+    while ((x = a->ktab[h]) >= 0) {
+        if (x == j)
+            return;
+        h = (h + 1) & a->tmask;
+    }
+    a->ktab[h] = j;
+    a->kpos[a->n_kt++] = (uint32_t)h;
+}
+
 /* The key index of THP key k in this batch, creating it (and looking up the tree slot for
- * direct adds) on first sight; the caller has missed the direct-mapped cache. */
+ * direct adds) on first sight; the caller has missed the direct-mapped cache. A batch's
+ * keys are in the cache or in the hash table: a key enters the table only when another
+ * takes its cache entry, so a batch whose keys never collide there never touches it. */
 static __attribute__((noinline)) Py_ssize_t agg_key(Aggregator *a, uint64_t k)
 {
     uint64_t h;
     int32_t j;
     unsigned c = (unsigned)(k >> 9) & (KCACHE - 1);
 
-    h = hash64(k >> 9) & a->tmask;
-    while ((j = a->ktab[h]) >= 0) {
-        if (a->key[j] == k)
-            goto found;
-        h = (h + 1) & a->tmask;
+    if (a->n_kt) {
+        h = hash64(k >> 9) & a->tmask;
+        while ((j = a->ktab[h]) >= 0) {
+            if (a->key[j] == k)
+                goto found;
+            h = (h + 1) & a->tmask;
+        }
     }
     j = (int32_t)a->n_keys++;
-    a->ktab[h] = j;
-    a->kpos[j] = (uint32_t)h;
     a->key[j] = k;
     a->kslot[j] = -1;
     if (a->counts != NULL && a->map_n) {
@@ -153,8 +175,11 @@ static __attribute__((noinline)) Py_ssize_t agg_key(Aggregator *a, uint64_t k)
         }
     }
 found:
+    if (a->ckidx[c] >= 0)           /* the cached key leaves the cache: keep it findable */
+        ktab_put(a, a->ckey[c], a->ckidx[c]);
     a->ckey[c] = k;
     a->ckidx[c] = j;
+    a->cslot[c] = a->kslot[j];
     return j;
 }
 
@@ -170,25 +195,6 @@ int get_buf(PyObject *o, Py_buffer *b, int flags, Py_ssize_t need, const char *n
     return 0;
 }
 
-/* One recorded line: per-key sums and a row (agg_flush_direct adds it to the tree). */
-static inline __attribute__((always_inline)) void agg_row(Aggregator *a, uint64_t pfn, uint64_t cnt)
-{
-    uint64_t k = pfn & ~(uint64_t)511;
-    unsigned c = (unsigned)(k >> 9) & (KCACHE - 1);
-    Py_ssize_t kidx = (a->ckidx[c] >= 0 && a->ckey[c] == k) ? a->ckidx[c] : agg_key(a, k);
-    Py_ssize_t r = a->n_rows;
-    unsigned sub = (unsigned)(pfn & 511);
-
-    a->n_rows = r + 1;
-    a->acc_all += cnt;
-    if (cnt == 1) {
-        a->row[r] = (uint32_t)kidx << 9 | sub;
-    } else {
-        a->row[r] = ROW_CNT | (uint32_t)kidx << 9 | sub;
-        a->rcnt[r] = cnt;
-    }
-}
-
 /* Size the deltas for a counters array of `rows` rows (they must be folded if it changed). */
 static int delta_size(Aggregator *a, Py_ssize_t rows)
 {
@@ -199,14 +205,15 @@ static int delta_size(Aggregator *a, Py_ssize_t rows)
         return -1;
     }
     PyMem_Free(a->delta); PyMem_Free(a->dsum); PyMem_Free(a->dirty); PyMem_Free(a->indirty);
-    a->delta = PyMem_Calloc(rows * 512, 1);
+    a->delta = PyMem_Calloc(rows * 512, sizeof(delta_t));
     a->dsum = PyMem_Calloc(rows, sizeof(uint32_t));
     a->dirty = PyMem_Calloc(rows, sizeof(int32_t));
     a->indirty = PyMem_Calloc(rows, 1);
     a->delta_rows = rows;
     if (!a->delta || !a->dsum || !a->dirty || !a->indirty) {
         PyMem_Free(a->delta); PyMem_Free(a->dsum); PyMem_Free(a->dirty); PyMem_Free(a->indirty);
-        a->delta = a->indirty = NULL;
+        a->delta = NULL;
+    a->indirty = NULL;
         a->dsum = NULL;
         a->dirty = NULL;
         a->delta_rows = 0;
@@ -216,50 +223,200 @@ static int delta_size(Aggregator *a, Py_ssize_t rows)
     return 0;
 }
 
-/* The direct adds of the rows fed since the last flush, in a tight loop that prefetches
- * ahead: the counters are spread over megabytes, so overlapping the misses matters. */
-static void agg_flush_direct(Aggregator *a)
-{
-    uint64_t *restrict counts = a->counts, *restrict total = a->total;
-    uint8_t *restrict delta = a->delta;
-    uint32_t *restrict dsum = a->dsum;
-    const int64_t *restrict kslot = a->kslot;
-    const uint32_t *restrict row = a->row;
-    Py_ssize_t i, n = a->n_rows;
-    enum { AHEAD = 16 };
+/* The delta add of a common direct line is deferred by DEFER lines (a ring of delta
+ * offsets, -1: none): its address is known only at the end of the line's parse, and
+ * prefetched then, so the add itself never waits on the cache. */
+#define DEFER 16
 
-    if (counts == NULL || a->n_direct == 0) {
-        a->flushed = n;
-        return;
+static void pend_drain(Aggregator *restrict a, Py_ssize_t *pend)
+{
+    int i;
+    for (i = 0; i < DEFER; i++) {
+        if (pend[i] >= 0)
+            a->delta[pend[i]] += 1;
+        pend[i] = -1;
     }
-    for (i = a->flushed; i < n; i++) {
-        int64_t s;
-        if (i + AHEAD < n) {
-            uint32_t w = row[i + AHEAD];
-            int64_t t = kslot[ROW_KEY(w)];
-            if (t >= 0)
-                __builtin_prefetch(&delta[t * 512 + ROW_SUB(w)], 1);
+}
+
+/* The direct add of one line of a key the tree holds at slot s: its total, and its count
+ * into the slot's small deltas (straight into the counters when it is too big for them).
+ * A slot with deltas (dsum > 0) is on the dirty list already. */
+static __attribute__((noinline)) void agg_direct_slow(Aggregator *restrict a, Py_ssize_t *pend, int64_t s,
+                                                      unsigned sub, uint64_t c)
+{
+    pend_drain(a, pend);
+    a->total[s] += c;
+    if (c > DELTA_MAX - a->dsum[s]) {
+        if (c > DELTA_MAX) {               /* a big histogram count: straight in */
+            a->counts[s * 512 + sub] += c;
+            return;
         }
-        s = kslot[ROW_KEY(row[i])];
-        if (s >= 0) {
-            uint64_t c = ROW_COUNT(a, i);
-            total[s] += c;
-            if (c > DELTA_MAX - dsum[s]) {
-                if (c > DELTA_MAX) {           /* a big histogram count: straight in */
-                    counts[s * 512 + ROW_SUB(row[i])] += c;
-                    continue;
-                }
-                fold_slot(counts, delta, dsum, s);
-            }
-            if (!a->indirty[s]) {
-                a->indirty[s] = 1;
-                a->dirty[a->n_dirty++] = (int32_t)s;
-            }
-            dsum[s] += (uint32_t)c;
-            delta[s * 512 + ROW_SUB(row[i])] += (uint8_t)c;
+        fold_slot(a->counts, a->delta, a->dsum, s);
+    }
+    if (!a->indirty[s]) {
+        a->indirty[s] = 1;
+        a->dirty[a->n_dirty++] = (int32_t)s;
+    }
+    a->dsum[s] += (uint32_t)c;
+    a->delta[s * 512 + sub] += (delta_t)c;
+}
+
+/* One recorded line: a row (key index, subpage, count) and, when its key is in the tree
+ * (direct adds), the add itself, in the same pass as the parse. */
+static inline __attribute__((always_inline)) void agg_row(Aggregator *restrict a, Py_ssize_t *pend, Py_ssize_t r,
+                                                          uint64_t pfn, uint64_t cnt)
+{
+    uint64_t k = pfn & ~(uint64_t)511;
+    unsigned c = (unsigned)(k >> 9) & (KCACHE - 1);
+    Py_ssize_t kidx;
+    unsigned sub = (unsigned)(pfn & 511);
+    int64_t s;
+
+    if (a->ckey[c] == k) {          /* the slot comes with the hit: no load waits on kidx */
+        kidx = a->ckidx[c];
+        s = a->cslot[c];
+    } else {
+        kidx = agg_key(a, k);
+        s = a->kslot[kidx];
+    }
+
+    if (cnt == 1) {
+        a->row[r] = (uint32_t)kidx << 9 | sub;
+    } else {
+        a->row[r] = ROW_CNT | (uint32_t)kidx << 9 | sub;
+        a->rcnt[r] = cnt;
+    }
+    if (s >= 0) {
+        uint32_t d = a->dsum[s];
+        if (cnt == 1 && d - 1 < DELTA_MAX - DEFER) {     /* the common add: 1 <= dsum, room for the ring */
+            Py_ssize_t o = s * 512 + sub, *q = &pend[r & (DEFER - 1)];
+            __builtin_prefetch(&a->delta[o], 1);
+            a->dsum[s] = d + 1;
+            a->total[s] += 1;
+            if (*q >= 0)
+                a->delta[*q] += 1;
+            *q = o;
+        } else {
+            agg_direct_slow(a, pend, s, sub, cnt);
         }
     }
-    a->flushed = n;
+}
+
+/* Scan [*pp, end) until it is consumed or max_rows rows are held (no GIL needed). Lines
+ * are cut at the newlines of 64-byte masks, which keeps finding the next line off the
+ * parse's dependency chain; the most common line, `0x` + 1..7 hex digits, is parsed from
+ * one 8-byte load, the others by fast_line / parse_line. */
+static void agg_scan(Aggregator *restrict a, const unsigned char **pp, const unsigned char *end,
+                     Py_ssize_t *n_ok, Py_ssize_t *n_bad, Py_ssize_t *n_zero)
+{
+    const unsigned char *p = *pp, *base = p;
+    Py_ssize_t r = a->n_rows, r0 = r, maxr = a->max_rows, bad = 0, zero = 0;
+    uint64_t extra = 0, mask = p < end ? nl_mask64(base, end) : 0;   /* extra: sum of (count - 1) */
+    Py_ssize_t pend[DEFER];
+    int i;
+
+    for (i = 0; i < DEFER; i++)
+        pend[i] = -1;
+
+    while (p < end && r < maxr) {
+        const unsigned char *nl, *e;
+        uint64_t pfn, cnt = 1;
+        int has_count = 0;
+
+        while (mask == 0 && base + 64 < end) {      /* the next newline at or after p */
+            base += 64;
+            mask = nl_mask64(base, end);
+        }
+        nl = mask ? base + __builtin_ctzll(mask) : NULL;
+        mask &= mask - 1;
+        e = nl ? nl : end;
+#ifdef SPE_SWAR
+        {
+            size_t len = (size_t)(e - p);
+            uint16_t h;
+
+            if (nl != NULL && len - 3 <= 15 && (memcpy(&h, p, 2), (h | 0x2000) == ('0' | 'x' << 8))
+                && hex_digits(p + 2, (unsigned)len - 2, &pfn))
+                goto line;
+        }
+#endif
+        if (fast_line(p, end, &pfn, &cnt, &has_count) == NULL && !parse_line(p, e, &pfn, &cnt, &has_count)) {
+            bad++;
+            p = nl ? nl + 1 : end;
+            continue;
+        }
+line:
+        p = nl ? nl + 1 : end;
+        if (pfn == 0) {
+            zero++;
+            continue;
+        }
+        agg_row(a, pend, r, pfn, cnt);
+        extra += cnt - 1;
+        r++;
+    }
+    pend_drain(a, pend);
+    a->n_rows = a->flushed = r;
+    a->acc_all += (uint64_t)(r - r0) + extra;
+    *pp = p;
+    *n_ok = r - r0;
+    *n_bad = bad;
+    *n_zero = zero;
+}
+
+/* Take the tree's counters for one feed call (None: no direct adds). Returns 0, or -1
+ * with an exception set and nothing held. */
+static int agg_begin(Aggregator *a, PyObject *counts, PyObject *total, PyObject *last, long long now,
+                     Py_buffer *cb, Py_buffer *tb, Py_buffer *lb)
+{
+    Py_ssize_t i;
+
+    if (a->ktab == NULL || a->busy) {
+        PyErr_SetString(PyExc_RuntimeError, a->busy ? "Aggregator in use by another thread"
+                                                    : "Aggregator not initialised");
+        return -1;
+    }
+    a->counts = NULL;
+    if (counts != Py_None) {
+        if (get_buf(counts, cb, PyBUF_WRITABLE, 0, "counts") < 0)
+            return -1;
+        a->counts_rows = cb->len / (512 * 8);
+        if (get_buf(total, tb, PyBUF_WRITABLE, a->counts_rows * 8, "total") < 0) {
+            PyBuffer_Release(cb);
+            return -1;
+        }
+        if (get_buf(last, lb, PyBUF_WRITABLE, a->counts_rows * 8, "last") < 0) {
+            PyBuffer_Release(cb); PyBuffer_Release(tb);
+            return -1;
+        }
+        if (delta_size(a, a->counts_rows) < 0) {
+            PyBuffer_Release(cb); PyBuffer_Release(tb); PyBuffer_Release(lb);
+            return -1;
+        }
+        a->counts = cb->buf;
+        a->total = tb->buf;
+        a->last = lb->buf;
+        a->now = now;
+    }
+    for (i = 0; i < a->n_keys; i++) {      /* a batch's direct keys need the same counts each feed */
+        if (a->kslot[i] >= 0 && (a->counts == NULL || a->kslot[i] >= a->counts_rows)) {
+            if (a->counts != NULL) {
+                PyBuffer_Release(cb); PyBuffer_Release(tb); PyBuffer_Release(lb);
+            }
+            a->counts = NULL;
+            PyErr_SetString(PyExc_ValueError, "this batch adds directly: pass the same counters");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void agg_end(Aggregator *a, Py_buffer *cb, Py_buffer *tb, Py_buffer *lb)
+{
+    if (a->counts != NULL) {
+        PyBuffer_Release(cb); PyBuffer_Release(tb); PyBuffer_Release(lb);
+        a->counts = NULL;
+    }
 }
 
 static PyObject *agg_feed(Aggregator *a, PyObject *args)
@@ -267,93 +424,90 @@ static PyObject *agg_feed(Aggregator *a, PyObject *args)
     Py_buffer data, cb, tb, lb;
     PyObject *counts = Py_None, *total = Py_None, *last = Py_None;
     long long now = 0;
-    Py_ssize_t n_ok = 0, n_bad = 0, n_zero = 0, consumed, i;
+    Py_ssize_t n_ok = 0, n_bad = 0, n_zero = 0, consumed;
     const unsigned char *p, *end;
 
     if (!PyArg_ParseTuple(args, "y*|OOOL", &data, &counts, &total, &last, &now))
         return NULL;
-    if (a->ktab == NULL || a->busy) {
+    if (agg_begin(a, counts, total, last, now, &cb, &tb, &lb) < 0) {
         PyBuffer_Release(&data);
-        PyErr_SetString(PyExc_RuntimeError, a->busy ? "Aggregator in use by another thread"
-                                                    : "Aggregator not initialised");
         return NULL;
-    }
-    a->counts = NULL;
-    if (counts != Py_None) {
-        if (get_buf(counts, &cb, PyBUF_WRITABLE, 0, "counts") < 0) {
-            PyBuffer_Release(&data);
-            return NULL;
-        }
-        a->counts_rows = cb.len / (512 * 8);
-        if (get_buf(total, &tb, PyBUF_WRITABLE, a->counts_rows * 8, "total") < 0) {
-            PyBuffer_Release(&data); PyBuffer_Release(&cb);
-            return NULL;
-        }
-        if (get_buf(last, &lb, PyBUF_WRITABLE, a->counts_rows * 8, "last") < 0) {
-            PyBuffer_Release(&data); PyBuffer_Release(&cb); PyBuffer_Release(&tb);
-            return NULL;
-        }
-        if (delta_size(a, a->counts_rows) < 0) {
-            PyBuffer_Release(&data); PyBuffer_Release(&cb); PyBuffer_Release(&tb); PyBuffer_Release(&lb);
-            return NULL;
-        }
-        a->counts = cb.buf;
-        a->total = tb.buf;
-        a->last = lb.buf;
-        a->now = now;
-    }
-    for (i = 0; i < a->n_keys; i++) {      /* a batch's direct keys need the same counts each feed */
-        if (a->kslot[i] >= 0 && (a->counts == NULL || a->kslot[i] >= a->counts_rows)) {
-            PyBuffer_Release(&data);
-            if (a->counts != NULL) {
-                PyBuffer_Release(&cb); PyBuffer_Release(&tb); PyBuffer_Release(&lb);
-            }
-            a->counts = NULL;
-            PyErr_SetString(PyExc_ValueError, "this batch adds directly: pass the same counters");
-            return NULL;
-        }
     }
     p = data.buf;
     end = p + data.len;
     a->busy = 1;
     Py_BEGIN_ALLOW_THREADS
-    while (p < end && a->n_rows < a->max_rows) {
-        const unsigned char *nl, *e, *f;
-        uint64_t pfn, cnt;
-        int has_count = 0;
-
-        if ((f = fast_line(p, end, &pfn, &cnt, &has_count)) != NULL) {
-            if (pfn == 0) {
-                n_zero++;
-            } else {
-                agg_row(a, pfn, cnt);
-                n_ok++;
-            }
-            p = f;
-            continue;
-        }
-        nl = memchr(p, '\n', (size_t)(end - p));
-        e = nl ? nl : end;
-        if (!parse_line(p, e, &pfn, &cnt, &has_count)) {
-            n_bad++;
-        } else if (pfn == 0) {
-            n_zero++;
-        } else {
-            agg_row(a, pfn, cnt);
-            n_ok++;
-        }
-        p = nl ? nl + 1 : end;
-    }
-    agg_flush_direct(a);
+    agg_scan(a, &p, end, &n_ok, &n_bad, &n_zero);
     Py_END_ALLOW_THREADS
     a->busy = 0;
     consumed = (Py_ssize_t)(p - (const unsigned char *)data.buf);
     PyBuffer_Release(&data);
-    if (a->counts != NULL) {
-        PyBuffer_Release(&cb); PyBuffer_Release(&tb); PyBuffer_Release(&lb);
-        a->counts = NULL;
-    }
+    agg_end(a, &cb, &tb, &lb);
     return Py_BuildValue("nnnn", consumed, n_ok, n_bad, n_zero);
+}
+
+/* feed_parts(parts, i, off, counts=None, total=None, last=None, now=0) -> (i, off, n_ok,
+ * n_malformed, n_zero): feed over the buffers parts[i][off:], parts[i + 1], ... (each one's
+ * lines on their own, as separate feed calls) in one call without the GIL, until they are
+ * consumed or max_rows rows are held; returns where it stopped. */
+#define PARTS_MAX 64
+static PyObject *agg_feed_parts(Aggregator *a, PyObject *args)
+{
+    PyObject *parts, *seq, *counts = Py_None, *total = Py_None, *last = Py_None;
+    long long now = 0;
+    Py_ssize_t i0, off, n, k, stop, got = 0, n_ok = 0, n_bad = 0, n_zero = 0;
+    Py_buffer bufs[PARTS_MAX], cb, tb, lb;
+
+    if (!PyArg_ParseTuple(args, "Onn|OOOL", &parts, &i0, &off, &counts, &total, &last, &now))
+        return NULL;
+    seq = PySequence_Fast(parts, "parts must be a sequence of buffers");
+    if (seq == NULL)
+        return NULL;
+    n = PySequence_Fast_GET_SIZE(seq);
+    if (i0 < 0 || i0 > n || off < 0) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "i / off out of range");
+        return NULL;
+    }
+    if (n - i0 > PARTS_MAX)
+        n = i0 + PARTS_MAX;            /* the caller comes back for the rest */
+    for (k = i0; k < n; k++, got++) {
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(seq, k), &bufs[got], PyBUF_SIMPLE) < 0)
+            goto fail;
+    }
+    if (got && off > bufs[0].len) {
+        PyErr_SetString(PyExc_ValueError, "off out of range");
+        goto fail;
+    }
+    if (agg_begin(a, counts, total, last, now, &cb, &tb, &lb) < 0)
+        goto fail;
+    a->busy = 1;
+    Py_BEGIN_ALLOW_THREADS
+    for (k = 0; k < got; k++) {
+        const unsigned char *p = (const unsigned char *)bufs[k].buf + off, *end = (const unsigned char *)bufs[k].buf + bufs[k].len;
+        Py_ssize_t o, b, z;
+        agg_scan(a, &p, end, &o, &b, &z);
+        n_ok += o;
+        n_bad += b;
+        n_zero += z;
+        off = p - (const unsigned char *)bufs[k].buf;
+        if (p < end)
+            break;                      /* max_rows rows held */
+        off = 0;
+    }
+    Py_END_ALLOW_THREADS
+    a->busy = 0;
+    stop = i0 + k;
+    agg_end(a, &cb, &tb, &lb);
+    for (k = 0; k < got; k++)
+        PyBuffer_Release(&bufs[k]);
+    Py_DECREF(seq);
+    return Py_BuildValue("nnnnn", stop, off, n_ok, n_bad, n_zero);
+fail:
+    for (k = 0; k < got; k++)
+        PyBuffer_Release(&bufs[k]);
+    Py_DECREF(seq);
+    return NULL;
 }
 
 static PyObject *agg_get_rows(Aggregator *a, void *closure) { return PyLong_FromSsize_t(a->n_rows); }
@@ -376,6 +530,8 @@ static PyGetSetDef agg_getset[] = {
 };
 
 static PyMethodDef agg_methods[] = {
+    {"feed_parts", (PyCFunction)agg_feed_parts, METH_VARARGS,
+     "feed_parts(parts, i, off, counts=None, total=None, last=None, now=0) -> (i, off, n_ok, n_malformed, n_zero)"},
     {"feed", (PyCFunction)agg_feed, METH_VARARGS,
      "feed(data, counts=None, total=None, last=None, now=0) -> (consumed, n_ok, n_malformed, n_zero)"},
     {"keys", (PyCFunction)agg_keys, METH_VARARGS,

@@ -9,7 +9,8 @@
 #define ROW_CNT 0x80000000u
 #define ROW_KEY(w) (((w) & ~ROW_CNT) >> 9)
 #define ROW_SUB(w) ((w) & 511u)
-#define DELTA_MAX 255u
+#define DELTA_MAX 65535u        /* a slot's deltas sum to at most this (folded before) */
+typedef uint16_t delta_t;
 #define ROW_COUNT(a, i) (((a)->row[i] & ROW_CNT) ? (a)->rcnt[i] : 1)
 
 typedef struct {
@@ -20,11 +21,14 @@ typedef struct {
     uint32_t *row;                /* per row: key index << 9 | subpage, ROW_CNT: count in rcnt */
     uint64_t *rcnt;               /* per row with ROW_CNT: its count (else 1) */
     uint64_t *key, *klines, *kacc;
-    uint32_t *kpos;               /* table position of each key (to clear) */
+    uint32_t *kpos;               /* table positions filled (to clear), n_kt of them */
+    Py_ssize_t n_kt;
     int64_t *kslot;               /* per key: tree slot it was added to during feed, or -1 */
 #define KCACHE 1024
-    uint64_t ckey[KCACHE];        /* direct-mapped cache THP key -> key index (ckidx -1: empty) */
+#define CKEY_NONE 1               /* never a THP key (those are multiples of 512) */
+    uint64_t ckey[KCACHE];        /* direct-mapped cache THP key -> key index (CKEY_NONE: empty) */
     int32_t ckidx[KCACHE];
+    int64_t cslot[KCACHE];        /* kslot of the cached key (undo resets both) */
     uint64_t *total;              /* the tree's totals and last-update stamps during one feed */
     int64_t *last, now;
     int64_t *kold;                /* per direct key: its last stamp before this batch */
@@ -40,7 +44,7 @@ typedef struct {
     int busy;                     /* a feed is running without the GIL */
     /* per-slot small deltas of the direct adds, folded into the u64 counters by fold() */
     Py_ssize_t delta_rows, n_dirty;
-    uint8_t *delta;               /* [delta_rows, 512]: added since the slot's last fold */
+    delta_t *delta;               /* [delta_rows, 512]: added since the slot's last fold */
     uint32_t *dsum;               /* per slot: sum of its deltas (bounds each, <= DELTA_MAX) */
     int32_t *dirty;               /* slots with deltas since the last fold() */
     uint8_t *indirty;
@@ -67,17 +71,17 @@ static inline uint64_t hash64(uint64_t x)
 
 
 /* counts[s] += delta[s]; delta[s] = 0 (the slot stays on the dirty list). */
-static inline void fold_slot(uint64_t *restrict counts, uint8_t *restrict delta, uint32_t *restrict dsum, int64_t s)
+static inline void fold_slot(uint64_t *restrict counts, delta_t *restrict delta, uint32_t *restrict dsum, int64_t s)
 {
     uint64_t *c = counts + s * 512;
-    uint8_t *d = delta + s * 512;
+    delta_t *d = delta + s * 512;
     int j;
 
     if (dsum[s] == 0)
         return;
     for (j = 0; j < 512; j++)
         c[j] += d[j];
-    memset(d, 0, 512);
+    memset(d, 0, 512 * sizeof(delta_t));
     dsum[s] = 0;
 }
 

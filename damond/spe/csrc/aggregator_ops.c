@@ -146,6 +146,8 @@ PyObject *agg_undo(Aggregator *a, PyObject *args)
             a->kslot[i] = -1;
         }
     }
+    for (i = 0; i < KCACHE; i++)
+        a->cslot[i] = -1;
     a->n_direct = 0;
     PyBuffer_Release(&bc); PyBuffer_Release(&bt); PyBuffer_Release(&bl);
     return PyLong_FromSsize_t(undone);

@@ -17,6 +17,7 @@
 #include "feedparse.h"
 
 signed char spe_digit_val[256];
+uint16_t spe_hex2[65536];
 
 void spe_init_digits(void)
 {
@@ -28,6 +29,13 @@ void spe_init_digits(void)
     for (i = 0; i < 6; i++) {
         spe_digit_val['a' + i] = (signed char)(10 + i);
         spe_digit_val['A' + i] = (signed char)(10 + i);
+    }
+    for (i = 0; i < 65536; i++) {       /* byte 0 is the first digit, whatever the byte order */
+        unsigned char b[2];
+        uint16_t h = (uint16_t)i;
+        memcpy(b, &h, 2);
+        spe_hex2[i] = (spe_digit_val[b[0]] < 0 || spe_digit_val[b[1]] < 0) ? 0x100
+                      : (uint16_t)(spe_digit_val[b[0]] << 4 | spe_digit_val[b[1]]);
     }
 }
 

@@ -15,6 +15,8 @@
 /* hex value of each byte, -1 when not a hex digit (filled by spe_init_digits) */
 extern signed char spe_digit_val[256];
 #define digit_val spe_digit_val
+/* the value of two hex digits (first byte low), 0x100 when either is not one */
+extern uint16_t spe_hex2[65536];
 void spe_init_digits(void);
 
 /* Module parts defined in the other files. */
@@ -81,6 +83,68 @@ static inline int parse_line(const unsigned char *p, const unsigned char *e,
     while (p < e && is_blank(*p))
         p++;
     return p == e;
+}
+
+/* Bit i set: b[i] == '\n', for the (up to) 64 bytes of [b, end). Scanning lines from these
+ * masks keeps the start of the next line off the parse's dependency chain (a line's
+ * digits are parsed while the next ones are already found). */
+#if defined(__SSE2__)
+#include <emmintrin.h>
+static inline uint64_t nl_mask16(const unsigned char *b)
+{
+    return (uint64_t)(uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)b),
+                                                                 _mm_set1_epi8('\n')));
+}
+
+static inline uint64_t nl_mask64_full(const unsigned char *b)
+{
+    return nl_mask16(b) | nl_mask16(b + 16) << 16 | nl_mask16(b + 32) << 32 | nl_mask16(b + 48) << 48;
+}
+#else
+static inline uint64_t nl_mask64_full(const unsigned char *b)
+{
+    uint64_t m = 0;
+    int i;
+    for (i = 0; i < 64; i++)
+        m |= (uint64_t)(b[i] == '\n') << i;
+    return m;
+}
+#endif
+
+static inline uint64_t nl_mask64(const unsigned char *b, const unsigned char *end)
+{
+    unsigned char tail[64];
+    Py_ssize_t n = end - b;
+
+    if (n >= 64)
+        return nl_mask64_full(b);
+    memset(tail, 0, sizeof(tail));
+    memcpy(tail, b, (size_t)n);
+    return nl_mask64_full(tail);
+}
+
+/* The value of the n (1..16) hex digits at q into *v; 0 when one is not a hex digit.
+ * Two digits per table load. */
+static inline int hex_digits(const unsigned char *q, unsigned n, uint64_t *v)
+{
+    uint64_t x = 0;
+    unsigned bad = 0, i = 0;
+
+    if (n & 1) {
+        int d = digit_val[q[0]];
+        bad = (unsigned)d & 0x100;
+        x = (unsigned)d & 15;
+        i = 1;
+    }
+    for (; i < n; i += 2) {
+        uint16_t h, t;
+        memcpy(&h, q + i, 2);
+        t = spe_hex2[h];
+        bad |= t;
+        x = x << 8 | (t & 0xFF);
+    }
+    *v = x;
+    return !(bad & 0x100);
 }
 
 /* The common shapes in one pass without memchr: `0x<1..16 hex>` or `<1-9><..18 digits>`,

@@ -61,12 +61,13 @@ class Kdamond:
         self._resume: tuple[int, int, bool] | None = None   # iteration paused after sampling
         self._deadline_us = 0             # wall clock: when the current sampling interval ends
         self.log = get_logger("damond.damon.kdamond", kdamond=index)
+        self._virtual = isinstance(system.clock, VirtualClock)    # a System keeps its clock
 
     # ------------------------------------------------------------------ lifecycle
 
     @property
     def virtual(self) -> bool:
-        return isinstance(self.system.clock, VirtualClock)
+        return self._virtual
 
     def start(self, ctx_params: params.Ctx) -> None:
         """`on`: validate and build the context, then run it (thread or virtual time).
@@ -206,9 +207,9 @@ class Kdamond:
         """One sampling interval of kdamond_fn. Returns False when the kdamond must stop."""
         ctx = self.ctx
         clock, machine = self.system.clock, self.system.machine
-        if self._need_stop(ctx):
+        if ctx.ops.target_valid is not None and self._need_stop(ctx):
             return False
-        t0 = clock.now_us()
+        t0 = 0 if self._virtual else clock.now_us()
         if self._resume is None and ctx.schemes and not damos.schemes_active(ctx):
             # kdamond_wait_activation: no monitoring while every scheme is deactivated
             waits = [s.params.wmarks.interval for s in ctx.schemes if s.params.wmarks.interval]
@@ -250,7 +251,7 @@ class Kdamond:
                 ctx.ops.update(ctx)
                 if not ctx.apply_min_nr_regions_on:
                     ctx.sz_limit_cached = core.region_sz_limit(ctx)
-        if not self.virtual:
+        if not self._virtual:
             self._account_lag(t0, clock.now_us(), ctx.attrs.sample_interval)
         return True
 
@@ -264,7 +265,7 @@ class Kdamond:
         t_mkold = max(clock.now_us(), machine.now_us)
         machine.advance_to(t_mkold)
         ctx.ops.prepare_access_checks(ctx)
-        if self.virtual:
+        if self._virtual:
             clock.sleep_us(sample)
         else:
             self._sleep_to_deadline(sample)
@@ -272,10 +273,10 @@ class Kdamond:
         # wall clock did (the ticker leaves the machine to running kdamonds)
         machine.advance_to(t_mkold + sample)
         ctx.passed_sample_intervals += 1
-        max_nr = ctx.ops.check_accesses(ctx)
+        ctx.ops.check_accesses(ctx)
         aggregated = ctx.passed_sample_intervals >= next_aggr
         if aggregated:
-            core.merge_regions(ctx, max_nr // 10, ctx.sz_limit_cached)
+            core.merge_regions(ctx, core.max_nr_accesses(ctx) // 10, ctx.sz_limit_cached)
             if ctx.apply_min_nr_regions_on:
                 ctx.sz_limit_cached = core.apply_min_nr_regions(ctx)
         self._handle_calls()

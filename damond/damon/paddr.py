@@ -37,9 +37,8 @@ class PaddrOps:
             r.sampling_addr = ctx.rng.integers(r.start, r.end, dtype=np.uint64)
             ctx.machine.pa_mkold(r.sampling_addr * unit)
 
-    def check_accesses(self, ctx) -> int:
+    def check_accesses(self, ctx) -> None:
         unit = np.uint64(ctx.addr_unit)
-        max_nr = 0
         for t in ctx.targets:
             r = t.regions
             if not len(r):
@@ -49,8 +48,7 @@ class PaddrOps:
             acc, self._last_key, self._last_young = resolve_reuse(
                 np.asarray(young, dtype=bool), np.asarray(fsz), paddrs,
                 first_is_fresh=False, last_key=self._last_key, last_young=self._last_young)
-            max_nr = max(max_nr, core.update_access_rate(r, acc, ctx.attrs))
-        return max_nr
+            core.update_access_rate(r, acc, ctx.attrs)
 
 
 core.register_ops(PaddrOps)

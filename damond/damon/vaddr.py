@@ -75,16 +75,13 @@ def init_regions(regions: Regions, ranges: list[tuple[int, int]], min_nr_regions
 
 def resolve_reuse(young: np.ndarray, folio_sz: np.ndarray, addrs: np.ndarray,
                   first_is_fresh: bool = True, last_key: int | None = None,
-                  last_young: bool = False, same_of=None) -> tuple[np.ndarray, int, bool]:
+                  last_young: bool = False) -> tuple[np.ndarray, int, bool]:
     """Apply the kernel's folio-result reuse to per-region young results.
 
     A region whose sampling address lies in the folio (ALIGN_DOWN by the folio size) of
     the last freshly checked address reuses that check's result instead of its own.
     Addresses increase along a target, so the last fresh check is always the start of the
     current run of equal folio keys.
-
-    `same_of(shift)`, when given, returns (keys[1:] == keys[:-1], its count) for
-    keys = addrs >> shift computed ahead (SampleBatch.same_folio), or None.
 
     Returns:
         (accessed per region, key of the last fresh check, its result) for callers that
@@ -96,11 +93,6 @@ def resolve_reuse(young: np.ndarray, folio_sz: np.ndarray, addrs: np.ndarray,
     f0 = int(folio_sz[0])
     if f0 > 0 and not f0 & (f0 - 1) and not np.count_nonzero(folio_sz != f0):
         shift = f0.bit_length() - 1          # one power-of-two folio size (the usual case)
-        pre = same_of(shift) if same_of is not None and first_is_fresh else None
-        if pre is not None:
-            same, nr_dup = pre
-            if not nr_dup:                   # (callers with same_of pass a young array of their own)
-                return young, int(addrs[-1]) >> shift << shift, bool(young[-1])
         keys = addrs >> np.uint64(shift)     # folio numbers; the key is keys << shift
     else:
         shift = 0
@@ -173,20 +165,31 @@ class SampleBatch:
         self._same: dict[tuple[int, int], tuple] = {}
         self.k, self.used = k, 0
 
-    def same_folio(self, t, addrs: np.ndarray, shift: int) -> tuple[np.ndarray, int] | None:
-        """For resolve_reuse: (keys[1:] == keys[:-1], its count) with keys = addrs >> shift,
-        computed for every row of target t at once, when `addrs` is t's current row."""
+    def reuse_src(self, t, addrs: np.ndarray, shift: int):
+        """resolve_reuse for target t's current row, worked out for every row at once:
+        False when `addrs` is not that row; None when no two neighbouring addresses share
+        a folio of 1 << shift bytes (every region keeps its own result); else the index
+        array of the region whose check each region reuses (`young.take(src)`)."""
         i = self.index.get(id(t))
         j = self.used - 1
         if i is None or j < 0 or self.rows[i][j] is not addrs:
-            return None
+            return False
         c = self._same.get((i, shift))
         if c is None:
             o, n = self.spans[i]
             keys = self.full[:, o:o + n] >> np.uint64(shift)
-            same = keys[:, 1:] == keys[:, :-1]
-            c = self._same[(i, shift)] = (same, np.count_nonzero(same, axis=1).tolist())
-        return c[0][j], c[1][j]
+            fresh = np.ones(keys.shape, dtype=bool)
+            np.not_equal(keys[:, 1:], keys[:, :-1], out=fresh[:, 1:])
+            c = [None] * self.k
+            dup = np.flatnonzero(~fresh.all(axis=1)).tolist()
+            if dup:
+                # each region reads the last fresh check at or before it: the run's first
+                src = np.where(fresh[dup], np.arange(n), 0)
+                np.maximum.accumulate(src, axis=1, out=src)
+                for r, row in zip(dup, src):
+                    c[r] = row
+            self._same[(i, shift)] = c
+        return c[j]
 
     def matches(self, parts: list) -> bool:
         if self.used >= self.k or len(parts) != len(self.bounds):
@@ -255,11 +258,11 @@ class VaddrOps:
             t.regions.sampling_addr = rows[j]
             m.va_mkold(t.pid, rows[j])
 
-    def check_accesses(self, ctx) -> int:
-        """Young check of every sampling address, with the same-folio reuse; returns the
-        largest nr_accesses of any region."""
+    def check_accesses(self, ctx) -> None:
+        """Young check of every sampling address, with the same-folio reuse (worked out
+        ahead by the sample batch when every checked folio has one power-of-two size)."""
         m = ctx.machine
-        max_nr = 0
+        b = ctx.sample_batch
         for t in ctx.targets:
             r = t.regions
             if not len(r):
@@ -267,12 +270,18 @@ class VaddrOps:
             if m.process(t.pid) is None:
                 acc = np.zeros(len(r), dtype=bool)
             else:
-                young, fsz = m.va_young(t.pid, r.sampling_addr)      # bool, uint64 arrays
-                b, a = ctx.sample_batch, r.sampling_addr
-                acc, _, _ = resolve_reuse(young, fsz, a, same_of=None if b is None else
-                                          (lambda shift: b.same_folio(t, a, shift)))
-            max_nr = max(max_nr, core.update_access_rate(r, acc, ctx.attrs))
-        return max_nr
+                a = r.sampling_addr
+                young, fsz = m.va_young(t.pid, a)      # bool, uint64 arrays
+                acc = False
+                if b is not None:
+                    shift = _uniform_shift(fsz)
+                    if shift is not None:
+                        src = b.reuse_src(t, a, shift)
+                        if src is not False:
+                            acc = young if src is None else young.take(src)
+                if acc is False:
+                    acc, _, _ = resolve_reuse(young, fsz, a)
+            core.update_access_rate(r, acc, ctx.attrs)
 
     def target_valid(self, ctx, t) -> bool:
         return ctx.machine.process(t.pid) is not None
@@ -284,6 +293,22 @@ class FvaddrOps(VaddrOps):
     id = OpsId.FVADDR
     init = None
     update = None
+
+
+_SZ_TEMPLATE: list = [b"", None]     # the bytes of the last uniform folio size array and its shift
+
+
+def _uniform_shift(fsz: np.ndarray) -> int | None:
+    """log2 of the folio size when every entry of `fsz` is the same power of two, else None."""
+    raw = fsz.tobytes()
+    tpl = _SZ_TEMPLATE
+    if raw == tpl[0]:
+        return tpl[1]
+    f0 = int(fsz[0]) if len(fsz) else 0
+    if f0 <= 0 or f0 & (f0 - 1) or np.count_nonzero(fsz != f0):
+        return None
+    tpl[0], tpl[1] = raw, f0.bit_length() - 1
+    return tpl[1]
 
 
 def _vmas(proc) -> list[tuple[int, int]]:

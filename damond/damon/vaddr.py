@@ -128,10 +128,12 @@ def resolve_reuse(young: np.ndarray, folio_sz: np.ndarray, addrs: np.ndarray,
 
 
 MAX_BATCH_ADDRS = 1 << 16      # sampling addresses drawn ahead at most (all targets, all rows)
+BATCH_AGGRS_MAX = 16           # aggregation intervals a batch covers at most (while regions hold)
 
 
 class SampleBatch:
-    """Sampling addresses of the coming samples (up to the next aggregation), drawn at once.
+    """Sampling addresses of the coming samples (up to the next aggregation, or a few while
+    the regions stay the same over whole batches), drawn at once.
 
     damon_rand draws one address per region per sample, target after target. One draw of
     shape (k, N) over the concatenated region bounds of the sampled targets gives the same
@@ -209,6 +211,7 @@ class VaddrOps:
     """vaddr: three regions from the VMAs, re-evaluated every update interval."""
 
     id = OpsId.VADDR
+    _aggrs = 1                  # aggregation intervals the next sample batch covers
 
     def init(self, ctx) -> None:
         """damon_va_init(): targets without user regions get the three regions."""
@@ -243,10 +246,13 @@ class VaddrOps:
             return
         b = ctx.sample_batch
         if b is None or not b.matches(parts):
+            # a batch used to its end saw the regions hold: draw the next over twice as many
+            # aggregation intervals (up to BATCH_AGGRS_MAX); one left early: back to one
+            self._aggrs = min(self._aggrs * 2, BATCH_AGGRS_MAX) if b is not None and b.used >= b.k else 1
             rng = ctx.rng                                   # gives back what a stale batch drew
             n = sum(len(st) for _, st, _ in parts)
-            k = min(ctx.next_aggregation_sis - ctx.passed_sample_intervals, MAX_BATCH_ADDRS // n)
-            b = ctx.sample_batch = SampleBatch(rng, parts, max(k, 1))
+            k = ctx.next_aggregation_sis - ctx.passed_sample_intervals + (self._aggrs - 1) * ctx.aggr_samples()
+            b = ctx.sample_batch = SampleBatch(rng, parts, max(min(k, MAX_BATCH_ADDRS // n), 1))
             prefetch = getattr(m, "va_prefetch", None)         # an optional hint (test fakes lack it)
             for i, (t, _, _) in enumerate(parts):
                 if prefetch is not None:

@@ -127,6 +127,45 @@ def resolve_reuse(young: np.ndarray, folio_sz: np.ndarray, addrs: np.ndarray,
     return acc, int(keys[k]) << shift, bool(young[k])
 
 
+try:
+    from damond.damon import _rand      # compiled (setup.py); optional
+except ImportError:                     # pragma: no cover - without a C compiler
+    _rand = None
+
+
+def _rand_agrees() -> bool:
+    """The compiled draw gives numpy's numbers and leaves numpy's generator state, on
+    narrow, wide and one-byte ranges, from a state with a buffered 32-bit half."""
+    if _rand is None:
+        return False
+    lo = np.array([0, 4096, 1 << 40, (1 << 63) + 5, 7], np.uint64)
+    hi = np.array([3 << 20, 4096 + 12345 * 4096, (1 << 40) + (5 << 33), (1 << 64) - 1, 8], np.uint64)
+    a, b = np.random.default_rng([7, 11]), np.random.default_rng([7, 11])
+    a.integers(0, 5, dtype=np.uint32), b.integers(0, 5, dtype=np.uint32)   # leave half a draw buffered
+    want = a.integers(lo, hi, size=(9, len(lo)), dtype=np.uint64)
+    got = np.empty_like(want)
+    try:
+        _rand.bounded_rows(b.bit_generator.capsule, lo, hi, got)
+    except Exception:
+        return False
+    return bool((want == got).all()) and a.bit_generator.state == b.bit_generator.state
+
+
+_RAND = _rand if _rand_agrees() else None
+
+
+def draw_rows(rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray, k: int) -> np.ndarray:
+    """rng.integers(lo, hi, size=(k, len(lo)), dtype=np.uint64): the same numbers and the
+    same generator state after, by the compiled helper when it is there."""
+    if _RAND is None or not len(lo):
+        return rng.integers(lo, hi, size=(k, len(lo)), dtype=np.uint64)
+    out = np.empty((k, len(lo)), np.uint64)
+    bg = rng.bit_generator
+    with bg.lock:
+        _RAND.bounded_rows(bg.capsule, np.ascontiguousarray(lo, np.uint64), np.ascontiguousarray(hi, np.uint64), out)
+    return out
+
+
 MAX_BATCH_ADDRS = 1 << 16      # sampling addresses drawn ahead at most (all targets, all rows)
 BATCH_AGGRS_MAX = 16           # aggregation intervals a batch covers at most (while regions hold)
 
@@ -155,7 +194,7 @@ class SampleBatch:
             self.lo = np.concatenate([st for _, st, _ in parts])
             self.hi = np.concatenate([en for _, _, en in parts])
         self.state = rng.bit_generator.state
-        full = rng.integers(self.lo, self.hi, size=(k, len(self.lo)), dtype=np.uint64)
+        full = draw_rows(rng, self.lo, self.hi, k)
         full.setflags(write=False)
         self.full, self.rows, self.spans, o = full, [], [], 0
         for _, st, _ in parts:
@@ -203,7 +242,7 @@ class SampleBatch:
         if self.used < self.k:
             rng.bit_generator.state = self.state
             if self.used:
-                rng.integers(self.lo, self.hi, size=(self.used, len(self.lo)), dtype=np.uint64)
+                draw_rows(rng, self.lo, self.hi, self.used)
         self.used = self.k
 
 

@@ -203,7 +203,7 @@ class SampleBatch:
             self.spans.append((o, n))
             o += n
         self.index = {id(t): i for i, (t, _, _) in enumerate(parts)}
-        self._same: dict[tuple[int, int], tuple] = {}
+        self._same: dict[tuple[int, int], list] = {}
         self.k, self.used = k, 0
 
     def reuse_src(self, t, addrs: np.ndarray, shift: int):
@@ -215,7 +215,7 @@ class SampleBatch:
         j = self.used - 1
         if i is None or j < 0 or self.rows[i][j] is not addrs:
             return False
-        c = self._same.get((i, shift))
+        c: list | None = self._same.get((i, shift))
         if c is None:
             o, n = self.spans[i]
             keys = self.full[:, o:o + n] >> np.uint64(shift)

@@ -218,21 +218,25 @@ def update_access_rate(regions: Regions, accessed: np.ndarray, attrs) -> None:
     `accessed`: bool per region. The moving sum's decrement (last_nr_accesses * 10000 /
     window) holds for a whole aggregation interval: it is kept with the regions while
     their last_nr_accesses array is the same object (every writer replaces the array,
-    none writes into it) and the window is the same."""
-    len_window = _nr_samples_per_aggr(attrs) if attrs.sample_interval else 1
+    none writes into it) and the intervals are the same."""
     last = regions.last_nr_accesses
     dec = regions._bp_dec
-    if dec is None or dec[0] is not last or dec[1] != len_window:
+    sample, aggr = attrs.sample_interval, attrs.aggr_interval
+    if dec is None or dec[0] is not last or dec[1] != sample or dec[2] != aggr:
+        len_window = _nr_samples_per_aggr(attrs) if sample else 1
         if 10000 % len_window:
             d = last * _BP
             d //= np.int64(len_window)
         else:                          # exact: last * 10000 is a multiple of len_window
             d = last * np.int64(10000 // len_window)
-        dec = regions._bp_dec = (last, len_window, d)
-    bp = regions.nr_accesses_bp - dec[2]
-    bp += accessed * _BP
+        dec = regions._bp_dec = (last, sample, aggr, d)
+    a = accessed.astype(np.int64)
+    bp = a * _BP
+    bp += regions.nr_accesses_bp
+    bp -= dec[3]
     regions.nr_accesses_bp = bp
-    regions.nr_accesses = regions.nr_accesses + accessed
+    a += regions.nr_accesses
+    regions.nr_accesses = a
 
 
 def max_nr_accesses(regions: Regions) -> int:

@@ -235,7 +235,10 @@ class SampleBatch:
     def matches(self, parts: list) -> bool:
         if self.used >= self.k or len(parts) != len(self.bounds):
             return False
-        return all(st is bs and en is be for (_, st, en), (bs, be) in zip(parts, self.bounds))
+        for (_, st, en), (bs, be) in zip(parts, self.bounds):
+            if st is not bs or en is not be:
+                return False
+        return True
 
     def settle(self, rng: np.random.Generator) -> None:
         """Rewind `rng` to the state after the rows used so far (nothing to do when all were)."""

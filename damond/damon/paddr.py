@@ -13,7 +13,7 @@ import numpy as np
 
 from damond.damon import core
 from damond.damon.params import OpsId
-from damond.damon.vaddr import resolve_reuse
+from damond.damon.vaddr import draw_rows, resolve_reuse
 
 
 class PaddrOps:
@@ -34,7 +34,7 @@ class PaddrOps:
             r = t.regions
             if not len(r):
                 continue
-            r.sampling_addr = ctx.rng.integers(r.start, r.end, dtype=np.uint64)
+            r.sampling_addr = draw_rows(ctx.rng, r.start, r.end, 1)[0]     # = rng.integers(start, end)
             ctx.machine.pa_mkold(r.sampling_addr * unit)
 
     def check_accesses(self, ctx) -> None:

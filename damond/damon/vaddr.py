@@ -320,14 +320,14 @@ class VaddrOps:
             else:
                 a = r.sampling_addr
                 young, fsz = m.va_young(t.pid, a)      # bool, uint64 arrays
-                acc = False
+                acc = None
                 if b is not None:
                     shift = _uniform_shift(fsz)
                     if shift is not None:
                         src = b.reuse_src(t, a, shift)
                         if src is not False:
                             acc = young if src is None else young.take(src)
-                if acc is False:
+                if acc is None:
                     acc, _, _ = resolve_reuse(young, fsz, a)
             core.update_access_rate(r, acc, ctx.attrs)
 
@@ -343,20 +343,22 @@ class FvaddrOps(VaddrOps):
     update = None
 
 
-_SZ_TEMPLATE: list = [b"", None]     # the bytes of the last uniform folio size array and its shift
+_sz_template: tuple[bytes, int] = (b"", 0)    # the last uniform folio size array (bytes) and its log2
 
 
 def _uniform_shift(fsz: np.ndarray) -> int | None:
     """log2 of the folio size when every entry of `fsz` is the same power of two, else None."""
+    global _sz_template
     raw = fsz.tobytes()
-    tpl = _SZ_TEMPLATE
-    if raw == tpl[0]:
+    tpl = _sz_template                           # one tuple: kdamond threads may share it
+    if raw == tpl[0] and raw:
         return tpl[1]
     f0 = int(fsz[0]) if len(fsz) else 0
     if f0 <= 0 or f0 & (f0 - 1) or np.count_nonzero(fsz != f0):
         return None
-    tpl[0], tpl[1] = raw, f0.bit_length() - 1
-    return tpl[1]
+    shift = f0.bit_length() - 1
+    _sz_template = (raw, shift)
+    return shift
 
 
 def _vmas(proc) -> list[tuple[int, int]]:

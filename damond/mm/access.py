@@ -9,7 +9,9 @@ trace (cyclic streams: the last min(touches, 2 sweeps) in order). Builds StepAcc
 for observers (the SPE sampler) only when one is registered. Timed streams (with a
 `work`) get their rate from the timing model over their current leaf structure every
 step (timing.py). While counted truth is recorded (truth.py) every touched page is
-marked and the shortcuts that skip a stream are off. The analytic ground truth
+marked and the shortcuts that skip a stream are off. A warm cyclic stream that walks
+every leaf each step re-sets only the AFs written since its last full pass (the flags'
+write log: DAMON's mkold of a few sampled leaves). The analytic ground truth
 (`truth_pages`, the expected value from the same stream arithmetic) is kept as a
 cross-check for the tests.
 """
@@ -22,6 +24,7 @@ from typing import cast
 import numpy as np
 
 from damond.mm import phys as P
+from damond.mm.pagebytes import members, run_rows, set_lut
 from damond.mm.phys import uniq, PAGE_SHIFT
 from damond.mm.timing import on_nodes, touch_rate
 from damond.mm.tlb import characteristic_time, miss_probability
@@ -30,6 +33,7 @@ from damond.mm.workload import Stream
 LEAF_COUNT_BATCH = 1 << 22
 PIDX_CACHE_PAGES = 1 << 18      # streams up to this many pages keep their translation for counted truth
 MAX_RUNS = 16
+AF_ON = set_lut(P.AF, True)         # the table set_bits(key, AF) applies
 
 
 @dataclass
@@ -120,6 +124,7 @@ class Stepper:
     def __init__(self, machine):
         self.m = machine
         self._che: dict[tuple, float] = {}
+        self._memo: tuple | None = None       # step(): (active, map_epoch, gens, procs, per-stream args)
 
     def _t_char(self, groups: tuple) -> float:
         t = self._che.get(groups)
@@ -233,8 +238,55 @@ class Stepper:
     def step(self, a: int, b: int, active: list) -> StepAccesses | None:
         """Run [a, b). `active`: (proc, phase_start_us, streams) for every running process."""
         m = self.m
+        if not m.observers and m.pt.exact is None:
+            # the rates and TLB characteristic times follow from the streams' leaf caches,
+            # keyed by (proc.gen, map_epoch): while those hold they are what they were
+            memo = self._memo
+            if memo is None or memo[0] is not active or memo[1] != m.map_epoch or memo[2] != [p.gen for p in memo[3]]:
+                memo = self._memo = self._prologue(a, active)
+            fl = m.pt.phys.flags
+            for proc, phase_start, s, t_char, pm in memo[4]:
+                # _stream's fast path with pm known, while the stream's leaf cache is current
+                if pm is not None and m.truth is None and s.all_present and s.cache_gen == (proc.gen, m.map_epoch):
+                    if pm == 0.0 and not s.has_cold:
+                        continue
+                    if (pm >= 1.0 and s.cyclic and not s.has_cold and s.af_all is not None
+                            and s.rate * (b - a) / 1e6 >= s.n + 1 and self._af_again(s, fl)):
+                        continue
+                self._stream(proc, s, phase_start, a, b, t_char, False, False)
+            return None
+        self._memo = None
+        t_char = self._rates(a, active, m.pt.exact is not None)
         obs = StepAccesses(a, b) if m.observers else None
         exact = m.pt.exact is not None
+        for proc, phase_start, streams in active:
+            parts = []
+            for s in streams:
+                res = self._stream(proc, s, phase_start, a, b, t_char.get(proc.cpu, math.inf), exact, obs is not None)
+                if res is not None:
+                    parts.append(res)
+            if obs is not None and parts:
+                va = np.concatenate([p[0] for p in parts])
+                obs.processes.append(ProcessAccesses(
+                    proc.pid, proc.comm, va, np.concatenate([p[1] for p in parts]),
+                    np.concatenate([p[2] for p in parts]), np.concatenate([p[3] for p in parts])))
+        return obs
+
+    def _prologue(self, a: int, active: list) -> tuple:
+        """The memo of `step` (fast model, no observer): the rates set at `a`, then per
+        stream (proc, phase start, stream, t_char of its CPU, miss probability or None)."""
+        t_char = self._rates(a, active, False)
+        streams = []
+        for proc, ps, ss in active:
+            tc = t_char.get(proc.cpu, math.inf)
+            for s in ss:
+                pm = None if s.once else miss_probability(s.rate / self.nr_leaves(proc, s), tc, s.cyclic)
+                streams.append((proc, ps, s, tc, pm))
+        procs = [p for p, _, _ in active]
+        return active, self.m.map_epoch, [p.gen for p in procs], procs, streams
+
+    def _rates(self, a: int, active: list, exact: bool) -> dict[int, float]:
+        """Set every timed stream's rate at `a`; the fast model's characteristic time per CPU."""
         for proc, phase_start, streams in active:
             for s in streams:
                 if s.work is not None and not s.once:
@@ -249,18 +301,7 @@ class Stepper:
                     nl = self.nr_leaves(proc, s)
                     by_cpu.setdefault(proc.cpu, []).append((nl, s.rate / nl, s.cyclic))
             t_char = {cpu: self._t_char(tuple(g)) for cpu, g in by_cpu.items()}
-        for proc, phase_start, streams in active:
-            parts = []
-            for s in streams:
-                res = self._stream(proc, s, phase_start, a, b, t_char.get(proc.cpu, math.inf), exact, obs is not None)
-                if res is not None:
-                    parts.append(res)
-            if obs is not None and parts:
-                va = np.concatenate([p[0] for p in parts])
-                obs.processes.append(ProcessAccesses(
-                    proc.pid, proc.comm, va, np.concatenate([p[1] for p in parts]),
-                    np.concatenate([p[2] for p in parts]), np.concatenate([p[3] for p in parts])))
-        return obs
+        return t_char
 
     def _stream(self, proc, s: Stream, phase_start: int, a: int, b: int, t_char: float, exact: bool, want: bool):
         m, pt = self.m, self.m.pt
@@ -281,6 +322,8 @@ class Stepper:
                 if pm == 0.0 and not s.has_cold:
                     return None
                 if pm >= 1.0 and s.cyclic and s.af_all is not None and s.rate * (b - a) / 1e6 >= s.n + 1:
+                    if not s.has_cold and self._af_again(s, fl):
+                        return None
                     if s.af_runs is not None:
                         for run in s.af_runs:
                             fl.set_bits(run, P.AF)
@@ -290,6 +333,7 @@ class Stepper:
                         fl.clear_bits(s.af_all, P.COLD)
                         fl.clear_bits(pt.tlb_loc(s.af_all), P.COLD)
                         s.has_cold = False        # every leaf walked and was refilled
+                    s.af_mark = (fl.ver, s.cache_gen)
                     return None
                 if s.cyclic and s.heads_va is not None and (pm >= 1.0 or pm == 0.0):
                     self._thp_sweep(s, phase_start, a, b, pm >= 1.0)
@@ -349,6 +393,31 @@ class Stepper:
         mf = np.minimum(wsum / np.maximum(hits, 1e-12), 1.0)
         pa = ((pidx[order][first_mask] + pt.phys.base_pfn) << PAGE_SHIFT).astype(np.uint64)
         return u, pa, cnt, mf
+
+    def _af_again(self, s: Stream, fl) -> bool:
+        """Set the AF of every leaf of `s` (af_all) again, writing only the leaves written
+        since they all had it (flags' write log); False when that is not known (then the
+        caller sets them all)."""
+        mark = s.af_mark
+        if mark is None or mark[1] != s.cache_gen:
+            return False
+        since = fl.written_since(mark[0])
+        if since is None:
+            return False
+        if since and len(cast(np.ndarray, s.af_all)):
+            j = since[0] if len(since) == 1 else np.concatenate(since)
+            if s.af_runs is not None and len(s.af_runs) <= 4:
+                tri = s.af_tri
+                if tri is None or tri[0] != s.cache_gen:
+                    tri = s.af_tri = (s.cache_gen, run_rows(s.af_runs))
+                fl.update_runs(j, AF_ON, s.af_runs, tri[1])
+            else:
+                j = members(cast(np.ndarray, s.af_all), j)
+                if len(j):
+                    j.flags.writeable = False     # ours: the write log may keep it as it is
+                    fl.update(j, AF_ON)
+        s.af_mark = (fl.ver, s.cache_gen)
+        return True
 
     def _thp_sweep(self, s: Stream, phase_start: int, a: int, b: int, every: bool) -> None:
         """A cyclic sweep over PMD-mapped THPs only (Stream.heads_va), leaf by leaf: the

@@ -10,6 +10,7 @@ stepping in `access.Stepper`; folio actions in `folio_ops`.
 from __future__ import annotations
 
 import errno
+import math
 import threading
 import numpy as np
 
@@ -36,7 +37,7 @@ NOT_AF_LUT = _BYTES & ~np.uint8(P.AF)                                   # clear_
 ACTIVATE_LUT = np.where(_BYTES & P.PRESENT, _BYTES | P.ACTIVE, _BYTES).astype(np.uint8)
 DEACTIVATE_LUT = np.where(_BYTES & P.PRESENT, _BYTES & ~np.uint8(P.ACTIVE), _BYTES).astype(np.uint8)
 NINE = np.int64(9)
-_UNIFORM_SZ_OF = {True: PMD_SZ, False: np.uint64(PAGE_SIZE)}     # folio size of a uniform row: PMD?
+_UNIFORM_SZ_OF = {True: int(PMD_SZ), False: PAGE_SIZE}     # folio size of a uniform row: PMD?
 COMMS = {"mmap": "mmap_idle", "sparse-hotspot": "sparse_8g", "uniform": "uniform", "thp-hot": "hot_workload",
          "access_memory": "access_memory", "access_memory_even": "access_memory_even", "masim": "masim",
          "tiering": "tiering", "guest-db": "qemu-system-aar"}
@@ -67,8 +68,10 @@ class Machine:
         self._next_pid = 1000
         self._dead: set[int] = set()
         self._phase_seen: dict[int, tuple] = {}
+        self._procs_ver = 0                       # bumped when a process comes or goes (advance_to's cache)
+        self._steady: tuple | None = None         # (_procs_ver, until_us, active): see _active
         self._last_plan: SamplePlan | None = None
-        self._prefetch: dict[int, tuple] = {}     # pid -> (key, {id(addrs): (addrs, leaf, folio_sz)})
+        self._prefetch: dict[int, tuple] = {}     # pid -> what va_prefetch translated (see there)
         self._next_khugepaged_us = thp.khugepaged.scan_sleep_millisecs * 1000
         self.pid_resolver = None          # pid -> Process | None for pids with no process yet (host twins)
         log.info("machine_built", preset=spec.preset, memory=spec.memory, cpus=spec.nr_cpus,
@@ -95,36 +98,53 @@ class Machine:
     def advance_to(self, t_us: int) -> None:
         with self._mutex:
             while self.now_us < t_us:
-                b = min(int(t_us), self.now_us + MAX_STEP_US, self._next_khugepaged_us)
-                active = []
-                for proc in list(self.pt.procs.values()):
-                    w = proc.workload
-                    if w is None or not proc.alive:
-                        continue
-                    i, ps, pe = w.phase_at(self.now_us)
-                    if pe is not None:
-                        b = min(b, pe)
-                    if i < 0:
-                        continue
-                    if i >= len(w.phases):
-                        if w.exit_at_end:
-                            self._exit(proc)
-                        continue
-                    key = (ps, i)
-                    if self._phase_seen.get(proc.pid) != key:
-                        self._phase_seen[proc.pid] = key
-                        self._enter_phase(proc, w.phases[i])
-                    active.append((proc, ps, w.phases[i].streams))
-                b = max(b, self.now_us + 1)
-                obs = self.stepper.step(self.now_us, b, active)
+                now = self.now_us
+                c = self._steady
+                if c is not None and c[0] == self._procs_ver and now < c[1]:
+                    active = c[2]                      # every process still in the phase it was in
+                    b = min(int(t_us), now + MAX_STEP_US, self._next_khugepaged_us, c[1])
+                else:
+                    active, b = self._active(now, min(int(t_us), now + MAX_STEP_US, self._next_khugepaged_us))
+                b = max(b, now + 1)
+                obs = self.stepper.step(now, b, active)
                 self.now_us = b
                 if obs is not None and obs.processes:
                     for fn in list(self.observers):
                         fn(obs)
-                if self.now_us >= self._next_khugepaged_us:
+                if b >= self._next_khugepaged_us:
                     folio_ops.khugepaged_scan(self.pt, [p for p in self.pt.procs.values() if p.alive])
                     self.map_epoch += 1
-                    self._next_khugepaged_us = self.now_us + max(self.thp.khugepaged.scan_sleep_millisecs, 1) * 1000
+                    self._next_khugepaged_us = b + max(self.thp.khugepaged.scan_sleep_millisecs, 1) * 1000
+
+    def _active(self, now: int, b: int) -> tuple[list, int]:
+        """(proc, phase start, streams) of every process running a phase at `now`, and the
+        step's end `b` cut at the next phase boundary; enters new phases, ends finished
+        processes. Kept (self._steady) until that boundary while no process comes or goes."""
+        active = []
+        until, changed = None, False
+        for proc in list(self.pt.procs.values()):
+            w = proc.workload
+            if w is None or not proc.alive:
+                continue
+            i, ps, pe = w.phase_at(now)
+            if pe is not None:
+                b = min(b, pe)
+                until = pe if until is None else min(until, pe)
+            if i < 0:
+                continue
+            if i >= len(w.phases):
+                if w.exit_at_end:
+                    self._exit(proc)
+                    changed = True
+                continue
+            key = (ps, i)
+            if self._phase_seen.get(proc.pid) != key:
+                self._phase_seen[proc.pid] = key
+                self._enter_phase(proc, w.phases[i])
+                changed = True
+            active.append((proc, ps, w.phases[i].streams))
+        self._steady = None if changed else (self._procs_ver, math.inf if until is None else until, active)
+        return active, b
 
     def _enter_phase(self, proc: Process, phase) -> None:
         for act in phase.actions:
@@ -140,9 +160,8 @@ class Machine:
             return [p for p in self.pt.procs.values() if p.alive]
 
     def process(self, pid: int) -> Process | None:
-        with self._mutex:
-            p = self.pt.procs.get(pid)
-            return p if p is not None and p.alive else None
+        p = self.pt.procs.get(pid)          # one dict read, atomic under the GIL: no lock (every sample asks)
+        return p if p is not None and p.alive else None
 
     def resolve_pid(self, pid: int) -> Process | None:
         """The live process `pid`, else the twin `pid_resolver` adopts for it (a real
@@ -163,6 +182,7 @@ class Machine:
             proc = Process(pid, comm[:15], 0, 0, "/")
             self.pt.procs[pid] = proc
             self.map_epoch += 1
+            self._procs_ver += 1
             log.info("twin_process", pid=pid, comm=proc.comm)
             self._notify_process("spawn", proc)     # exec's /proc binds cover twins too
             return proc
@@ -190,6 +210,7 @@ class Machine:
             comm = spec.get("comm", COMMS[kind])
             proc = Process(pid, comm[:15], cpu, node, memcg)
             self.pt.procs[pid] = proc
+            self._procs_ver += 1
             try:
                 self._layout(proc)
                 heap = [v for v in proc.vmas() if v.name == "[heap]"][0]
@@ -208,6 +229,7 @@ class Machine:
                 raise
             w.t0_us = self.now_us + int(float(spec.get("start_s", 0)) * 1e6)
             proc.workload = w
+            self._procs_ver += 1
             log.info("process_spawned", pid=pid, comm=proc.comm, kind=kind)
             self._notify_process("spawn", proc)
             return pid
@@ -236,6 +258,7 @@ class Machine:
             self.pt.unmap_vma(proc, v)
         proc.alive = False
         self.map_epoch += 1
+        self._procs_ver += 1
         self._prefetch.pop(proc.pid, None)
         log.info("process_exited", pid=proc.pid, comm=proc.comm)
         self._notify_process("exit", proc)
@@ -289,25 +312,29 @@ class Machine:
         ok[ok] = (self.phys.flags[pidx[ok]] & P.PRESENT) != 0
         return a, ok, pidx
 
-    def _plan(self, pid: int, addrs: np.ndarray, reuse: bool = True) -> SamplePlan | None:
+    def _plan(self, pid: int, addrs: np.ndarray, reuse: bool = True, proc: Process | None = None) -> SamplePlan | None:
         """The translation of `addrs` for the access checks; with `reuse`, the last one while
-        the addresses and the mapping are unchanged (see sample.py)."""
-        proc = self._proc_or_none(pid)
+        the addresses and the mapping are unchanged (see sample.py). `proc`: the live
+        process `pid`, when the caller just looked it up."""
         if proc is None:
-            return None
+            proc = self._proc_or_none(pid)
+            if proc is None:
+                return None
         a = np.asarray(addrs, np.uint64)
         key = (proc.gen, self.phys.layout_gen, self.map_epoch)
         plan = self._last_plan
         if reuse and plan is not None and plan.matches(pid, a, key):
             return plan
-        if not reuse and pid in self._prefetch:
-            pkey, rows = self._prefetch[pid]
-            e = rows.get(id(a)) if pkey == key else None
-            if e is not None and e[0] is a:
-                plan = self._last_plan = SamplePlan.uniform(pid, a, key, e[1], e[2])
-                return plan
-            if pkey != key:
-                del self._prefetch[pid]
+        if not reuse:
+            pf = self._prefetch.get(pid)
+            if pf is not None:
+                if pf[0] == key:
+                    i = pf[1].get(id(a))
+                    if i is not None and pf[2][i] is a and (pf[5] is None or pf[5][i]):
+                        plan = self._last_plan = SamplePlan.uniform(pid, a, key, pf[3][i], pf[4][i])
+                        return plan
+                else:
+                    del self._prefetch[pid]
         blk = proc.one_vma_blocks(a)
         if blk is None:
             ok, _, pidx = proc.translate(a)
@@ -358,20 +385,20 @@ class Machine:
             k0 = int(k.flat[0])
             if k0 and int(np.minimum.reduce(k, axis=None)) == int(np.maximum.reduce(k, axis=None)):
                 # one kind of block throughout (the usual case): every row is uniform
-                uniform = np.ones(len(rows), bool)
-                pmd = np.full(len(rows), k0 == P.KIND_PMD)
+                uniform = None
+                szs = [_UNIFORM_SZ_OF[k0 == P.KIND_PMD]] * len(rows)
                 leaf = blk << NINE if k0 == P.KIND_PMD else page_index(blk, a2)
             else:
                 kind = k[:, 0]
-                uniform = (kind != 0) & (k == kind[:, None]).all(axis=1)
+                uniform = ((kind != 0) & (k == kind[:, None]).all(axis=1)).tolist()
                 pmd = kind == P.KIND_PMD
                 blk <<= NINE
                 leaf = np.where(pmd[:, None], blk, blk | ((a2.view(np.int64) >> PAGE_SHIFT) & (BLOCK_PAGES - 1)))
-            sz = _UNIFORM_SZ_OF
+                szs = [_UNIFORM_SZ_OF[p] for p in pmd.tolist()]
             key = (proc.gen, self.phys.layout_gen, self.map_epoch)
-            szs = [sz[p] for p in pmd.tolist()]
-            self._prefetch[pid] = (key, {id(r): (r, lf, z) for r, lf, z, u in zip(rows, leaf, szs, uniform.tolist())
-                                         if u})
+            leaf.setflags(write=False)         # plan.af of those rows: the write log keeps them as they are
+            # (key, id(row) -> i, rows, leaf per row, folio size per row, row i uniform (None: all))
+            self._prefetch[pid] = (key, dict(zip(map(id, rows), range(len(rows)))), rows, leaf, szs, uniform)
 
     def va_mkold(self, pid: int, addrs: np.ndarray) -> None:
         with self._mutex:
@@ -383,7 +410,8 @@ class Machine:
                 self.pt.mkold(pidx[ok], np.full(int(ok.sum()), pid))
                 self.map_epoch += 1
                 return
-            plan = self._plan(pid, addrs, reuse=False)      # a new sample: new addresses
+            # a new sample: new addresses
+            plan = self._plan(pid, addrs, False, proc if proc is not None and proc.twin is None else None)
             if plan is not None:
                 plan.mkold(self.phys.flags)
 
@@ -392,7 +420,12 @@ class Machine:
             proc = self._proc_or_none(pid)
             if proc is not None and proc.twin is not None:
                 proc.twin.collect(proc)               # a real program: the units it touched are young
-            plan = self._plan(pid, addrs)
+            elif proc is not None:
+                plan = self._last_plan                # the plan va_mkold made for this very (read-only) array
+                if (plan is not None and addrs is plan.addrs and plan.pid == pid and not addrs.flags.writeable
+                        and plan.key == (proc.gen, self.phys.layout_gen, self.map_epoch)):
+                    return plan.young(self.phys.flags)
+            plan = self._plan(pid, addrs, True, proc if proc is not None and proc.twin is None else None)
             if plan is None:
                 n = len(addrs)
                 return np.zeros(n, bool), np.full(n, PAGE_SIZE, np.uint64)

@@ -13,10 +13,19 @@ copies, `a[i] |= x` works through __getitem__/__setitem__); block-wise operation
 `apply_rows`, `set_rows`, `count`) replace reshape(-1, 512) views. Cost: 9 bytes per block
 plus 512 bytes per block with a private row; an instance may name head bytes whose blocks
 always keep a private row (phys.flags: 4 KB-mapped memory, per page as the issue asks).
+Every write is logged by the pages it names (`wrote`, `written_since`), so a reader can
+redo only what changed since it last looked. The per-sample gathers and updates run in
+the optional C module damond.mm._pagefast when it is built (same results as the numpy
+code kept here).
 """
 from __future__ import annotations
 
 import numpy as np
+
+try:                                   # the C loops of the per-sample operations (optional)
+    from damond.mm import _pagefast as FAST  # type: ignore[attr-defined]
+except ImportError:                    # pragma: no cover - built by setup.py where a compiler exists
+    FAST = None
 
 BLOCK_PAGES = 512
 SHIFT = 9                      # log2(BLOCK_PAGES)
@@ -24,14 +33,57 @@ _OFF = np.int64(BLOCK_PAGES - 1)
 
 
 _LUTS: dict[tuple[int, bool], np.ndarray] = {}
+LOG_ENTRIES = 64               # writes the write log keeps (see written_since) ...
+LOG_PAGES = 1 << 16            # ... and the pages they name, at most
 
 
-def _lut(bits: int, on: bool) -> np.ndarray:
+def members(sorted_idx: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """The values of the int64 array j (in order) found in the sorted int64 array `sorted_idx`."""
+    if FAST is not None and len(sorted_idx):
+        out = np.empty(len(j), np.int64)
+        k = FAST.members(sorted_idx, j, out)
+        if k >= 0:
+            return out[:k]
+    if not len(sorted_idx):
+        return j[:0]
+    p = np.searchsorted(sorted_idx, j)
+    np.minimum(p, len(sorted_idx) - 1, out=p)
+    return j[sorted_idx[p] == j]
+
+
+def members_runs(runs: list[slice], j: np.ndarray, tri: np.ndarray | None = None) -> np.ndarray:
+    """members() for the union of strided slices `runs` (tri: their (start, stop, step) rows
+    as an int64 array, when the caller keeps one)."""
+    if FAST is not None:
+        if tri is None:
+            tri = run_rows(runs)
+        out = np.empty(len(j), np.int64)
+        k = FAST.members_runs(tri, j, out)
+        if k >= 0:
+            return out[:k]
+    hit = np.zeros(len(j), bool)
+    for r in runs:
+        st = r.step or 1
+        d = j - r.start
+        hit |= (d >= 0) & (j < r.stop) & (d % st == 0)
+    return j[hit]
+
+
+def run_rows(runs: list[slice]) -> np.ndarray:
+    """(start, stop, step) per slice, as members_runs takes them."""
+    return np.array([(r.start, r.stop, r.step or 1) for r in runs], np.int64).reshape(-1, 3)
+
+
+def set_lut(bits: int, on: bool) -> np.ndarray:
+    """The table set_bits (on) / clear_bits (off) apply for `bits`: x | bits or x & ~bits."""
     t = _LUTS.get((bits, on))
     if t is None:
         x = np.arange(256, dtype=np.uint8)
         t = _LUTS[(bits, on)] = (x | np.uint8(bits)) if on else (x & ~np.uint8(bits))
     return t
+
+
+_lut = set_lut
 
 
 class PageBytes:
@@ -57,6 +109,55 @@ class PageBytes:
         self.gen = 0                   # bumped whenever some block moves to another row (locate())
         self._slices: dict[tuple, tuple[int, np.ndarray, bool]] = {}  # update(): slice -> locate()
         self._stale: dict[tuple, int] = {}   # update(): slice -> calls since located with shared blocks
+        self.ver = 0                   # bumped by every write (written_since)
+        self._log: list[tuple[int, np.ndarray]] = []   # (ver, pages written) since _log_ver
+        self._log_ver = 0
+        self._log_pages = 0
+
+    # --- write log -----------------------------------------------------------------------------
+    def wrote(self, idx: np.ndarray | None = None) -> None:
+        """Note a write of the pages `idx` (int64, not changed afterwards), or of pages not
+        named (None: the log restarts). Every writer calls it: the methods below do, and
+        whoever writes `flat` in place at located positions (sample.SamplePlan)."""
+        v = self.ver = self.ver + 1
+        log = self._log
+        if idx is None or len(idx) > LOG_PAGES:
+            log.clear()
+            self._log_ver, self._log_pages = v, 0
+            return
+        log.append((v, idx))
+        self._log_pages += len(idx)
+        if len(log) > 2 * LOG_ENTRIES or self._log_pages > LOG_PAGES:
+            self._trim()
+
+    def _trim(self) -> None:
+        """Forget the oldest writes, down to LOG_ENTRIES and half of LOG_PAGES (at once, so
+        a log that nobody reads costs one append per write)."""
+        log = self._log
+        n = self._log_pages
+        i = 0
+        while i < len(log) and (len(log) - i > LOG_ENTRIES or n > LOG_PAGES // 2):
+            n -= len(log[i][1])
+            i += 1
+        self._log_ver = log[i - 1][0]
+        del log[:i]
+        self._log_pages = n
+
+    def _wrote_key(self, key: np.ndarray) -> None:
+        """wrote() for an index array passed in by a caller: a copy unless it is read-only."""
+        self.wrote(None if len(key) > LOG_PAGES else key if not key.flags.writeable else key.copy())
+
+    def written_since(self, ver: int) -> list[np.ndarray] | None:
+        """The page index arrays of every write after version `ver` (empty: none), or None
+        when some write after it named no pages or the log dropped it. Only those pages can
+        differ from what they were at `ver`."""
+        if ver < self._log_ver:
+            return None
+        log = self._log
+        i = len(log)
+        while i and log[i - 1][0] > ver:
+            i -= 1
+        return [e[1] for e in log[i:]]
 
     # --- rows ----------------------------------------------------------------------------------
     def _grow(self, need: int) -> None:
@@ -218,6 +319,7 @@ class PageBytes:
             vals = vals.reshape(-1) if vals.size == idx.size else np.broadcast_to(vals, idx.shape).ravel()
         if not idx.size:
             return
+        self.wrote(idx.copy() if idx.size <= LOG_PAGES else None)
         b = idx >> SHIFT
         off = idx & _OFF
         pos = self.base[b] + off
@@ -299,15 +401,34 @@ class PageBytes:
         pos += idx & _OFF
         return self.gen, pos, not self.shared[pos >> SHIFT].any()
 
+    def gather(self, idx: np.ndarray, lut: np.ndarray) -> np.ndarray:
+        """lut[a[idx]] (idx int64, lut 256 entries of one byte: uint8 or bool)."""
+        if FAST is not None:
+            out = np.empty(len(idx), lut.dtype)
+            if not FAST.gather(self.flat, self.base, idx, lut, out):
+                return out
+        return lut.take(self.flat[self.base[idx >> SHIFT] + (idx & _OFF)])
+
     def update(self, key, lut: np.ndarray) -> None:
         """a[key] = lut[a[key]] (lut: 256 uint8), writing only the bytes that change; repeated
         indexes get equal values, so dropping the unchanged ones is exact."""
         if type(key) is np.ndarray and key.dtype == np.int64 and key.ndim == 1:
+            self._wrote_key(key)
+            if FAST is not None:
+                hm = self._heads.get(id(lut))
+                moved = FAST.update(self.flat, self.base, self.bsh, hm[1] if hm is not None and hm[0] is lut else None,
+                                    key, lut)
+                if moved >= 0:
+                    if moved:
+                        self.gen += 1
+                    return
             if not (key & _OFF).any():                    # block heads: shared ones repoint
                 if self._update_heads(self.base, key >> SHIFT, lut):
                     return
             if self._update_fast(key, lut):
                 return
+        else:
+            self.wrote(None)
         if isinstance(key, slice):
             ck = (key.start, key.stop, key.step)
             loc = self._slices.get(ck)
@@ -373,6 +494,24 @@ class PageBytes:
         if not self._update_fast(keys, lut):
             self[keys] = new
 
+    def update_runs(self, idx: np.ndarray, lut: np.ndarray, runs: list[slice], tri: np.ndarray) -> None:
+        """update() of the pages of `idx` (int64, kept as is by the write log) that lie in
+        the strided slices `runs` (tri: run_rows(runs))."""
+        if FAST is not None:
+            hm = self._heads.get(id(lut))
+            r = FAST.update_runs(self.flat, self.base, self.bsh, hm[1] if hm is not None and hm[0] is lut else None,
+                                 idx, lut, tri)
+            if r != -1:
+                if r[1]:
+                    self.wrote(idx)                      # the pages written are some of these
+                if r[0]:
+                    self.gen += 1
+                return
+        j = members_runs(runs, idx, tri)
+        if len(j):
+            j.flags.writeable = False                    # ours: the write log may keep it as it is
+            self.update(j, lut)
+
     def _update_fast(self, idx: np.ndarray, lut: np.ndarray) -> bool:
         """update() for the per-sample paths (a 1-D int64 index array of fewer pages than a
         block's tails, so no shared block can become uniform again): private rows are written
@@ -431,17 +570,19 @@ class PageBytes:
         """a[key] |= bits."""
         v = self._run_view(key)
         if v is not None:
+            self.wrote(None)
             v |= np.uint8(bits)
             return
-        self.update(key, _lut(bits, True))
+        self.update(key, set_lut(bits, True))
 
     def clear_bits(self, key, bits: int) -> None:
         """a[key] &= ~bits."""
         v = self._run_view(key)
         if v is not None:
+            self.wrote(None)
             v &= np.uint8(~bits & 0xFF)
             return
-        self.update(key, _lut(bits, False))
+        self.update(key, set_lut(bits, False))
 
     # --- block-wise ----------------------------------------------------------------------------
     def _rows_of(self, blocks) -> np.ndarray:
@@ -453,6 +594,7 @@ class PageBytes:
 
     def set_rows(self, blocks, value: int) -> None:
         """Every page of `blocks` := value."""
+        self.wrote(None)
         blocks = np.asarray(blocks, np.int64)
         if not len(blocks):
             return
@@ -463,6 +605,7 @@ class PageBytes:
 
     def apply_rows(self, blocks, lut: np.ndarray) -> None:
         """Every page byte x of `blocks` := lut[x] (lut: 256 uint8)."""
+        self.wrote(None)
         blocks = np.asarray(blocks, np.int64)
         if not len(blocks):
             return
@@ -479,6 +622,7 @@ class PageBytes:
 
     def copy_rows(self, dst, src, lut: np.ndarray) -> None:
         """Every page byte of block dst[i] := lut[the same page's byte of block src[i]]."""
+        self.wrote(None)
         dst, src = np.asarray(dst, np.int64), np.asarray(src, np.int64)
         if not len(dst):
             return

@@ -14,12 +14,14 @@ from __future__ import annotations
 import numpy as np
 
 from damond.mm import phys as P
+from damond.mm import pagebytes
 from damond.mm.pagebytes import PageBytes
 from damond.mm.phys import BLOCK_PAGES, PAGE_SIZE
 
 HEAD_MASK = np.array([~((1 << min(o, 40)) - 1) for o in range(256)], np.int64)   # per folio order
 FOLIO_SZ = np.array([PAGE_SIZE << min(o, 40) for o in range(256)], np.uint64)
 PMD_SZ = np.uint64(2 << 20)
+PMD_BYTES = 2 << 20
 NOT_AF = np.uint8(~P.AF & 0xFF)
 GROUP = np.arange(16, dtype=np.int64)
 _F = np.arange(256)
@@ -98,8 +100,9 @@ class SamplePlan:
         self.sel = self.cpos = self.groups = self.loc = None
         self.af = self.heads = leaf
         self.same = True
-        self.pmd = int(folio_sz) == int(PMD_SZ)
-        self.sz = _uniform_sz(self.n, int(folio_sz))
+        nbytes = int(folio_sz)
+        self.pmd = nbytes == PMD_BYTES
+        self.sz = _uniform_sz(self.n, nbytes)
         return self
 
     def matches(self, pid: int, addrs: np.ndarray, key: tuple) -> bool:
@@ -129,11 +132,13 @@ class SamplePlan:
             fl.update(self.af, MKOLD_OF)
             return
         if self.same:
-            _, pos, private = self._located(fl)
-            if private:                                  # every leaf on a private row: in place
-                fl.flat[pos] = MKOLD_OF.take(fl.flat[pos])
-            else:
-                fl.update(self.af, MKOLD_OF)
+            if pagebytes.FAST is None:
+                _, pos, private = self._located(fl)
+                if private:                              # every leaf on a private row: in place
+                    fl.wrote(self.af)
+                    fl.flat[pos] = MKOLD_OF.take(fl.flat[pos])
+                    return
+            fl.update(self.af, MKOLD_OF)
             return
         was = self._leaf_young(fl)
         fl.set_bits(self.heads[was], P.YOUNG)
@@ -145,7 +150,10 @@ class SamplePlan:
     def young(self, fl: PageBytes) -> tuple[np.ndarray, np.ndarray]:
         """(young, folio_sz) per address: AF || !PG_idle; False / PAGE_SIZE where not present."""
         if self.same:
-            y = YOUNG_OF.take(fl[self.af] if self.pmd else fl.flat[self._located(fl)[1]])
+            if pagebytes.FAST is not None:
+                y = fl.gather(self.af, YOUNG_OF)
+            else:
+                y = YOUNG_OF.take(fl[self.af] if self.pmd else fl.flat[self._located(fl)[1]])
         else:
             y = self._leaf_young(fl)
             y |= NOT_IDLE.take(fl[self.heads])

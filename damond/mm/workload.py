@@ -77,6 +77,8 @@ class Stream:
     pidx_all: object = field(default=None, repr=False)    # every page's physical index (small present streams)
     heads_va: object = field(default=None, repr=False)    # block heads in address order (contiguous THP-only streams)
     node_frac: object = field(default=None, repr=False)   # share of the pages per NUMA node (tiered machines)
+    af_mark: tuple | None = field(default=None, repr=False)     # (flags.ver, cache_gen) when every af_all leaf had AF
+    af_tri: tuple | None = field(default=None, repr=False)      # (cache_gen, af_runs as pagebytes.run_rows)
 
     def vpns(self, idx: np.ndarray) -> np.ndarray:
         n_in = self.n_in or self.n

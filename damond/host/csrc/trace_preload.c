@@ -373,28 +373,46 @@ sighandler_t signal(int sig, sighandler_t fn)
 }
 
 /* ---- EFAULT from syscalls into an armed unit: restore, mark young, retry once ----------- */
-static int efault_fix(const void *buf, size_t n)
+/* Protections restored so far (handler, control thread, mapping calls): a syscall that
+ * began before a restore may have faulted on a unit that is gone from the table by the
+ * time we look (its half reused by a later batch while this thread waited for a CPU). */
+static uint64_t restores_now(void)
+{
+    return g_hdr ? __atomic_load_n(&g_hdr->restores, __ATOMIC_ACQUIRE) : 0;
+}
+/* After an EFAULT of a call that began when restores_now() was *gen: 1 or 2 (retry) if
+ * one of our units in [buf, buf+n) was armed or restored since, else 0 (a real EFAULT).
+ * *gen becomes the count to compare with after the retry. */
+static int efault_fix(const void *buf, size_t n, uint64_t *gen)
 {
     if (errno != EFAULT || !g_hdr)
         return 0;
     pthread_mutex_lock(&g_mu);
     int hit = drop_units((uintptr_t)buf, n, 1);
     pthread_mutex_unlock(&g_mu);
+    if (!hit && restores_now() != *gen)
+        hit = 2;
+    *gen = restores_now();
     if (hit)
         __atomic_add_fetch(&g_hdr->efault_retries, 1, __ATOMIC_RELAXED);
     errno = EFAULT;
     return hit;
 }
-static int efault_fix_iov(const struct iovec *iov, int cnt)
+static int efault_fix_iov(const struct iovec *iov, int cnt, uint64_t *gen)
 {
     int hit = 0;
-    for (int i = 0; i < cnt; i++)
-        hit |= efault_fix(iov[i].iov_base, iov[i].iov_len);
+    uint64_t g = *gen;
+    for (int i = 0; i < cnt; i++) {
+        uint64_t gi = g;
+        hit |= efault_fix(iov[i].iov_base, iov[i].iov_len, &gi);
+        *gen = gi;
+    }
     return hit;
 }
 /* Retried while the EFAULT was ours: a new batch may re-arm the unit in between. */
 #define MAX_RETRIES 8
 #define RETRY(call, fix)                                        \
+    uint64_t gen = restores_now();                              \
     ssize_t r = call;                                           \
     for (int t_ = 0; r < 0 && t_ < MAX_RETRIES && (fix); t_++)  \
         r = call;                                               \
@@ -408,99 +426,90 @@ static int continuable(int fd)
     struct stat st;
     return fstat(fd, &st) == 0 && (S_ISREG(st.st_mode) || (S_ISCHR(st.st_mode) && major(st.st_rdev) == 1));
 }
-static int stopped_at_unit(const char *p, size_t left)
+/* The rest of a copy that stopped short at `p`: 1 or 2 if one of our units there was armed
+ * or restored since the call began (restores_now() was *gen), else 0. */
+static int stopped_at_unit(const char *p, size_t left, uint64_t *gen)
 {
     if (!g_hdr || !left)
         return 0;
     pthread_mutex_lock(&g_mu);
     int hit = drop_units((uintptr_t)p, left, 1);              /* the rest of the copy: it touches them all */
     pthread_mutex_unlock(&g_mu);
+    if (!hit && restores_now() != *gen)
+        hit = 2;
+    *gen = restores_now();
     return hit;
+}
+
+enum { IO_READ, IO_WRITE, IO_PREAD, IO_PWRITE };
+static ssize_t io_call(int op, int fd, char *b, size_t n, off_t o)
+{
+    switch (op) {
+    case IO_READ: return real_read(fd, b, n);
+    case IO_WRITE: return real_write(fd, b, n);
+    case IO_PREAD: return real_pread(fd, b, n, o);
+    default: return real_pwrite(fd, b, n, o);
+    }
+}
+/* read/write/pread/pwrite with our units in the way: retry an EFAULT that was ours, and
+ * finish a copy that stopped short at one of them where a second call continues the
+ * first (pread/pwrite always, read/write on continuable descriptors). `b` is only read
+ * for IO_WRITE/IO_PWRITE. */
+static ssize_t io_retry(int op, int fd, char *b, size_t n, off_t o)
+{
+    uint64_t gen = restores_now();
+    ssize_t r = io_call(op, fd, b, n, o);
+    for (int t = 0; r < 0 && t < MAX_RETRIES && efault_fix(b, n, &gen); t++)
+        r = io_call(op, fd, b, n, o);
+    int positional = op == IO_PREAD || op == IO_PWRITE;
+    for (int t = 0; r > 0 && (size_t)r < n && t < MAX_RETRIES && stopped_at_unit(b + r, n - r, &gen) &&
+                    (positional || continuable(fd));) {
+        ssize_t k = io_call(op, fd, b + r, n - r, o + r);
+        if (k == 0 || (k < 0 && errno != EFAULT))
+            break;
+        if (k < 0)
+            t++;                      /* re-armed meanwhile: restore again */
+        else
+            r += k;
+    }
+    return r;
 }
 
 ssize_t read(int fd, void *b, size_t n)
 {
     resolve_read();
-    ssize_t r = real_read(fd, b, n);
-    for (int t = 0; r < 0 && t < MAX_RETRIES && efault_fix(b, n); t++)
-        r = real_read(fd, b, n);
-    for (int t = 0; r > 0 && (size_t)r < n && t < MAX_RETRIES && stopped_at_unit((char *)b + r, n - r) && continuable(fd);) {
-        ssize_t k = real_read(fd, (char *)b + r, n - r);
-        if (k == 0 || (k < 0 && errno != EFAULT))
-            break;
-        if (k < 0)
-            t++;                      /* re-armed meanwhile: restore again */
-        else
-            r += k;
-    }
-    return r;
+    return io_retry(IO_READ, fd, b, n, 0);
 }
 ssize_t write(int fd, const void *b, size_t n)
 {
     resolve_write();
-    ssize_t r = real_write(fd, b, n);
-    for (int t = 0; r < 0 && t < MAX_RETRIES && efault_fix(b, n); t++)
-        r = real_write(fd, b, n);
-    for (int t = 0; r > 0 && (size_t)r < n && t < MAX_RETRIES && stopped_at_unit((const char *)b + r, n - r) && continuable(fd);) {
-        ssize_t k = real_write(fd, (const char *)b + r, n - r);
-        if (k == 0 || (k < 0 && errno != EFAULT))
-            break;
-        if (k < 0)
-            t++;                      /* re-armed meanwhile: restore again */
-        else
-            r += k;
-    }
-    return r;
+    return io_retry(IO_WRITE, fd, (char *)b, n, 0);
 }
 ssize_t pread(int fd, void *b, size_t n, off_t o)
 {
     resolve_pread();
-    ssize_t r = real_pread(fd, b, n, o);
-    for (int t = 0; r < 0 && t < MAX_RETRIES && efault_fix(b, n); t++)
-        r = real_pread(fd, b, n, o);
-    for (int t = 0; r > 0 && (size_t)r < n && t < MAX_RETRIES && stopped_at_unit((char *)b + r, n - r);) {
-        ssize_t k = real_pread(fd, (char *)b + r, n - r, o + r);
-        if (k == 0 || (k < 0 && errno != EFAULT))
-            break;
-        if (k < 0)
-            t++;                      /* re-armed meanwhile: restore again */
-        else
-            r += k;
-    }
-    return r;
+    return io_retry(IO_PREAD, fd, b, n, o);
 }
 ssize_t pwrite(int fd, const void *b, size_t n, off_t o)
 {
     resolve_pwrite();
-    ssize_t r = real_pwrite(fd, b, n, o);
-    for (int t = 0; r < 0 && t < MAX_RETRIES && efault_fix(b, n); t++)
-        r = real_pwrite(fd, b, n, o);
-    for (int t = 0; r > 0 && (size_t)r < n && t < MAX_RETRIES && stopped_at_unit((const char *)b + r, n - r);) {
-        ssize_t k = real_pwrite(fd, (const char *)b + r, n - r, o + r);
-        if (k == 0 || (k < 0 && errno != EFAULT))
-            break;
-        if (k < 0)
-            t++;                      /* re-armed meanwhile: restore again */
-        else
-            r += k;
-    }
-    return r;
+    return io_retry(IO_PWRITE, fd, (char *)b, n, o);
 }
 ssize_t pread64(int fd, void *b, size_t n, off_t o) __attribute__((alias("pread")));
 ssize_t pwrite64(int fd, const void *b, size_t n, off_t o) __attribute__((alias("pwrite")));
-ssize_t readv(int fd, const struct iovec *v, int c) { resolve_readv(); RETRY(real_readv(fd, v, c), efault_fix_iov(v, c)) }
-ssize_t writev(int fd, const struct iovec *v, int c) { resolve_writev(); RETRY(real_writev(fd, v, c), efault_fix_iov(v, c)) }
-ssize_t recv(int fd, void *b, size_t n, int f) { resolve_recv(); RETRY(real_recv(fd, b, n, f), efault_fix(b, n)) }
+ssize_t readv(int fd, const struct iovec *v, int c) { resolve_readv(); RETRY(real_readv(fd, v, c), efault_fix_iov(v, c, &gen)) }
+ssize_t writev(int fd, const struct iovec *v, int c) { resolve_writev(); RETRY(real_writev(fd, v, c), efault_fix_iov(v, c, &gen)) }
+ssize_t recv(int fd, void *b, size_t n, int f) { resolve_recv(); RETRY(real_recv(fd, b, n, f), efault_fix(b, n, &gen)) }
 ssize_t recvfrom(int fd, void *b, size_t n, int f, struct sockaddr *sa, socklen_t *sl)
 {
     resolve_recvfrom();
-    RETRY(real_recvfrom(fd, b, n, f, sa, sl), efault_fix(b, n))
+    RETRY(real_recvfrom(fd, b, n, f, sa, sl), efault_fix(b, n, &gen))
 }
-ssize_t send(int fd, const void *b, size_t n, int f) { resolve_send(); RETRY(real_send(fd, b, n, f), efault_fix(b, n)) }
+ssize_t send(int fd, const void *b, size_t n, int f) { resolve_send(); RETRY(real_send(fd, b, n, f), efault_fix(b, n, &gen)) }
 ssize_t sendto(int fd, const void *b, size_t n, int f, const struct sockaddr *sa, socklen_t sl)
 {
     resolve_sendto();
-    RETRY(real_sendto(fd, b, n, f, sa, sl), efault_fix(b, n))
+    RETRY(real_sendto(fd, b, n, f, sa, sl), efault_fix(b, n, &gen))
 }
 
 /* ---- never-armed ranges: thread stacks and our own data --------------------------------- */

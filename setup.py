@@ -14,6 +14,11 @@ pagebytes.py keeps the numpy code (same results) for when it is missing.
 for real programs (damond/host/csrc/trace_preload.c, see damond/host/tracing.py), built
 as a shared object so `pip install` puts it next to the package. Optional as well:
 without it real pids are refused (EINVAL) as before.
+
+`damond.damon._rand` draws vaddr's sampling addresses of a whole sample batch with numpy's
+own bounded-integer rules from the same bit generator (same numbers, several times faster
+than Generator.integers with per-region bounds). Optional: without it, and whenever its
+numbers would differ from numpy's (checked at import), vaddr calls numpy.
 """
 from setuptools import Extension, setup
 
@@ -27,4 +32,5 @@ setup(ext_modules=[Extension("damond.spe._feedparse",
                              optional=True),
                    Extension("damond.host._trace_preload", [f"{HOST}/trace_preload.c"],
                              extra_compile_args=["-O2", "-Wall", "-pthread", "-fvisibility=default"],
-                             extra_link_args=["-pthread", "-ldl"], optional=True)])
+                             extra_link_args=["-pthread", "-ldl"], optional=True),
+                   Extension("damond.damon._rand", ["damond/damon/csrc/rand.c"], extra_compile_args=["-O2"], optional=True)])

@@ -16,8 +16,9 @@ from damond.log import get_logger
 
 FEATURE_LEVELS = ("6.18+rfc", "6.19+rfc", "7.0+rfc", "7.1+rfc", "next+rfc")   # next: not a kernel (fs_layout)
 COLLAPSE_MODES = ("spe-guarded", "rfc")
-TICK_US = 20000            # ticker step while a kdamond runs or an observer (SPE sampler) listens
-IDLE_TICK_US = 100000      # ticker step of an unobserved machine: the same emulation, fewer wake-ups
+TICK_US = 20000            # ticker step while an observer (SPE sampler) listens and no kdamond runs
+IDLE_TICK_US = 100000      # ticker step otherwise: an unobserved machine (the same emulation, fewer
+                           # wake-ups), or one running kdamonds drive (the ticker only waits)
 SWITCH_INTERVAL_S = 0.0005  # GIL hand-over: a FUSE request waits at most this for the ticker/kdamonds
 
 log = get_logger("damond.system")
@@ -95,10 +96,11 @@ class System:
         self._ticker.start()
 
     def tick_us(self) -> int:
-        """The ticker's step: short while a kdamond runs or a step observer listens, else
-        IDLE_TICK_US (kdamonds advance the machine themselves every sample)."""
-        busy = any(kd.running for kd in self.kdamonds) or bool(getattr(self.machine, "observers", None))
-        return TICK_US if busy else IDLE_TICK_US
+        """The ticker's step: short while a step observer listens and no kdamond runs, else
+        IDLE_TICK_US (running kdamonds advance the machine themselves every sample)."""
+        if any(kd.running for kd in self.kdamonds):
+            return IDLE_TICK_US
+        return TICK_US if getattr(self.machine, "observers", None) else IDLE_TICK_US
 
     def _tick(self) -> None:
         while not self._stop.is_set():

@@ -21,6 +21,7 @@ from damond.damon import params, trace
 from damond.damon.regions import (Regions, check_ranges, evenly_split_region, merge_regions_of,  # noqa: F401
                                    merge_two_regions, set_regions, split_region_at, split_regions_of,
                                    update_access_rate)
+from damond.damon.regions import max_nr_accesses as _max_nr_of
 from damond.errors import DamonError
 from damond.log import get_logger
 
@@ -322,6 +323,12 @@ def apply_min_nr_regions(ctx) -> int:
     return max_sz
 
 
+def max_nr_accesses(ctx) -> int:
+    """The largest nr_accesses of any region: what the kernel's check_accesses returns
+    every sample, worked out here only when an aggregation uses it."""
+    return max([_max_nr_of(t.regions) for t in ctx.targets], default=0)
+
+
 def merge_regions(ctx, threshold: int, sz_limit: int) -> None:
     """kdamond_merge_regions(): merge every target; while above max_nr_regions, repeat with a
     doubled threshold (ages counted in the first pass only)."""
@@ -425,7 +432,10 @@ def age_for_new_attrs(age: int, old: params.Attrs, new: params.Attrs) -> int:
 
 def update_monitoring_result(regions: Regions, old: params.Attrs, new: params.Attrs,
                              aggregating: bool) -> None:
-    """damon_update_monitoring_result() for every region of a target."""
+    """damon_update_monitoring_result() for every region of a target (on new arrays:
+    see Regions)."""
+    for f in ("nr_accesses", "nr_accesses_bp", "last_nr_accesses", "age"):
+        setattr(regions, f, getattr(regions, f).copy())
     for i in range(len(regions)):
         if not aggregating:
             nr = nr_accesses_for_new_attrs(int(regions.nr_accesses[i]), old, new)

@@ -20,6 +20,15 @@ from damond.errors import DamonError
 from damond.log import get_logger
 
 LAG_REPORT_US = 10_000_000
+# Wall clock: how much emulated time of samples may run in one burst after one sleep. The
+# access windows stay exact in machine time (mkold at t, young at t + sample); only the
+# wall-clock moment they are computed moves, up to this much after the window ended, so
+# one wake-up serves several samples. Real programs (twins) are sampled in real time.
+WALL_BURST_US = 20_000
+# Wall clock, bursts: a machine behind the wall clock by at most this much (a stalled
+# iteration) is caught up by sampling its windows back to back, every sample taken; further
+# behind (or at the first sample) it jumps to the wall clock first.
+WALL_MAX_LAG_US = 100_000
 
 
 class _Stopped(Exception):
@@ -60,13 +69,16 @@ class Kdamond:
         self._next_lag_report_us = 0
         self._resume: tuple[int, int, bool] | None = None   # iteration paused after sampling
         self._deadline_us = 0             # wall clock: when the current sampling interval ends
+        self._burst = 1                   # wall clock: samples per wake-up (1: real time)
+        self._window_end_us = 0           # wall clock: machine time the current window ends
         self.log = get_logger("damond.damon.kdamond", kdamond=index)
+        self._virtual = isinstance(system.clock, VirtualClock)    # a System keeps its clock
 
     # ------------------------------------------------------------------ lifecycle
 
     @property
     def virtual(self) -> bool:
-        return isinstance(self.system.clock, VirtualClock)
+        return self._virtual
 
     def start(self, ctx_params: params.Ctx) -> None:
         """`on`: validate and build the context, then run it (thread or virtual time).
@@ -206,9 +218,9 @@ class Kdamond:
         """One sampling interval of kdamond_fn. Returns False when the kdamond must stop."""
         ctx = self.ctx
         clock, machine = self.system.clock, self.system.machine
-        if self._need_stop(ctx):
+        if ctx.ops.target_valid is not None and self._need_stop(ctx):
             return False
-        t0 = clock.now_us()
+        t0 = 0 if self._virtual else clock.now_us()
         if self._resume is None and ctx.schemes and not damos.schemes_active(ctx):
             # kdamond_wait_activation: no monitoring while every scheme is deactivated
             waits = [s.params.wmarks.interval for s in ctx.schemes if s.params.wmarks.interval]
@@ -250,8 +262,13 @@ class Kdamond:
                 ctx.ops.update(ctx)
                 if not ctx.apply_min_nr_regions_on:
                     ctx.sz_limit_cached = core.region_sz_limit(ctx)
-        if not self.virtual:
-            self._account_lag(t0, clock.now_us(), ctx.attrs.sample_interval)
+        if not self._virtual:
+            t1 = clock.now_us()
+            if self._burst > 1:      # late: checked more than a burst after its window ended
+                lag = t1 - self._window_end_us - (self._burst - 1) * sample
+            else:
+                lag = (t1 - t0) - ctx.attrs.sample_interval
+            self._account_lag(lag, t1, ctx.attrs.sample_interval)
         return True
 
     def _sample(self, ctx: core.Ctx) -> tuple[int, int, bool]:
@@ -260,26 +277,63 @@ class Kdamond:
         next_aggr = ctx.next_aggregation_sis
         next_update = ctx.next_ops_update_sis
         sample = ctx.attrs.sample_interval
-        # the machine first catches up, so what it did before the mkold stays before it
-        t_mkold = max(clock.now_us(), machine.now_us)
-        machine.advance_to(t_mkold)
-        ctx.ops.prepare_access_checks(ctx)
-        if self.virtual:
+        if self._virtual:
+            # the machine first catches up, so what it did before the mkold stays before it
+            t_mkold = max(clock.now_us(), machine.now_us)
+            if machine.now_us < t_mkold:
+                machine.advance_to(t_mkold)
+            ctx.ops.prepare_access_checks(ctx)
             clock.sleep_us(sample)
         else:
-            self._sleep_to_deadline(sample)
+            t_mkold = self._wall_window_start(sample, ctx.passed_sample_intervals > 0)
+            ctx.ops.prepare_access_checks(ctx)
+            if self._burst > 1:
+                self._wait_window_end(t_mkold + sample, sample)
+            else:
+                self._sleep_to_deadline(sample)
         # the access window is exactly one sampling interval of machine time, whatever the
         # wall clock did (the ticker leaves the machine to running kdamonds)
         machine.advance_to(t_mkold + sample)
         ctx.passed_sample_intervals += 1
-        max_nr = ctx.ops.check_accesses(ctx)
+        ctx.ops.check_accesses(ctx)
         aggregated = ctx.passed_sample_intervals >= next_aggr
         if aggregated:
-            core.merge_regions(ctx, max_nr // 10, ctx.sz_limit_cached)
+            core.merge_regions(ctx, core.max_nr_accesses(ctx) // 10, ctx.sz_limit_cached)
             if ctx.apply_min_nr_regions_on:
                 ctx.sz_limit_cached = core.apply_min_nr_regions(ctx)
         self._handle_calls()
         return next_aggr, next_update, aggregated
+
+    def _wall_window_start(self, sample_us: int, sampling: bool) -> int:
+        """Wall clock: the machine time of this sample's mkold. Bursts (emulated programs
+        only): the machine's own time while it is at most WALL_MAX_LAG_US behind the wall
+        clock, so consecutive windows need no catch-up step and a stall loses no sample;
+        else (real time, the first sample, a long stall) the machine first catches up."""
+        clock, machine = self.system.clock, self.system.machine
+        burst = max(1, WALL_BURST_US // max(sample_us, 1))
+        if burst > 1 and any(getattr(p, "twin", None) is not None for p in machine.processes()):
+            burst = 1
+        self._burst = burst
+        now, m_now = clock.now_us(), machine.now_us
+        if burst > 1 and sampling and now - m_now <= WALL_MAX_LAG_US:
+            t = m_now
+        else:
+            t = max(now, m_now)
+            machine.advance_to(t)
+        self._window_end_us = t + sample_us
+        return t
+
+    def _wait_window_end(self, end_us: int, sample_us: int) -> None:
+        """Burst: nothing to wait for if the window already ended on the wall clock; else
+        sleep until it and the next burst - 1 windows have (a damon_call request cuts the
+        wait to this window's end, so commands wait at most one sampling interval)."""
+        clock = self.system.clock
+        if clock.now_us() >= end_us:
+            return
+        if self._sleep(end_us + (self._burst - 1) * sample_us - clock.now_us(), kickable=True):
+            rest = end_us - clock.now_us()
+            if rest > 0:
+                self._sleep(rest)
 
     def _sleep_to_deadline(self, sample_us: int) -> None:
         """Wall clock: one sampling interval per period, the loop's own work included (the
@@ -294,18 +348,30 @@ class Kdamond:
         if d > now:
             self._sleep(d - now)
 
-    def _sleep(self, us: int) -> None:
+    def _sleep(self, us: int, kickable: bool = False) -> bool:
         """Sleep `us` of emulated time. On the wall clock `off` wakes the sleeper at once
-        (kthread_stop() wakes a sleeping kdamond) and the loop ends (_Stopped)."""
+        (kthread_stop() wakes a sleeping kdamond) and the loop ends (_Stopped); a queued
+        damon_call request ends a `kickable` sleep early (returns True)."""
         clock = self.system.clock
-        if self.virtual:
+        if self._virtual:
             clock.sleep_us(us)
-            return
-        # a timed acquire of a lock `off` releases: one C call, where Event.wait runs a
-        # Condition in Python every sampling interval
-        if self._stop.is_set() or self._wake.acquire(
-                timeout=min(us / 1e6 / getattr(clock, "factor", 1.0), threading.TIMEOUT_MAX)):
-            raise _Stopped()
+            return False
+        # a timed acquire of a lock `off` and damon_call release: one C call, where
+        # Event.wait runs a Condition in Python every sampling interval
+        factor = getattr(clock, "factor", 1.0)
+        end = clock.now_us() + us
+        while True:
+            if self._stop.is_set():
+                raise _Stopped()
+            if not self._wake.acquire(timeout=min(us / 1e6 / factor, threading.TIMEOUT_MAX)):
+                return False
+            if self._stop.is_set():
+                raise _Stopped()
+            if kickable:
+                return True
+            us = end - clock.now_us()          # a request's wake-up: sleep the rest
+            if us <= 0:
+                return False
 
     def _release_wake(self) -> None:
         try:
@@ -313,9 +379,10 @@ class Kdamond:
         except RuntimeError:             # not held: released already, or never started
             pass
 
-    def _account_lag(self, t0: int, t1: int, sample_us: int) -> None:
-        """Wall clock: an iteration longer than two sampling intervals is an overrun."""
-        lag = (t1 - t0) - sample_us
+    def _account_lag(self, lag: int, t1: int, sample_us: int) -> None:
+        """Wall clock: `lag` beyond one sampling interval is an overrun (an iteration
+        longer than two intervals; in bursts, a sample checked more than a burst after
+        its window ended)."""
         if lag > sample_us:
             self.overruns += 1
             self.lag_us += lag
@@ -371,6 +438,7 @@ class Kdamond:
                 return fn()
         c = _Call(fn)
         self._calls.put(c)
+        self._release_wake()               # a kdamond waiting out a burst handles it now
         # blocks as damon_call() does: until the kdamond ran fn or exited (no time limit)
         while not c.done.wait(0.05):
             if (not self.running or self._stop.is_set()) and not c.done.is_set():

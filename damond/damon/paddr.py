@@ -13,7 +13,7 @@ import numpy as np
 
 from damond.damon import core
 from damond.damon.params import OpsId
-from damond.damon.vaddr import resolve_reuse
+from damond.damon.vaddr import draw_rows, resolve_reuse
 
 
 class PaddrOps:
@@ -34,12 +34,11 @@ class PaddrOps:
             r = t.regions
             if not len(r):
                 continue
-            r.sampling_addr = ctx.rng.integers(r.start, r.end, dtype=np.uint64)
+            r.sampling_addr = draw_rows(ctx.rng, r.start, r.end, 1)[0]     # = rng.integers(start, end)
             ctx.machine.pa_mkold(r.sampling_addr * unit)
 
-    def check_accesses(self, ctx) -> int:
+    def check_accesses(self, ctx) -> None:
         unit = np.uint64(ctx.addr_unit)
-        max_nr = 0
         for t in ctx.targets:
             r = t.regions
             if not len(r):
@@ -49,8 +48,7 @@ class PaddrOps:
             acc, self._last_key, self._last_young = resolve_reuse(
                 np.asarray(young, dtype=bool), np.asarray(fsz), paddrs,
                 first_is_fresh=False, last_key=self._last_key, last_young=self._last_young)
-            max_nr = max(max_nr, core.update_access_rate(r, acc, ctx.attrs))
-        return max_nr
+            core.update_access_rate(r, acc, ctx.attrs)
 
 
 core.register_ops(PaddrOps)

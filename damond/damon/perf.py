@@ -65,18 +65,15 @@ class VaddrPerfOps(VaddrOps):
         """No Access Flag to clear: the PMU samples on its own; make sure it runs."""
         self._start(ctx)
 
-    def check_accesses(self, ctx) -> int:
+    def check_accesses(self, ctx) -> None:
         """Drain the interval's samples; a region is accessed if any sample hit it."""
         recs = self._start(ctx).drain()
-        max_nr = 0
         for t in ctx.targets:
             r = t.regions
             if not len(r):
                 continue
             acc = report_accesses(r, recs["va"][recs["pid"] == t.pid])
             core.update_access_rate(r, acc, ctx.attrs)
-            max_nr = max(max_nr, int(np.maximum.reduce(r.nr_accesses)))
-        return max_nr
 
     def cleanup(self, ctx) -> None:
         """damon_operations->cleanup(): stop sampling."""

@@ -21,7 +21,13 @@ _DTYPES = {"start": np.uint64, "end": np.uint64, "sampling_addr": np.uint64}
 
 
 class Regions:
-    """Sorted, non-overlapping [start, end) ranges with DAMON's per-region counters."""
+    """Sorted, non-overlapping [start, end) ranges with DAMON's per-region counters.
+
+    The engine changes a field by replacing its array, never by writing into an array
+    the regions already hold (update_access_rate keys a cache on the identity of
+    last_nr_accesses, vaddr's sample batch on that of start and end)."""
+
+    _bp_dec: tuple | None = None       # update_access_rate's (last_nr_accesses, window, decrement)
 
     def __init__(self, starts=(), ends=()):
         self.start = np.asarray(starts, dtype=np.uint64).copy()
@@ -207,21 +213,35 @@ def split_region_at(regions: Regions, i: int, sz_r: int) -> None:
 # ---------------------------------------------------------------------------
 # per-sample accounting (damon_update_region_access_rate)
 
-def update_access_rate(regions: Regions, accessed: np.ndarray, attrs) -> int:
+def update_access_rate(regions: Regions, accessed: np.ndarray, attrs) -> None:
     """Account one sample for every region: nr_accesses and the nr_accesses_bp moving sum.
-    `accessed`: bool per region. Returns the largest nr_accesses (0 without regions)."""
-    len_window = _nr_samples_per_aggr(attrs) if attrs.sample_interval else 1
-    if 10000 % len_window:
-        bp = regions.last_nr_accesses * _BP
-        bp //= np.int64(len_window)
-    else:                              # exact: last * 10000 is a multiple of len_window
-        bp = regions.last_nr_accesses * np.int64(10000 // len_window)
-    np.subtract(regions.nr_accesses_bp, bp, out=bp)
-    bp += accessed * _BP
+    `accessed`: bool per region. The moving sum's decrement (last_nr_accesses * 10000 /
+    window) holds for a whole aggregation interval: it is kept with the regions while
+    their last_nr_accesses array is the same object (every writer replaces the array,
+    none writes into it) and the intervals are the same."""
+    last = regions.last_nr_accesses
+    dec = regions._bp_dec
+    sample, aggr = attrs.sample_interval, attrs.aggr_interval
+    if dec is None or dec[0] is not last or dec[1] != sample or dec[2] != aggr:
+        len_window = _nr_samples_per_aggr(attrs) if sample else 1
+        if 10000 % len_window:
+            d = last * _BP
+            d //= np.int64(len_window)
+        else:                          # exact: last * 10000 is a multiple of len_window
+            d = last * np.int64(10000 // len_window)
+        dec = regions._bp_dec = (last, sample, aggr, d)
+    a = accessed.astype(np.int64)
+    bp = a * _BP
+    bp += regions.nr_accesses_bp
+    bp -= dec[3]
     regions.nr_accesses_bp = bp
-    nr = regions.nr_accesses + accessed
-    regions.nr_accesses = nr
-    return int(np.maximum.reduce(nr)) if len(nr) else 0
+    a += regions.nr_accesses
+    regions.nr_accesses = a
+
+
+def max_nr_accesses(regions: Regions) -> int:
+    """The largest nr_accesses of the regions (0 without regions)."""
+    return int(np.maximum.reduce(regions.nr_accesses)) if len(regions) else 0
 
 
 # ---------------------------------------------------------------------------

@@ -75,16 +75,13 @@ def init_regions(regions: Regions, ranges: list[tuple[int, int]], min_nr_regions
 
 def resolve_reuse(young: np.ndarray, folio_sz: np.ndarray, addrs: np.ndarray,
                   first_is_fresh: bool = True, last_key: int | None = None,
-                  last_young: bool = False, same_of=None) -> tuple[np.ndarray, int, bool]:
+                  last_young: bool = False) -> tuple[np.ndarray, int, bool]:
     """Apply the kernel's folio-result reuse to per-region young results.
 
     A region whose sampling address lies in the folio (ALIGN_DOWN by the folio size) of
     the last freshly checked address reuses that check's result instead of its own.
     Addresses increase along a target, so the last fresh check is always the start of the
     current run of equal folio keys.
-
-    `same_of(shift)`, when given, returns (keys[1:] == keys[:-1], its count) for
-    keys = addrs >> shift computed ahead (SampleBatch.same_folio), or None.
 
     Returns:
         (accessed per region, key of the last fresh check, its result) for callers that
@@ -96,11 +93,6 @@ def resolve_reuse(young: np.ndarray, folio_sz: np.ndarray, addrs: np.ndarray,
     f0 = int(folio_sz[0])
     if f0 > 0 and not f0 & (f0 - 1) and not np.count_nonzero(folio_sz != f0):
         shift = f0.bit_length() - 1          # one power-of-two folio size (the usual case)
-        pre = same_of(shift) if same_of is not None and first_is_fresh else None
-        if pre is not None:
-            same, nr_dup = pre
-            if not nr_dup:                   # (callers with same_of pass a young array of their own)
-                return young, int(addrs[-1]) >> shift << shift, bool(young[-1])
         keys = addrs >> np.uint64(shift)     # folio numbers; the key is keys << shift
     else:
         shift = 0
@@ -135,11 +127,52 @@ def resolve_reuse(young: np.ndarray, folio_sz: np.ndarray, addrs: np.ndarray,
     return acc, int(keys[k]) << shift, bool(young[k])
 
 
+try:
+    from damond.damon import _rand      # compiled (setup.py); optional
+except ImportError:                     # pragma: no cover - without a C compiler
+    _rand = None
+
+
+def _rand_agrees() -> bool:
+    """The compiled draw gives numpy's numbers and leaves numpy's generator state, on
+    narrow, wide and one-byte ranges, from a state with a buffered 32-bit half."""
+    if _rand is None:
+        return False
+    lo = np.array([0, 4096, 1 << 40, (1 << 63) + 5, 7], np.uint64)
+    hi = np.array([3 << 20, 4096 + 12345 * 4096, (1 << 40) + (5 << 33), (1 << 64) - 1, 8], np.uint64)
+    a, b = np.random.default_rng([7, 11]), np.random.default_rng([7, 11])
+    a.integers(0, 5, dtype=np.uint32), b.integers(0, 5, dtype=np.uint32)   # leave half a draw buffered
+    want = a.integers(lo, hi, size=(9, len(lo)), dtype=np.uint64)
+    got = np.empty_like(want)
+    try:
+        _rand.bounded_rows(b.bit_generator.capsule, lo, hi, got)
+    except Exception:
+        return False
+    return bool((want == got).all()) and a.bit_generator.state == b.bit_generator.state
+
+
+_RAND = _rand if _rand_agrees() else None
+
+
+def draw_rows(rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray, k: int) -> np.ndarray:
+    """rng.integers(lo, hi, size=(k, len(lo)), dtype=np.uint64): the same numbers and the
+    same generator state after, by the compiled helper when it is there."""
+    if _RAND is None or not len(lo):
+        return rng.integers(lo, hi, size=(k, len(lo)), dtype=np.uint64)
+    out = np.empty((k, len(lo)), np.uint64)
+    bg = rng.bit_generator
+    with bg.lock:
+        _RAND.bounded_rows(bg.capsule, np.ascontiguousarray(lo, np.uint64), np.ascontiguousarray(hi, np.uint64), out)
+    return out
+
+
 MAX_BATCH_ADDRS = 1 << 16      # sampling addresses drawn ahead at most (all targets, all rows)
+BATCH_AGGRS_MAX = 16           # aggregation intervals a batch covers at most (while regions hold)
 
 
 class SampleBatch:
-    """Sampling addresses of the coming samples (up to the next aggregation), drawn at once.
+    """Sampling addresses of the coming samples (up to the next aggregation, or a few while
+    the regions stay the same over whole batches), drawn at once.
 
     damon_rand draws one address per region per sample, target after target. One draw of
     shape (k, N) over the concatenated region bounds of the sampled targets gives the same
@@ -161,7 +194,7 @@ class SampleBatch:
             self.lo = np.concatenate([st for _, st, _ in parts])
             self.hi = np.concatenate([en for _, _, en in parts])
         self.state = rng.bit_generator.state
-        full = rng.integers(self.lo, self.hi, size=(k, len(self.lo)), dtype=np.uint64)
+        full = draw_rows(rng, self.lo, self.hi, k)
         full.setflags(write=False)
         self.full, self.rows, self.spans, o = full, [], [], 0
         for _, st, _ in parts:
@@ -170,35 +203,49 @@ class SampleBatch:
             self.spans.append((o, n))
             o += n
         self.index = {id(t): i for i, (t, _, _) in enumerate(parts)}
-        self._same: dict[tuple[int, int], tuple] = {}
+        self._same: dict[tuple[int, int], list] = {}
         self.k, self.used = k, 0
 
-    def same_folio(self, t, addrs: np.ndarray, shift: int) -> tuple[np.ndarray, int] | None:
-        """For resolve_reuse: (keys[1:] == keys[:-1], its count) with keys = addrs >> shift,
-        computed for every row of target t at once, when `addrs` is t's current row."""
+    def reuse_src(self, t, addrs: np.ndarray, shift: int):
+        """resolve_reuse for target t's current row, worked out for every row at once:
+        False when `addrs` is not that row; None when no two neighbouring addresses share
+        a folio of 1 << shift bytes (every region keeps its own result); else the index
+        array of the region whose check each region reuses (`young.take(src)`)."""
         i = self.index.get(id(t))
         j = self.used - 1
         if i is None or j < 0 or self.rows[i][j] is not addrs:
-            return None
-        c = self._same.get((i, shift))
+            return False
+        c: list | None = self._same.get((i, shift))
         if c is None:
             o, n = self.spans[i]
             keys = self.full[:, o:o + n] >> np.uint64(shift)
-            same = keys[:, 1:] == keys[:, :-1]
-            c = self._same[(i, shift)] = (same, np.count_nonzero(same, axis=1).tolist())
-        return c[0][j], c[1][j]
+            fresh = np.ones(keys.shape, dtype=bool)
+            np.not_equal(keys[:, 1:], keys[:, :-1], out=fresh[:, 1:])
+            c = [None] * self.k
+            dup = np.flatnonzero(~fresh.all(axis=1)).tolist()
+            if dup:
+                # each region reads the last fresh check at or before it: the run's first
+                src = np.where(fresh[dup], np.arange(n), 0)
+                np.maximum.accumulate(src, axis=1, out=src)
+                for r, row in zip(dup, src):
+                    c[r] = row
+            self._same[(i, shift)] = c
+        return c[j]
 
     def matches(self, parts: list) -> bool:
         if self.used >= self.k or len(parts) != len(self.bounds):
             return False
-        return all(st is bs and en is be for (_, st, en), (bs, be) in zip(parts, self.bounds))
+        for (_, st, en), (bs, be) in zip(parts, self.bounds):
+            if st is not bs or en is not be:
+                return False
+        return True
 
     def settle(self, rng: np.random.Generator) -> None:
         """Rewind `rng` to the state after the rows used so far (nothing to do when all were)."""
         if self.used < self.k:
             rng.bit_generator.state = self.state
             if self.used:
-                rng.integers(self.lo, self.hi, size=(self.used, len(self.lo)), dtype=np.uint64)
+                draw_rows(rng, self.lo, self.hi, self.used)
         self.used = self.k
 
 
@@ -206,6 +253,7 @@ class VaddrOps:
     """vaddr: three regions from the VMAs, re-evaluated every update interval."""
 
     id = OpsId.VADDR
+    _aggrs = 1                  # aggregation intervals the next sample batch covers
 
     def init(self, ctx) -> None:
         """damon_va_init(): targets without user regions get the three regions."""
@@ -240,10 +288,13 @@ class VaddrOps:
             return
         b = ctx.sample_batch
         if b is None or not b.matches(parts):
+            # a batch used to its end saw the regions hold: draw the next over twice as many
+            # aggregation intervals (up to BATCH_AGGRS_MAX); one left early: back to one
+            self._aggrs = min(self._aggrs * 2, BATCH_AGGRS_MAX) if b is not None and b.used >= b.k else 1
             rng = ctx.rng                                   # gives back what a stale batch drew
             n = sum(len(st) for _, st, _ in parts)
-            k = min(ctx.next_aggregation_sis - ctx.passed_sample_intervals, MAX_BATCH_ADDRS // n)
-            b = ctx.sample_batch = SampleBatch(rng, parts, max(k, 1))
+            k = ctx.next_aggregation_sis - ctx.passed_sample_intervals + (self._aggrs - 1) * ctx.aggr_samples()
+            b = ctx.sample_batch = SampleBatch(rng, parts, max(min(k, MAX_BATCH_ADDRS // n), 1))
             prefetch = getattr(m, "va_prefetch", None)         # an optional hint (test fakes lack it)
             for i, (t, _, _) in enumerate(parts):
                 if prefetch is not None:
@@ -255,11 +306,11 @@ class VaddrOps:
             t.regions.sampling_addr = rows[j]
             m.va_mkold(t.pid, rows[j])
 
-    def check_accesses(self, ctx) -> int:
-        """Young check of every sampling address, with the same-folio reuse; returns the
-        largest nr_accesses of any region."""
+    def check_accesses(self, ctx) -> None:
+        """Young check of every sampling address, with the same-folio reuse (worked out
+        ahead by the sample batch when every checked folio has one power-of-two size)."""
         m = ctx.machine
-        max_nr = 0
+        b = ctx.sample_batch
         for t in ctx.targets:
             r = t.regions
             if not len(r):
@@ -267,12 +318,18 @@ class VaddrOps:
             if m.process(t.pid) is None:
                 acc = np.zeros(len(r), dtype=bool)
             else:
-                young, fsz = m.va_young(t.pid, r.sampling_addr)      # bool, uint64 arrays
-                b, a = ctx.sample_batch, r.sampling_addr
-                acc, _, _ = resolve_reuse(young, fsz, a, same_of=None if b is None else
-                                          (lambda shift: b.same_folio(t, a, shift)))
-            max_nr = max(max_nr, core.update_access_rate(r, acc, ctx.attrs))
-        return max_nr
+                a = r.sampling_addr
+                young, fsz = m.va_young(t.pid, a)      # bool, uint64 arrays
+                acc = None
+                if b is not None:
+                    shift = _uniform_shift(fsz)
+                    if shift is not None:
+                        src = b.reuse_src(t, a, shift)
+                        if src is not False:
+                            acc = young if src is None else young.take(src)
+                if acc is None:
+                    acc, _, _ = resolve_reuse(young, fsz, a)
+            core.update_access_rate(r, acc, ctx.attrs)
 
     def target_valid(self, ctx, t) -> bool:
         return ctx.machine.process(t.pid) is not None
@@ -284,6 +341,24 @@ class FvaddrOps(VaddrOps):
     id = OpsId.FVADDR
     init = None
     update = None
+
+
+_sz_template: tuple[bytes, int] = (b"", 0)    # the last uniform folio size array (bytes) and its log2
+
+
+def _uniform_shift(fsz: np.ndarray) -> int | None:
+    """log2 of the folio size when every entry of `fsz` is the same power of two, else None."""
+    global _sz_template
+    raw = fsz.tobytes()
+    tpl = _sz_template                           # one tuple: kdamond threads may share it
+    if raw == tpl[0] and raw:
+        return tpl[1]
+    f0 = int(fsz[0]) if len(fsz) else 0
+    if f0 <= 0 or f0 & (f0 - 1) or np.count_nonzero(fsz != f0):
+        return None
+    shift = f0.bit_length() - 1
+    _sz_template = (raw, shift)
+    return shift
 
 
 def _vmas(proc) -> list[tuple[int, int]]:

@@ -311,7 +311,7 @@ class Kdamond:
         else (real time, the first sample, a long stall) the machine first catches up."""
         clock, machine = self.system.clock, self.system.machine
         burst = max(1, WALL_BURST_US // max(sample_us, 1))
-        if burst > 1 and any(getattr(p, "twin", None) is not None for p in machine.processes()):
+        if burst > 1 and not self._sole_driver():
             burst = 1
         self._burst = burst
         now, m_now = clock.now_us(), machine.now_us
@@ -322,6 +322,18 @@ class Kdamond:
             machine.advance_to(t)
         self._window_end_us = t + sample_us
         return t
+
+    def _sole_driver(self) -> bool:
+        """Bursts are exact only while this kdamond alone moves the machine's time: no real
+        program (twin: it runs in real time), no other running kdamond (its burst would run
+        the machine past this one's open window, stretching it) and no step observer (an
+        SPE recording advances the machine to the wall clock when it is read)."""
+        machine = self.system.machine
+        if getattr(machine, "observers", None):
+            return False
+        if any(kd is not self and kd.running for kd in self.system.kdamonds):
+            return False
+        return not any(getattr(p, "twin", None) is not None for p in machine.processes())
 
     def _wait_window_end(self, end_us: int, sample_us: int) -> None:
         """Burst: nothing to wait for if the window already ended on the wall clock; else

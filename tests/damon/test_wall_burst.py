@@ -107,3 +107,30 @@ def test_a_command_cuts_a_burst_short(monkeypatch):
         assert time.monotonic() - t < 1.0
     finally:
         k.stop()
+
+
+def test_two_kdamonds_on_one_machine_sample_in_real_time():
+    """A second running kdamond also moves the machine's time: a burst of one would run it
+    past the other's open window and stretch that window, so neither bursts while both
+    run; the one left alone bursts again."""
+    clock = WallClock(1.0)
+    m = RecordingMachine(clock)
+    m.add_process(42, VMAS, hot=[(HEAP, HEAP + G // 4)])
+    s = make_system(m)
+    s.clock = clock
+    ks = [Kdamond(s, i) for i in range(2)]
+    s.kdamonds[:] = ks
+    for k in ks:
+        k.start(params.Ctx(ops=params.OpsId.VADDR, targets=[params.Target(pid=42)],
+                           attrs=params.Attrs(sample_interval=SAMPLE, aggr_interval=100_000)))
+    try:
+        time.sleep(0.2)
+        assert all(k.ctx.passed_sample_intervals >= 10 for k in ks)
+        assert [k._burst for k in ks] == [1, 1]
+        ks[1].stop()
+        time.sleep(0.1)
+        assert ks[0]._burst == kd_mod.WALL_BURST_US // SAMPLE
+    finally:
+        for k in ks:
+            if k.running:
+                k.stop()

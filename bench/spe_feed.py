@@ -148,7 +148,7 @@ def round_damond(d, src: Path, n: int) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lines", type=int, default=20_000_000)
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=11)
     ap.add_argument("--settle", type=float, default=5.0, help="seconds to let the machine start up before feeding")
     ap.add_argument("--serve-floor", metavar="MOUNTPOINT", help=argparse.SUPPRESS)
     a = ap.parse_args()

@@ -445,7 +445,7 @@ class Machine:
         key = (self.phys.layout_gen, self.map_epoch)
         plan = self._last_pa_plan
         if plan is None or not plan.matches(a, key):
-            plan = self._last_pa_plan = PaPlan(a.copy(), key, self.phys)
+            plan = self._last_pa_plan = PaPlan(a if not a.flags.writeable else a.copy(), key, self.phys)
         return plan
 
     def pa_mkold(self, paddrs: np.ndarray) -> None:

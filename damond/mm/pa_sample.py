@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from damond.mm import phys as P
+from damond.mm import pagebytes
 from damond.mm.pagebytes import PageBytes
 from damond.mm.phys import BLOCK_SHIFT, PAGE_SHIFT, PAGE_SIZE, uniq
 from damond.mm.sample import AF_SET, FOLIO_SZ, HEAD_MASK, MKOLD_OF, YOUNG_OF
@@ -57,11 +58,43 @@ def mkold_general(fl: PageBytes, order: PageBytes, heads: np.ndarray) -> None:
 class PaPlan:
     """Where the paddr access checks of one address array act (present pages only)."""
 
-    __slots__ = ("addrs", "key", "n", "sel", "heads", "order0", "uh", "sz")
+    __slots__ = ("addrs", "key", "n", "sel", "heads", "order0", "uh", "sz", "pmd")
+    pmd: tuple | None    # every folio order 9: (blocks, first tails) of heads, then of uh
 
     def __init__(self, addrs: np.ndarray, key: tuple, phys: P.PhysMem):
         self.addrs, self.key, self.n = addrs, key, len(addrs)
-        p = (addrs >> np.uint64(PAGE_SHIFT)).astype(np.int64)
+        self.sz = np.full(self.n, PAGE_SIZE, np.uint64)
+        self.pmd = None
+        fl, od = phys.flags, phys.order
+        r = -1
+        if pagebytes.FAST is not None and addrs.dtype == np.uint64:
+            h, sel, oh = np.empty(self.n, np.int64), np.empty(self.n, np.int64), np.empty(self.n, np.uint8)
+            uh = np.empty(self.n, np.int64)
+            r = pagebytes.FAST.pa_translate(fl.flat, fl.base, od.flat, od.base, addrs, phys.base_pfn, P.PRESENT,
+                                            h, sel, oh, uh)
+        if r != -1:
+            k, omin, omax, inc, u = r
+            self.sel = None if k == self.n else sel[:k]
+            h, oh = h[:k], oh[:k]
+            self.order0 = omax == 0
+            pmd = omin == omax == PMD_ORDER
+            if not self.order0:
+                self.sz[self.sel if self.sel is not None else slice(None)] = FOLIO_SZ.take(oh)
+            self.uh = (h if u == k else uh[:u]) if inc else uniq(h)
+        else:
+            h, oh = self._translate(phys)
+            self.uh = h if len(h) < 2 or (h[1:] > h[:-1]).all() else uniq(h)
+            pmd = not self.order0 and np.minimum.reduce(oh) == PMD_ORDER == np.maximum.reduce(oh)
+        self.heads = h
+        self.uh.setflags(write=False)        # the write log may keep it as it is
+        if pmd:
+            shift = np.int64(BLOCK_SHIFT - PAGE_SHIFT)
+            hb, h1 = h >> shift, h + 1
+            self.pmd = (hb, h1) + ((hb, h1) if self.uh is h else (self.uh >> shift, self.uh + 1))
+
+    def _translate(self, phys: P.PhysMem) -> tuple[np.ndarray, np.ndarray | None]:
+        """The numpy code of FAST.pa_translate: sets sel, order0 and sz; (heads, their orders)."""
+        p = (self.addrs >> np.uint64(PAGE_SHIFT)).astype(np.int64)
         p -= phys.base_pfn
         inr = (p >= 0) & (p < phys.nr_pages)
         if not inr.all():
@@ -75,16 +108,20 @@ class PaPlan:
             self.sel = np.flatnonzero(pres)
             p = p[self.sel]
         o = phys.order.gather(p, IDENT) if phys.any_large else None
-        self.sz = np.full(self.n, PAGE_SIZE, np.uint64)
         if o is None or not len(o) or not np.bitwise_or.reduce(o):
-            self.heads, self.order0 = p, True
-        else:
-            self.heads, self.order0 = p & HEAD_MASK.take(o), False
-            self.sz[self.sel if self.sel is not None else slice(None)] = FOLIO_SZ.take(phys.order.gather(self.heads, IDENT))
-        self.uh = uniq(self.heads)
+            self.order0 = True
+            return p, None
+        h, self.order0 = p & HEAD_MASK.take(o), False
+        oh = phys.order.gather(h, IDENT)
+        self.sz[self.sel if self.sel is not None else slice(None)] = FOLIO_SZ.take(oh)
+        return h, oh
 
     def matches(self, addrs: np.ndarray, key: tuple) -> bool:
-        return key == self.key and len(addrs) == self.n and not np.count_nonzero(addrs != self.addrs)
+        if key != self.key:
+            return False
+        if addrs is self.addrs and not addrs.flags.writeable:    # the caller's read-only array, again
+            return True
+        return len(addrs) == self.n and not np.count_nonzero(addrs != self.addrs)
 
     def _simple(self, fl: PageBytes, order: PageBytes, heads: np.ndarray) -> np.ndarray | None:
         """Which folios `heads` keep their whole AF in the head byte (order 0; order 9 on a
@@ -102,6 +139,13 @@ class PaPlan:
 
     def mkold(self, fl: PageBytes, order: PageBytes) -> None:
         uh = self.uh
+        if self.order0:
+            fl.update(uh, MKOLD_OF)
+            return
+        pmd = self.pmd
+        if pmd is not None and fl.bsh.take(pmd[2]).all() and not fl.gather(pmd[3], AF_SET).any():
+            fl.update(uh, MKOLD_OF)          # shared rows, no AF in the tails: the head byte says it all
+            return
         simple = self._simple(fl, order, uh)
         if simple is None:
             fl.update(uh, MKOLD_OF)
@@ -114,8 +158,10 @@ class PaPlan:
         where not present."""
         h = self.heads
         y = fl.gather(h, YOUNG_OF)
-        simple = self._simple(fl, order, h)
-        if simple is not None:
+        pmd = self.pmd
+        if pmd is not None and fl.bsh.take(pmd[0]).all():
+            y |= fl.gather(pmd[1], AF_SET)   # shared rows: the folio's AF is its head's or its tails'
+        elif (simple := self._simple(fl, order, h)) is not None:
             rest = np.flatnonzero(~simple)
             y[rest] |= folio_af(fl, order, h[rest])
         if self.sel is not None:

@@ -63,25 +63,23 @@ class PaPlan:
 
     def __init__(self, addrs: np.ndarray, key: tuple, phys: P.PhysMem):
         self.addrs, self.key, self.n = addrs, key, len(addrs)
-        self.sz = np.full(self.n, PAGE_SIZE, np.uint64)
         self.pmd = None
         fl, od = phys.flags, phys.order
         r = -1
         if pagebytes.FAST is not None and addrs.dtype == np.uint64:
             h, sel, oh = np.empty(self.n, np.int64), np.empty(self.n, np.int64), np.empty(self.n, np.uint8)
-            uh = np.empty(self.n, np.int64)
+            uh, self.sz = np.empty(self.n, np.int64), np.empty(self.n, np.uint64)
             r = pagebytes.FAST.pa_translate(fl.flat, fl.base, od.flat, od.base, addrs, phys.base_pfn, P.PRESENT,
-                                            h, sel, oh, uh)
+                                            h, sel, oh, uh, self.sz)
         if r != -1:
             k, omin, omax, inc, u = r
             self.sel = None if k == self.n else sel[:k]
             h, oh = h[:k], oh[:k]
             self.order0 = omax == 0
             pmd = omin == omax == PMD_ORDER
-            if not self.order0:
-                self.sz[self.sel if self.sel is not None else slice(None)] = FOLIO_SZ.take(oh)
             self.uh = (h if u == k else uh[:u]) if inc else uniq(h)
         else:
+            self.sz = np.full(self.n, PAGE_SIZE, np.uint64)
             h, oh = self._translate(phys)
             self.uh = h if len(h) < 2 or (h[1:] > h[:-1]).all() else uniq(h)
             pmd = not self.order0 and np.minimum.reduce(oh) == PMD_ORDER == np.maximum.reduce(oh)

@@ -7,8 +7,9 @@ order-9 folios block-wise) as a `PaPlan`. DAMON checks the same addresses in mko
 one sampling interval later, in young; the machine keeps the last plan and reuses it
 while nothing changed what those addresses translate to (`key`: phys.layout_gen and the
 machine's map_epoch, which every change to PRESENT/PMD bits, folio orders or block
-bindings bumps). The common folios go through pagebytes' C gather/update in one call
-each: order-0 pages, and order-9 blocks on a shared row whose tail pages hold no AF (the
+bindings bumps). The translation is one C loop (pagefast.pa_translate; `_translate` is
+its numpy twin for when the module is missing). The common folios go through pagebytes'
+C gather/update in one call each: order-0 pages, and order-9 blocks on a shared row whose tail pages hold no AF (the
 whole folio's AF is then its head's). Any other folio takes the general per-order code
 (`folio_af`, `mkold_general`); the results are identical.
 """

@@ -56,6 +56,11 @@ def mkold_general(fl: PageBytes, order: PageBytes, heads: np.ndarray) -> None:
     fl.set_bits(heads, P.IDLE)
 
 
+def _translate_c():
+    """FAST.pa_translate, None without it (no C module, or one built before it existed)."""
+    return getattr(pagebytes.FAST, "pa_translate", None)
+
+
 class PaPlan:
     """Where the paddr access checks of one address array act (present pages only)."""
 
@@ -67,11 +72,12 @@ class PaPlan:
         self.pmd = None
         fl, od = phys.flags, phys.order
         r = -1
-        if pagebytes.FAST is not None and addrs.dtype == np.uint64:
+        tr = _translate_c()
+        if tr is not None and addrs.dtype == np.uint64:
             h, sel, oh = np.empty(self.n, np.int64), np.empty(self.n, np.int64), np.empty(self.n, np.uint8)
             uh, self.sz = np.empty(self.n, np.int64), np.empty(self.n, np.uint64)
-            r = pagebytes.FAST.pa_translate(fl.flat, fl.base, od.flat, od.base, addrs, phys.base_pfn, P.PRESENT,
-                                            h, sel, oh, uh, self.sz)
+            r = tr(fl.flat, fl.base, od.flat, od.base, addrs, phys.base_pfn, P.PRESENT,
+                   h, sel, oh, uh, self.sz)
         if r != -1:
             k, omin, omax, inc, u = r
             self.sel = None if k == self.n else sel[:k]

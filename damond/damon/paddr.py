@@ -15,6 +15,8 @@ from damond.damon import core
 from damond.damon.params import OpsId
 from damond.damon.vaddr import draw_rows, resolve_reuse
 
+ONE = np.uint64(1)
+
 
 class PaddrOps:
     """paddr: fixed physical ranges; always valid targets."""
@@ -27,15 +29,32 @@ class PaddrOps:
     def __init__(self):
         self._last_key: int | None = None     # __damon_pa_check_access statics
         self._last_young = False
+        self._paddrs: dict[int, tuple] = {}   # id(target) -> (its sampling_addr, those * addr_unit)
+
+    def _pa(self, t, unit) -> np.ndarray:
+        """The physical sampling addresses of t: one read-only array from mkold to young (the
+        machine then reuses the sample's translation without comparing)."""
+        sa = t.regions.sampling_addr
+        c = self._paddrs.get(id(t))
+        if c is not None and c[0] is sa:
+            return c[1]
+        if unit != 1:
+            pa = sa * unit
+        else:
+            pa = sa if not sa.flags.writeable else sa.view()    # a read-only view of the draw
+        pa.setflags(write=False)
+        self._paddrs[id(t)] = (sa, pa)
+        return pa
 
     def prepare_access_checks(self, ctx) -> None:
         unit = np.uint64(ctx.addr_unit)
+        self._paddrs.clear()
         for t in ctx.targets:
             r = t.regions
             if not len(r):
                 continue
             r.sampling_addr = draw_rows(ctx.rng, r.start, r.end, 1)[0]     # = rng.integers(start, end)
-            ctx.machine.pa_mkold(r.sampling_addr * unit)
+            ctx.machine.pa_mkold(self._pa(t, unit))
 
     def check_accesses(self, ctx) -> None:
         unit = np.uint64(ctx.addr_unit)
@@ -43,11 +62,20 @@ class PaddrOps:
             r = t.regions
             if not len(r):
                 continue
-            paddrs = r.sampling_addr * unit
+            paddrs = self._pa(t, unit)
             young, fsz = ctx.machine.pa_young(paddrs)
-            acc, self._last_key, self._last_young = resolve_reuse(
-                np.asarray(young, dtype=bool), np.asarray(fsz), paddrs,
-                first_is_fresh=False, last_key=self._last_key, last_young=self._last_young)
+            young, fsz = np.asarray(young, dtype=bool), np.asarray(fsz)
+            # the usual case first: no address in the folio of the one before it, nor the
+            # first in the last checked folio (power-of-two folio sizes: key = ALIGN_DOWN)
+            keys = paddrs & ~(fsz - ONE) if fsz.dtype == np.uint64 else None
+            if (keys is not None and not (keys[1:] == keys[:-1]).any()
+                    and (self._last_key is None or int(keys[0]) != self._last_key)
+                    and not np.count_nonzero(fsz & (fsz - ONE))):
+                acc, self._last_key, self._last_young = young, int(keys[-1]), bool(young[-1])
+            else:
+                acc, self._last_key, self._last_young = resolve_reuse(
+                    young, fsz, paddrs,
+                    first_is_fresh=False, last_key=self._last_key, last_young=self._last_young)
             core.update_access_rate(r, acc, ctx.attrs)
 
 

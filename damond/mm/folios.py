@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from damond.mm import phys as P
+from damond.mm import pa_sample
 from damond.mm.phys import uniq, BLOCK_PAGES, BLOCK_SHIFT, PAGE_SHIFT, PAGE_SIZE
 
 PAGE_OFFS = np.arange(BLOCK_PAGES, dtype=np.int64)
@@ -89,7 +90,7 @@ def pa_folios(m, start: int, end: int) -> FolioArray:
     anon = np.array([by_uid[o][1].anon if o in by_uid else False for o in owners.tolist()], bool)
     memcg = np.array([m.memcg_id(by_uid[o][0].memcg) or 0 if o in by_uid else 0 for o in owners.tolist()], np.int64)
     return FolioArray(pfn=heads + base, order=m.phys.order[heads].astype(np.int64),
-                      mapped=np.ones(len(heads), bool), anon=anon, young=m._folio_af(heads),
+                      mapped=np.ones(len(heads), bool), anon=anon, young=pa_sample.folio_af(m.phys.flags, m.phys.order, heads),
                       active=(fl[heads] & P.ACTIVE) != 0,
                       nid=m.phys.blk_node[heads // BLOCK_PAGES].astype(np.int64), memcg_id=memcg)
 

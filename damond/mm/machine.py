@@ -24,6 +24,8 @@ from damond.mm.folios import FolioArray, FolioInfo, memcg_norm
 from damond.mm.pagetable import PageTables
 from damond.mm.phys import uniq, BLOCK_PAGES, BLOCK_SHIFT, PAGE_SHIFT, PAGE_SIZE, PhysMem
 from damond.mm.sample import SamplePlan
+from damond.mm import pa_sample
+from damond.mm.pa_sample import PaPlan
 from damond.mm.process import HEAP_SIZE, STACK_SIZE, STACK_TOP, TEXT_BASE, Process, Vma, page_index
 from damond.mm.thp import PMD_ORDER, ThpSettings
 from damond.mm.truth import TruthRecorder
@@ -71,6 +73,7 @@ class Machine:
         self._procs_ver = 0                       # bumped when a process comes or goes (advance_to's cache)
         self._steady: tuple | None = None         # (_procs_ver, until_us, active): see _active
         self._last_plan: SamplePlan | None = None
+        self._last_pa_plan: PaPlan | None = None    # pa_mkold's translation, for pa_young
         self._prefetch: dict[int, tuple] = {}     # pid -> what va_prefetch translated (see there)
         self._next_khugepaged_us = thp.khugepaged.scan_sleep_millisecs * 1000
         self.pid_resolver = None          # pid -> Process | None for pids with no process yet (host twins)
@@ -435,54 +438,32 @@ class Machine:
     def ram_ranges(self) -> list[tuple[int, int]]:
         return self.phys.ram_ranges()
 
-    def _pa_present(self, paddrs):
-        ok, pidx = self.phys.pidx_of_paddr(paddrs)
-        ok &= (self.phys.flags[pidx] & P.PRESENT) != 0
-        return ok, pidx
-
-    def _folio_af(self, heads: np.ndarray) -> np.ndarray:
-        """Any AF set in each folio's pages (the rmap view of paddr); order-9 folios block-wise."""
-        fl = self.phys.flags
-        young = np.zeros(len(heads), bool)
-        od = self.phys.order[heads]
-        for o in uniq(od).tolist():
-            sel = np.flatnonzero(od == o)
-            if o == P.BLOCK_SHIFT - P.PAGE_SHIFT:
-                young[sel] = fl.any_rows(heads[sel] >> 9, P.AF)
-            else:
-                young[sel] = (fl[heads[sel][:, None] + np.arange(1 << o)] & P.AF).any(axis=1)
-        return young
+    def _pa_plan(self, paddrs: np.ndarray) -> PaPlan:
+        """The translation of `paddrs` for the paddr checks: the last one while the
+        addresses and the layout are unchanged (see pa_sample.py)."""
+        a = np.asarray(paddrs, np.uint64)
+        key = (self.phys.layout_gen, self.map_epoch)
+        plan = self._last_pa_plan
+        if plan is None or not plan.matches(a, key):
+            plan = self._last_pa_plan = PaPlan(a if not a.flags.writeable else a.copy(), key, self.phys)
+        return plan
 
     def pa_mkold(self, paddrs: np.ndarray) -> None:
         with self._mutex:
-            ok, pidx = self._pa_present(paddrs)
-            heads = uniq(self.pt.folio_heads(pidx[ok]))
+            plan = self._pa_plan(paddrs)
             fl = self.phys.flags
-            fl.set_bits(heads[self._folio_af(heads)], P.YOUNG)
-            od = self.phys.order[heads]
-            thp = od == P.BLOCK_SHIFT - P.PAGE_SHIFT
-            fl.apply_rows(heads[thp] >> 9, NOT_AF_LUT)
-            for o in uniq(od[~thp]).tolist():
-                h = heads[~thp][od[~thp] == o]
-                fl.clear_bits(h[:, None] + np.arange(1 << o), P.AF)
-            fl.set_bits(heads, P.IDLE)
-            if self.tlb_cfg.flush_on_mkold and len(heads):
+            if not self.tlb_cfg.flush_on_mkold:
+                plan.mkold(fl, self.phys.order)
+                return
+            heads = plan.uh
+            pa_sample.mkold_general(fl, self.phys.order, heads)
+            if len(heads):
                 fl[self.pt.tlb_loc(heads)] |= P.COLD
                 self.map_epoch += 1
 
     def pa_young(self, paddrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with self._mutex:
-            ok, pidx = self._pa_present(paddrs)
-            young = np.zeros(len(pidx), bool)
-            sz = np.full(len(pidx), PAGE_SIZE, np.uint64)
-            if ok.any():
-                heads = self.pt.folio_heads(pidx[ok])
-                fl = self.phys.flags
-                y = self._folio_af(heads)
-                y |= (fl[heads] & P.IDLE) == 0
-                young[ok] = y
-                sz[ok] = (np.uint64(PAGE_SIZE) << self.phys.order[heads].astype(np.uint64))
-            return young, sz
+            return self._pa_plan(paddrs).young(self.phys.flags, self.phys.order)
 
     # --- folios -------------------------------------------------------------------------------------
     def folio_walk(self, pid: int, addr: int) -> FolioInfo | None:

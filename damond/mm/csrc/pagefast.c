@@ -20,6 +20,15 @@
  *     PageBytes._update_heads does. A changed tail byte of a shared block: -1.
  * update_runs(flat, base, bsh, hmap, idx, lut, runs) -> (repointed blocks, members) | -1
  *     update() of the indexes that lie in the strided runs (as members_runs), and how many do.
+ * pa_translate(flat, base, oflat, obase, addrs, base_pfn, present, heads, sel, oh, uh, sz)
+ *     -> (k, min order, max order, heads in order, u) | -1
+ *     paddr's per-sample translation (damond/mm/pa_sample.py): for each physical address
+ *     addrs[i] (uint64) whose page p = (addrs[i] >> 12) - base_pfn is in range and has the
+ *     `present` bit in flat, in order: sel[k] = i, heads[k] = p & ~((1 << min(o, 40)) - 1)
+ *     with o the page's byte in the order array (oflat, obase), oh[k] = the head's order;
+ *     uh[:u] = heads[:k] without repeats of the one before (their sorted unique values
+ *     when "in order", heads never decreasing); sz[i] = 4096 << min(head's order, 40) for
+ *     a present page, 4096 for any other address.
  * members(sorted, j, out) -> k
  *     out[:k] = the values of j (in order) found in the sorted int64 array `sorted`.
  * members_runs(runs, j, out) -> k | -1
@@ -320,10 +329,82 @@ static PyObject *pf_members_runs(PyObject *self, PyObject *const *args, Py_ssize
     return PyLong_FromSsize_t(k);
 }
 
+static PyObject *pf_pa_translate(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer b[10];
+    PyObject *in[10];
+    static const int wr[10] = {0, 0, 0, 0, 0, 1, 1, 1, 1, 1};
+    Py_ssize_t i, n, k = 0, u = 0, nb, nf, nob, nof;
+    const int64_t *base, *obase;
+    const uint64_t *addrs;
+    const uint8_t *flat, *oflat;
+    int64_t *heads, *sel, *uh, pfn0, prev = -1;
+    uint64_t *sz;
+    uint8_t *oh, present, omin = 255, omax = 0;
+    int inc = 1, bad = 0;
+
+    if (nargs != 12) {
+        PyErr_SetString(PyExc_TypeError, "pa_translate(flat, base, oflat, obase, addrs, base_pfn, present, heads, sel, oh, uh, sz)");
+        return NULL;
+    }
+    pfn0 = PyLong_AsLongLong(args[5]);
+    present = (uint8_t)PyLong_AsLong(args[6]);
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        return PyLong_FromLong(-1);
+    }
+    for (i = 0; i < 5; i++)
+        in[i] = args[i];
+    in[5] = args[7]; in[6] = args[8]; in[7] = args[9]; in[8] = args[10]; in[9] = args[11];
+    if (!get_bufs(in, b, 10, wr))
+        return PyLong_FromLong(-1);
+    flat = b[0].buf; base = b[1].buf; oflat = b[2].buf; obase = b[3].buf; addrs = b[4].buf;
+    heads = b[5].buf; sel = b[6].buf; oh = b[7].buf; uh = b[8].buf; sz = b[9].buf;
+    nf = b[0].len; nb = b[1].len / 8; nof = b[2].len; nob = b[3].len / 8; n = b[4].len / 8;
+    if (nob != nb || b[5].len / 8 < n || b[6].len / 8 < n || b[7].len < n || b[8].len / 8 < n || b[9].len / 8 < n) {
+        release(b, 10);
+        return PyLong_FromLong(-1);
+    }
+    for (i = 0; i < n; i++) {
+        int64_t p = (int64_t)(addrs[i] >> 12) - pfn0, q, h;
+        uint8_t o, ho;
+        sz[i] = 4096;
+        if ((addrs[i] >> 12) > (uint64_t)INT64_MAX || p < 0 || (p >> SHIFT) >= nb)
+            continue;
+        q = base[p >> SHIFT] + (p & OFF);
+        if (q < 0 || q >= nf) { bad = 1; break; }
+        if (!(flat[q] & present))
+            continue;
+        q = obase[p >> SHIFT] + (p & OFF);
+        if (q < 0 || q >= nof) { bad = 1; break; }
+        o = oflat[q];
+        h = p & ~(((int64_t)1 << (o < 40 ? o : 40)) - 1);
+        q = obase[h >> SHIFT] + (h & OFF);
+        if (q < 0 || q >= nof) { bad = 1; break; }
+        ho = oflat[q];
+        if (h < prev)
+            inc = 0;
+        if (h != prev || !k)
+            uh[u++] = h;
+        prev = h;
+        if (ho < omin) omin = ho;
+        if (ho > omax) omax = ho;
+        sel[k] = i; heads[k] = h; oh[k] = ho;
+        sz[i] = (uint64_t)4096 << (ho < 40 ? ho : 40);
+        k++;
+    }
+    release(b, 10);
+    if (bad)
+        return PyLong_FromLong(-1);
+    return Py_BuildValue("(niiin)", k, (int)omin, (int)omax, inc, u);
+}
+
 static PyMethodDef methods[] = {
     {"gather", (PyCFunction)(void (*)(void))pf_gather, METH_FASTCALL, "gather(flat, base, idx, lut, out) -> 0 | -1"},
     {"update", (PyCFunction)(void (*)(void))pf_update, METH_FASTCALL,
      "update(flat, base, bsh, hmap, idx, lut) -> blocks moved | -1"},
+    {"pa_translate", (PyCFunction)(void (*)(void))pf_pa_translate, METH_FASTCALL,
+     "pa_translate(flat, base, oflat, obase, addrs, base_pfn, present, heads, sel, oh, uh, sz) -> (k, omin, omax, inc, u) | -1"},
     {"members", (PyCFunction)(void (*)(void))pf_members, METH_FASTCALL, "members(sorted, j, out) -> k"},
     {"members_runs", (PyCFunction)(void (*)(void))pf_members_runs, METH_FASTCALL, "members_runs(runs, j, out) -> k"},
     {"update_runs", (PyCFunction)(void (*)(void))pf_update_runs, METH_FASTCALL,

@@ -15,6 +15,8 @@ whole folio's AF is then its head's). Any other folio takes the general per-orde
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from damond.mm import phys as P
@@ -71,7 +73,8 @@ class PaPlan:
         self.addrs, self.key, self.n = addrs, key, len(addrs)
         self.pmd = None
         fl, od = phys.flags, phys.order
-        r = -1
+        r: Any = -1                          # -1 or pa_translate's tuple
+        oh: Any = None
         tr = _translate_c()
         if tr is not None and addrs.dtype == np.uint64:
             h, sel, oh = np.empty(self.n, np.int64), np.empty(self.n, np.int64), np.empty(self.n, np.uint8)

@@ -15,25 +15,25 @@ from damond.mm import phys as P
 from tests.mm.conftest import exact_mmap
 
 
-def _ref_young(m, pa, F, O):
+def _ref_young(m, pa, flags, orders):
     p = (pa >> np.uint64(12)).astype(np.int64) - m.phys.base_pfn
     young, sz = np.zeros(len(pa), bool), np.full(len(pa), 4096, np.uint64)
     for i, x in enumerate(p.tolist()):
-        if 0 <= x < len(F) and F[x] & P.PRESENT:
-            h = x & ~((1 << int(O[x])) - 1)
-            n = 1 << int(O[h])
-            young[i] = bool((F[h:h + n] & P.AF).any()) or not F[h] & P.IDLE
-            sz[i] = 4096 << int(O[h])
+        if 0 <= x < len(flags) and flags[x] & P.PRESENT:
+            h = x & ~((1 << int(orders[x])) - 1)
+            n = 1 << int(orders[h])
+            young[i] = bool((flags[h:h + n] & P.AF).any()) or not flags[h] & P.IDLE
+            sz[i] = 4096 << int(orders[h])
     return young, sz
 
 
-def _ref_mkold(m, pa, F, O):
+def _ref_mkold(m, pa, flags, orders):
     p = (pa >> np.uint64(12)).astype(np.int64) - m.phys.base_pfn
-    for h in sorted({x & ~((1 << int(O[x])) - 1) for x in p.tolist() if 0 <= x < len(F) and F[x] & P.PRESENT}):
-        n = 1 << int(O[h])
-        was = bool((F[h:h + n] & P.AF).any())
-        F[h:h + n] &= np.uint8(~P.AF & 0xFF)
-        F[h] |= P.IDLE | (P.YOUNG if was else 0)
+    for h in sorted({x & ~((1 << int(orders[x])) - 1) for x in p.tolist() if 0 <= x < len(flags) and flags[x] & P.PRESENT}):
+        n = 1 << int(orders[h])
+        was = bool((flags[h:h + n] & P.AF).any())
+        flags[h:h + n] &= np.uint8(~P.AF & 0xFF)
+        flags[h] |= P.IDLE | (P.YOUNG if was else 0)
 
 
 @pytest.mark.parametrize("fast", [True, False])
@@ -65,14 +65,14 @@ def test_pa_checks_follow_the_rmap_rule(fast):
                 pa = np.concatenate([pa, rng.integers(lo - 8192, hi + 8192, 50).astype(np.uint64)])
             if it % 3:
                 pa = np.sort(pa)                              # kdamond's order, with repeats in a folio
-            F, O = m.phys.flags.copy(), m.phys.order.copy()
-            _ref_mkold(m, pa, F, O)
+            flags, orders = m.phys.flags.copy(), m.phys.order.copy()
+            _ref_mkold(m, pa, flags, orders)
             m.pa_mkold(pa)
-            assert np.array_equal(m.phys.flags.copy(), F)
+            assert np.array_equal(m.phys.flags.copy(), flags)
             fl.set_bits(rng.choice(used, 40), P.AF)           # accesses between mkold and young
-            F = m.phys.flags.copy()
+            flags = m.phys.flags.copy()
             y, sz = m.pa_young(pa.copy())
-            ry, rsz = _ref_young(m, pa, F, O)
+            ry, rsz = _ref_young(m, pa, flags, orders)
             assert y.tolist() == ry.tolist() and sz.tolist() == rsz.tolist()
             seen |= {bool(v) for v in ry.tolist()}
         assert seen == {True, False}

@@ -15,8 +15,6 @@ from damond.damon import core
 from damond.damon.params import OpsId
 from damond.damon.vaddr import draw_rows, resolve_reuse
 
-ONE = np.uint64(1)
-
 
 class PaddrOps:
     """paddr: fixed physical ranges; always valid targets."""
@@ -64,18 +62,9 @@ class PaddrOps:
                 continue
             paddrs = self._pa(t, unit)
             young, fsz = ctx.machine.pa_young(paddrs)
-            young, fsz = np.asarray(young, dtype=bool), np.asarray(fsz)
-            # the usual case first: no address in the folio of the one before it, nor the
-            # first in the last checked folio (power-of-two folio sizes: key = ALIGN_DOWN)
-            keys = paddrs & ~(fsz - ONE) if fsz.dtype == np.uint64 else None
-            if (keys is not None and not (keys[1:] == keys[:-1]).any()
-                    and (self._last_key is None or int(keys[0]) != self._last_key)
-                    and not np.count_nonzero(fsz & (fsz - ONE))):
-                acc, self._last_key, self._last_young = young, int(keys[-1]), bool(young[-1])
-            else:
-                acc, self._last_key, self._last_young = resolve_reuse(
-                    young, fsz, paddrs,
-                    first_is_fresh=False, last_key=self._last_key, last_young=self._last_young)
+            acc, self._last_key, self._last_young = resolve_reuse(
+                np.asarray(young, dtype=bool), np.asarray(fsz), paddrs,
+                first_is_fresh=False, last_key=self._last_key, last_young=self._last_young)
             core.update_access_rate(r, acc, ctx.attrs)
 
 

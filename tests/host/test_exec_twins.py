@@ -8,9 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
-from damond.host import tracing
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -49,16 +47,6 @@ i=0
 while [ "$(cat $A/0/state)" = on ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 echo "state $(cat $A/0/state)"
 """
-
-
-@pytest.fixture
-def need_exec():
-    if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
-        pytest.skip("needs root and /dev/fuse")
-    if not Path("/sys/kernel/mm/damon").is_dir():
-        pytest.skip("this kernel has no /sys/kernel/mm/damon to hide")
-    if tracing.preload_path() is None:
-        pytest.skip("tracer not built")
 
 
 def test_script_workload_under_exec(need_exec, tmp_path):

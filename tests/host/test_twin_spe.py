@@ -83,16 +83,6 @@ kill $pid; wait $pid || true
 """
 
 
-@pytest.fixture
-def need_exec():
-    if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
-        pytest.skip("needs root and /dev/fuse")
-    if not Path("/sys/kernel/mm/damon").is_dir():
-        pytest.skip("this kernel has no /sys/kernel/mm/damon to hide")
-    if tracing.preload_path() is None:
-        pytest.skip("tracer not built")
-
-
 def test_twin_spe_ctl_flow(need_exec, tmp_path):
     exe = tmp_path / "thpmix"
     subprocess.run(["gcc", "-O2", "-o", str(exe), str(HERE / "thpmix.c")], check=True)
